@@ -1,0 +1,148 @@
+"""One typed, frozen settings object, read from newsletter.toml and NEWSLETTER_* variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from newsletter.errors import ConfigError, MissingSetting
+
+CONFIG_FILENAME = "newsletter.toml"
+ENV_PREFIX = "NEWSLETTER_"
+SMTP_SECURITY_CHOICES = ("none", "starttls", "ssl")
+
+
+def setting(default: Any, help: str) -> Any:
+    """A settings field with its default and its help line (shown in the README and `--help`)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the newsletter; the README's settings table lists the same names."""
+
+    database_url: str = setting(
+        "sqlite:///newsletter.db", "SQLAlchemy URL of the database (SQLite or PostgreSQL)."
+    )
+    broker_url: str = setting(
+        "", "Dramatiq broker: redis://... or amqp://...; empty runs the queue in-process."
+    )
+    smtp_host: str = setting("localhost", "SMTP server that relays the mail.")
+    smtp_port: int = setting(25, "Port of the SMTP server.")
+    smtp_username: str = setting("", "SMTP AUTH user name; empty sends without AUTH.")
+    smtp_password: str = setting("", "SMTP AUTH password.")
+    smtp_security: str = setting("none", "Transport security: none, starttls or ssl.")
+    smtp_connections: int = setting(4, "Persistent SMTP connections across all worker threads.")
+    smtp_timeout: float = setting(30.0, "Seconds to wait for the SMTP server before giving up.")
+    from_address: str = setting("", "Address the issues come from (required to send).")
+    from_name: str = setting("", "Display name beside the From address.")
+    reply_to: str = setting("", "Reply-To address; empty lets replies go to From.")
+    newsletter_name: str = setting("Newsletter", "Name shown in the email header and web pages.")
+    base_url: str = setting(
+        "http://localhost:8000", "Public URL of the web app (sign-up, unsubscribe, archive)."
+    )
+    secret_key: str = setting("", "Key that signs tokens; `newsletter init` generates one (required).")
+    bounce_address: str = setting(
+        "", "Base of the VERP return path, e.g. bounces@example.org; empty uses bounces@ the From domain."
+    )
+    list_id: str = setting("", "List-Id (RFC 2919), e.g. news.example.org; empty derives it from From.")
+    postal_address: str = setting(
+        "", "Sender's physical postal address for the footer, as CAN-SPAM asks (required to send)."
+    )
+    batch_size: int = setting(200, "Deliveries per queue message.")
+    rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")
+
+    def require(self, *names: str) -> None:
+        """Raise MissingSetting for the first of `names` that has no value."""
+        for name in names:
+            if getattr(self, name) in ("", None):
+                raise MissingSetting(name)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (the object itself never changes)."""
+        return dataclasses.replace(self, **changes)
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's name and its help line, in declaration order."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(Settings)}
+
+
+def load_settings(
+    config_path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read newsletter.toml (or `config_path`), then let NEWSLETTER_* environment variables win.
+
+    Raises:
+        ConfigError: the file is unreadable, names an unknown setting, or a value has the wrong type.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = Path(config_path) if config_path is not None else Path(CONFIG_FILENAME)
+    if config_path is not None and not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.is_file():
+        values.update(_read_toml(path))
+    types = get_type_hints(Settings)
+    for name in types:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = environ[env_name]
+    coerced = {name: _coerce(name, value, types[name]) for name, value in values.items()}
+    settings = Settings(**coerced)
+    _validate(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    known = setting_help()
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+    return data
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    try:
+        if kind is int and not isinstance(value, bool):
+            return int(value)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+    except ValueError:
+        pass
+    raise ConfigError(f"setting {name!r} must be {kind.__name__}, not {value!r}")
+
+
+def _validate(settings: Settings) -> None:
+    if settings.smtp_security not in SMTP_SECURITY_CHOICES:
+        raise ConfigError(
+            f"setting 'smtp_security' must be one of {', '.join(SMTP_SECURITY_CHOICES)}, "
+            f"not {settings.smtp_security!r}"
+        )
+    for name in ("smtp_port", "smtp_connections", "batch_size"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"setting {name!r} must be at least 1")
+    if settings.rate_limit < 0:
+        raise ConfigError("setting 'rate_limit' must not be negative")
+    for name in ("from_address", "reply_to", "bounce_address", "from_name", "list_id"):
+        value = getattr(settings, name)
+        if "\r" in value or "\n" in value:
+            raise ConfigError(f"setting {name!r} must not contain a line break")

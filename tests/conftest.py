@@ -1,0 +1,96 @@
+"""Fixtures named for what they return: settings, engine, session, and the real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from newsletter import database
+from newsletter.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "samples" / "issues"
+POSTGRES_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS", "redis://127.0.0.1:6379/15")
+RABBITMQ_URL = os.environ.get("NEWSLETTER_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+SERVICES = {"postgres": ("127.0.0.1", 5432), "redis": ("127.0.0.1", 6379), "rabbitmq": ("127.0.0.1", 5672)}
+
+
+def require_service(name: str) -> None:
+    """Skip when a server is absent on a developer's machine; fail in CI, where it must be there."""
+    host, port = SERVICES[name]
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as error:
+        message = f"{name} is not reachable on {host}:{port}: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for a fresh SQLite database in a temporary directory."""
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'newsletter.db'}",
+        secret_key="test-secret-key-that-is-long-enough",
+        from_address="editor@example.org",
+        from_name="The Editor",
+        newsletter_name="AI 简报",
+        base_url="https://news.example.org",
+        postal_address="1 Example Street, Springfield",
+    )
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """An engine on the `settings` database, migrated to head."""
+    engine = database.make_engine(settings)
+    database.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """A session on the migrated database; the test commits what it wants kept."""
+    with database.make_sessionmaker(engine)() as session:
+        yield session
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    require_service("postgres")
+    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_settings(settings: Settings, postgres_url: str) -> Settings:
+    return settings.replace(database_url=postgres_url)
+
+
+@pytest.fixture
+def postgres_engine(postgres_settings: Settings) -> Iterator[Engine]:
+    """An engine on a fresh PostgreSQL database, migrated to head."""
+    engine = database.make_engine(postgres_settings)
+    database.upgrade(engine)
+    yield engine
+    engine.dispose()
