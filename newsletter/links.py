@@ -1,0 +1,77 @@
+"""The URLs and addresses that name a subscriber, an issue or a delivery: one place builds them all."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import quote
+
+from newsletter.settings import Settings
+from newsletter.tokens import Purpose, Signer
+
+
+def domain_of(address: str) -> str:
+    """The domain of an address, lower-cased."""
+    return address.rpartition("@")[2].strip().lower()
+
+
+def sender_domain(settings: Settings) -> str:
+    """The domain mail is sent from: that of from_address (required)."""
+    settings.require("from_address")
+    return domain_of(settings.from_address)
+
+
+def issue_url(settings: Settings, slug: str) -> str:
+    """The web version of an issue in the archive (the email's view-in-browser link)."""
+    return f"{settings.base_url.rstrip('/')}/issues/{quote(slug)}"
+
+
+def unsubscribe_url(settings: Settings, signer: Signer, subscriber_id: int) -> str:
+    """The page with one button that unsubscribes; its POST is also the RFC 8058 one-click target."""
+    token = signer.dumps_permanent(Purpose.UNSUBSCRIBE, subscriber_id)
+    return f"{settings.base_url.rstrip('/')}/unsubscribe/{token}"
+
+
+def preferences_url(settings: Settings, signer: Signer, subscriber_id: int) -> str:
+    """The page where a subscriber sees, exports or erases what is stored about them."""
+    token = signer.dumps_permanent(Purpose.PREFERENCES, subscriber_id)
+    return f"{settings.base_url.rstrip('/')}/preferences/{token}"
+
+
+def confirm_url(settings: Settings, signer: Signer, subscriber_id: int) -> str:
+    """The double opt-in link; it expires (tokens.CONFIRM_MAX_AGE_SECONDS)."""
+    token = signer.dumps(Purpose.CONFIRM, subscriber_id)
+    return f"{settings.base_url.rstrip('/')}/confirm/{token}"
+
+
+def bounce_base(settings: Settings) -> tuple[str, str]:
+    """The local part and domain of the VERP base: bounce_address, else bounces@ the From domain."""
+    base = settings.bounce_address or f"bounces@{sender_domain(settings)}"
+    local, _, domain = base.rpartition("@")
+    return local, domain.lower()
+
+
+def return_path(settings: Settings, signer: Signer, delivery_id: int) -> str:
+    """The VERP envelope sender of one delivery: bounces+TOKEN@domain."""
+    local, domain = bounce_base(settings)
+    return f"{local}+{signer.address_token(Purpose.BOUNCE, delivery_id)}@{domain}"
+
+
+def unsubscribe_mailto(settings: Settings, signer: Signer, subscriber_id: int) -> str:
+    """The mailto URI of List-Unsubscribe (RFC 2369): a mail to it unsubscribes."""
+    _, domain = bounce_base(settings)
+    token = signer.address_token(Purpose.MAILTO_UNSUBSCRIBE, subscriber_id)
+    return f"mailto:unsubscribe+{token}@{domain}?subject=unsubscribe"
+
+
+def list_id(settings: Settings) -> str:
+    """The List-Id header value (RFC 2919): `"Name" <id>`, the id derived from From when unset."""
+    identifier = settings.list_id or f"newsletter.{sender_domain(settings)}"
+    name = settings.newsletter_name.replace('"', "'")
+    return f'"{name}" <{identifier}>'
+
+
+def message_id(settings: Settings, issue_id: int, subscriber_id: int) -> str:
+    """A Message-ID that is the same every time one issue goes to one subscriber (resends included)."""
+    mac = hmac.new(settings.secret_key.encode(), f"{issue_id}.{subscriber_id}".encode(), hashlib.sha256)
+    return f"<{issue_id}.{subscriber_id}.{mac.hexdigest()[:16]}@{sender_domain(settings)}>"
