@@ -56,6 +56,12 @@ class Settings:
     )
     batch_size: int = setting(200, "Deliveries per queue message.")
     rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")
+    bounce_soft_threshold: float = setting(
+        3.0, "Soft-bounce score at which a subscriber becomes bounced (each soft bounce adds 1)."
+    )
+    bounce_score_half_life_days: float = setting(
+        14.0, "Days after which a soft-bounce score has decayed to half its value."
+    )
 
     def require(self, *names: str) -> None:
         """Raise MissingSetting for the first of `names` that has no value."""
@@ -142,6 +148,9 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if settings.rate_limit < 0:
         raise ConfigError("setting 'rate_limit' must not be negative")
+    for name in ("bounce_soft_threshold", "bounce_score_half_life_days"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"setting {name!r} must be greater than 0")
     for name in ("from_address", "reply_to", "bounce_address", "from_name", "list_id"):
         value = getattr(settings, name)
         if "\r" in value or "\n" in value:
