@@ -46,7 +46,7 @@ class BouncePolicy:
         if since is None or score <= 0:
             return max(score, 0.0)
         elapsed_days = max((now - since).total_seconds(), 0.0) / SECONDS_PER_DAY
-        return score * 0.5 ** (elapsed_days / self.half_life_days)
+        return score * float(0.5 ** (elapsed_days / self.half_life_days))
 
 
 @dataclass(frozen=True)
