@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -138,6 +139,23 @@ class Issue(Base):
     status: Mapped[str] = mapped_column(String(16), default=IssueStatus.DRAFT)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None]
+    # With html, text and the images, everything a worker on another machine needs to build the message.
+    lang: Mapped[str] = mapped_column(String(35), default="")
+    web_html: Mapped[str] = mapped_column(Text, default="")
+
+
+class IssueImage(Base):
+    """An image an issue's HTML shows inline (cid: URL, RFC 2392), stored so any worker can attach it."""
+
+    __tablename__ = "issue_images"
+    __table_args__ = (UniqueConstraint("issue_id", "cid"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    cid: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Delivery(Base):
@@ -158,6 +176,25 @@ class Delivery(Base):
     message_id: Mapped[str] = mapped_column(String(255))
     claimed_at: Mapped[dt.datetime | None]
     next_attempt_at: Mapped[dt.datetime | None]
+    sent_at: Mapped[dt.datetime | None]
+
+
+class OutboundMessage(Base):
+    """A prepared one-off message (a confirmation mail) sent through the same queue and SMTP path as issues."""
+
+    __tablename__ = "outbound_messages"
+    __table_args__ = (CheckConstraint(_check_in("status", DeliveryStatus), name="status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    envelope_from: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(String(320))
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[dt.datetime | None]
     sent_at: Mapped[dt.datetime | None]
 
 
