@@ -40,3 +40,7 @@ class ImportFileError(NewsletterError):
 
 class DatabaseNotReady(NewsletterError):
     """The database is missing or not at the latest migration."""
+
+
+class IssueFormatError(NewsletterError):
+    """An issue file that cannot be rendered: unreadable, bad front matter, or no subject."""
