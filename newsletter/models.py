@@ -218,3 +218,21 @@ class Event(Base):
     payload: Mapped[dict[str, Any] | None]
     # A provider's own id for the event ("ses:<id>", "message:<sha256>"): seen twice, recorded once.
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+
+class UnrecognizedMessage(Base):
+    """Mail to the bounce or unsubscribe address that was no report, reply or request: kept for the editor."""
+
+    __tablename__ = "unrecognized_messages"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    # "message:<sha256>" as in events: the same mail fetched twice is kept once.
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    sender: Mapped[str] = mapped_column(Text, default="")
+    recipient: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    note: Mapped[str] = mapped_column(Text)  # why it was not recognised
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the head of the message, cut at a fixed size
