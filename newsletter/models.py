@@ -236,3 +236,13 @@ class UnrecognizedMessage(Base):
     note: Mapped[str] = mapped_column(Text)  # why it was not recognised
     size_bytes: Mapped[int] = mapped_column(Integer)
     raw: Mapped[bytes] = mapped_column(LargeBinary)  # the head of the message, cut at a fixed size
+
+
+class Throttle(Base):
+    """One fixed-window counter: how often a key (a hashed client IP or address) was seen in a window."""
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(primary_key=True, index=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)

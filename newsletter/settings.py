@@ -56,6 +56,19 @@ class Settings:
     )
     batch_size: int = setting(200, "Deliveries per queue message.")
     rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")
+    signup_check_deliverability: bool = setting(
+        False, "Sign-up form: also check by DNS that the address's domain accepts mail."
+    )
+    signup_min_fill_seconds: float = setting(
+        2.0, "Sign-up form: a post sooner than this after the form was shown is refused as a bot; 0 turns it off."
+    )
+    signup_limit_per_ip: int = setting(20, "Sign-ups accepted from one client IP per hour; 0 means no limit.")
+    signup_limit_per_address: int = setting(5, "Sign-ups accepted for one address per hour; 0 means no limit.")
+    confirmation_daily_cap: int = setting(3, "Confirmation emails sent to one address per 24 hours, at most.")
+    confirm_max_age_seconds: int = setting(7 * 24 * 3600, "Seconds a confirmation link stays valid (7 days).")
+    trusted_proxies: str = setting(
+        "127.0.0.1", "Reverse proxies whose X-Forwarded-For names the client IP: comma-separated IPs, or *."
+    )
     bounce_soft_threshold: float = setting(
         3.0, "Soft-bounce score at which a subscriber becomes bounced (each soft bounce adds 1)."
     )
@@ -148,6 +161,12 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if settings.rate_limit < 0:
         raise ConfigError("setting 'rate_limit' must not be negative")
+    for name in ("signup_min_fill_seconds", "signup_limit_per_ip", "signup_limit_per_address",
+                 "confirmation_daily_cap"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"setting {name!r} must not be negative")
+    if settings.confirm_max_age_seconds < 1:
+        raise ConfigError("setting 'confirm_max_age_seconds' must be at least 1")
     for name in ("bounce_soft_threshold", "bounce_score_half_life_days"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name!r} must be greater than 0")

@@ -1,0 +1,245 @@
+"""Double opt-in: subscribe (with its abuse caps), confirm, unsubscribe and re-subscribe by token."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from newsletter import throttle
+from newsletter.addresses import clean_name, normalize_address
+from newsletter.errors import NewsletterError
+from newsletter.models import Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
+from newsletter.settings import Settings
+from newsletter.subscriptions import SUPPRESSED_STATUSES, record_event
+from newsletter.tokens import Purpose, Signer, TokenInvalid
+
+CONFIRMATION_REQUESTED = "confirmation-requested"  # event kind: a confirmation mail was queued
+SIGNUP_WINDOW_SECONDS = 3600  # the rate limits count sign-ups per hour
+CAP_WINDOW_SECONDS = 24 * 3600  # the cap counts confirmation mails per day
+SOURCE_FORM = "form"
+SOURCE_CONFIRM = "confirm-link"
+SOURCE_UNSUBSCRIBE = "unsubscribe-link"
+SOURCE_ONE_CLICK = "one-click"  # RFC 8058 List-Unsubscribe-Post from a mail provider
+
+
+class TooManySignups(NewsletterError):
+    """Too many sign-ups from one client IP or for one address in the last hour."""
+
+
+class TokenUsed(TokenInvalid):
+    """A confirmation link that has already done its work (or was overtaken by a later change)."""
+
+
+@dataclass(frozen=True)
+class ConfirmationRequest:
+    """A confirmation mail to send once the transaction commits: IDs only, the token is made from them."""
+
+    subscriber_id: int
+    request_id: int  # the id of the `confirmation-requested` event the link names
+
+
+def confirmation_token(signer: Signer, request: ConfirmationRequest) -> str:
+    """The signed, expiring token of a confirmation link."""
+    return signer.dumps(Purpose.CONFIRM, [request.subscriber_id, request.request_id])
+
+
+def subscribe(
+    session: Session,
+    settings: Settings,
+    email: str,
+    name: str | None = None,
+    client_ip: str | None = None,
+    now: dt.datetime | None = None,
+) -> ConfirmationRequest | None:
+    """Take a sign-up from the form; returns the confirmation mail to send, or None when none is due.
+
+    The caller shows the same answer whatever the address's state (no enumeration): a new or pending
+    address gets a (fresh) confirmation, an active one nothing new, a suppressed one a confirmation
+    to re-subscribe. At most `confirmation_daily_cap` confirmations go to one address a day.
+
+    Raises:
+        InvalidAddress: the address is not valid.
+        TooManySignups: the client IP or the address is over its hourly limit.
+    """
+    now = now or utcnow()
+    given, key = normalize_address(email, check_deliverability=settings.signup_check_deliverability)
+    if client_ip:
+        _within_limit(session, settings, "ip", client_ip, settings.signup_limit_per_ip, now)
+    _within_limit(session, settings, "address", key, settings.signup_limit_per_address, now)
+    subscriber = _find_or_create_pending(session, given, key, clean_name(name), now)
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        return None
+    if subscriber.status == SubscriberStatus.PENDING and name and clean_name(name) != subscriber.name:
+        subscriber.name = clean_name(name)
+    return request_confirmation(session, settings, subscriber, SOURCE_FORM, now)
+
+
+def request_confirmation(
+    session: Session, settings: Settings, subscriber: Subscriber, source: str, now: dt.datetime | None = None
+) -> ConfirmationRequest | None:
+    """Make a not-yet-active subscriber pending and log a confirmation request, within the daily cap."""
+    now = now or utcnow()
+    if subscriber.status in SUPPRESSED_STATUSES:
+        # ARCHITECTURE: back to pending on re-subscribe; nothing is mailed until the link is used.
+        _move(session, subscriber, set(SUPPRESSED_STATUSES), SubscriberStatus.PENDING, source, "re-subscribe")
+    if subscriber.status != SubscriberStatus.PENDING:
+        return None
+    if _confirmations_since(session, subscriber.id, now) >= settings.confirmation_daily_cap:
+        return None  # list-bombing: the same answer, but no more mail to this address today
+    event = record_event(session, subscriber, CONFIRMATION_REQUESTED, source, at=now)
+    session.flush()
+    return ConfirmationRequest(subscriber.id, event.id)
+
+
+def check_confirmation(session: Session, signer: Signer, token: str, max_age_seconds: int) -> Subscriber:
+    """The pending subscriber a confirmation token names, changing nothing (the page with the button).
+
+    Raises:
+        TokenExpired: the link is older than `max_age_seconds`.
+        TokenUsed: the subscriber was confirmed (or changed state) since this link was sent.
+        TokenInvalid: the token is not a confirmation token of this key.
+    """
+    subscriber_id, request_id = _confirmation_ids(signer.loads(Purpose.CONFIRM, token, max_age_seconds))
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise TokenInvalid("this link names nobody on the list")
+    later_change = exists().where(
+        Event.subscriber_id == subscriber_id, Event.id > request_id, Event.new_status.is_not(None)
+    )
+    if subscriber.status != SubscriberStatus.PENDING or session.scalar(select(later_change)):
+        raise TokenUsed("this link has already been used")
+    return subscriber
+
+
+def confirm(session: Session, signer: Signer, token: str, max_age_seconds: int) -> Subscriber:
+    """Activate the subscriber a confirmation token names; a token works once.
+
+    Raises:
+        TokenExpired, TokenUsed, TokenInvalid: as check_confirmation.
+    """
+    subscriber = check_confirmation(session, signer, token, max_age_seconds)
+    if not _move(session, subscriber, {SubscriberStatus.PENDING}, SubscriberStatus.ACTIVE, SOURCE_CONFIRM):
+        raise TokenUsed("this link has already been used")
+    return subscriber
+
+
+def subscriber_for_unsubscribe(session: Session, signer: Signer, token: str) -> Subscriber | None:
+    """The subscriber an unsubscribe token names (these tokens never expire), or None if erased.
+
+    Raises:
+        TokenInvalid: the token is not an unsubscribe token of this key.
+    """
+    subscriber_id = signer.loads_permanent(Purpose.UNSUBSCRIBE, token)
+    if not isinstance(subscriber_id, int):
+        raise TokenInvalid("this link is not valid")
+    return session.get(Subscriber, subscriber_id)
+
+
+def unsubscribe_by_token(session: Session, signer: Signer, token: str, source: str = SOURCE_UNSUBSCRIBE) -> bool:
+    """Unsubscribe whoever the token names; True if this call changed anything (repeating is harmless).
+
+    Raises:
+        TokenInvalid: the token is not an unsubscribe token of this key.
+    """
+    subscriber = subscriber_for_unsubscribe(session, signer, token)
+    if subscriber is None:
+        return False
+    leaving = {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}
+    return _move(session, subscriber, leaving, SubscriberStatus.UNSUBSCRIBED, source)
+
+
+def resubscribe_by_token(
+    session: Session, settings: Settings, signer: Signer, token: str
+) -> ConfirmationRequest | None:
+    """After unsubscribing by mistake: send a confirmation to come back (consent is asked again).
+
+    Raises:
+        TokenInvalid: the token is not an unsubscribe token of this key.
+    """
+    subscriber = subscriber_for_unsubscribe(session, signer, token)
+    if subscriber is None or subscriber.status == SubscriberStatus.ACTIVE:
+        return None
+    return request_confirmation(session, settings, subscriber, SOURCE_UNSUBSCRIBE)
+
+
+def _within_limit(session: Session, settings: Settings, kind: str, value: str, limit: int, now: dt.datetime) -> None:
+    if limit <= 0:
+        return
+    key = throttle.throttle_key(settings.secret_key, kind, value)
+    if throttle.hit(session, key, SIGNUP_WINDOW_SECONDS, now) > limit:
+        raise TooManySignups(f"too many sign-ups from this {'network' if kind == 'ip' else 'address'}: "
+                             "please try again in an hour")
+
+
+def _find_or_create_pending(
+    session: Session, given: str, key: str, name: str | None, now: dt.datetime
+) -> Subscriber:
+    """The subscriber with this key, created pending if new; one atomic insert, so a race never doubles it."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values: dict[str, Any] = {
+        "email": given, "email_key": key, "name": name, "status": SubscriberStatus.PENDING,
+        "source": SubscriberSource.FORM, "bounce_score": 0.0, "attributes": {}, "created_at": now,
+    }
+    statement = insert(Subscriber).values(**values).on_conflict_do_nothing(index_elements=[Subscriber.email_key])
+    created = session.execute(statement.returning(Subscriber.id)).scalar_one_or_none()
+    subscriber = session.scalars(
+        select(Subscriber).where(Subscriber.email_key == key).with_for_update()
+    ).one()
+    if created is not None:
+        record_event(session, subscriber, "created", SOURCE_FORM, new_status=SubscriberStatus.PENDING, at=now)
+    return subscriber
+
+
+def _move(
+    session: Session,
+    subscriber: Subscriber,
+    from_statuses: set[SubscriberStatus],
+    to: SubscriberStatus,
+    source: str,
+    reason: str | None = None,
+) -> bool:
+    """Change the status only if it is still one of `from_statuses` (a conditional UPDATE: races lose)."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": to}
+    if to == SubscriberStatus.ACTIVE:
+        values["confirmed_at"] = now
+    elif to == SubscriberStatus.UNSUBSCRIBED:
+        values["unsubscribed_at"] = now
+    old = subscriber.status
+    result = session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber.id, Subscriber.status.in_([str(status) for status in from_statuses]))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(subscriber)
+        return False
+    session.refresh(subscriber)
+    record_event(session, subscriber, "status", source, old_status=old, new_status=to, reason=reason, at=now)
+    return True
+
+
+def _confirmations_since(session: Session, subscriber_id: int, now: dt.datetime) -> int:
+    since = now - dt.timedelta(seconds=CAP_WINDOW_SECONDS)
+    count = session.scalar(
+        select(func.count()).select_from(Event).where(
+            Event.subscriber_id == subscriber_id, Event.kind == CONFIRMATION_REQUESTED, Event.created_at > since
+        )
+    )
+    return int(count or 0)
+
+
+def _confirmation_ids(data: Any) -> tuple[int, int]:
+    if (
+        isinstance(data, list) and len(data) == 2
+        and all(isinstance(number, int) and not isinstance(number, bool) for number in data)
+    ):
+        return data[0], data[1]
+    raise TokenInvalid("this link is not valid")
