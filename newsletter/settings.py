@@ -56,6 +56,20 @@ class Settings:
     )
     batch_size: int = setting(200, "Deliveries per queue message.")
     rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")
+    rate_limit_url: str = setting(
+        "", "Redis URL where workers share the rate_limit count; empty uses broker_url when it is redis://."
+    )
+    queue_name: str = setting("newsletter", "Dramatiq queue the sending messages travel on (send and workers agree).")
+    lease_seconds: float = setting(
+        600.0, "Seconds a worker holds the deliveries it claimed; after that another worker may take them."
+    )
+    max_attempts: int = setting(6, "Tries per delivery on temporary SMTP failures before it is marked failed.")
+    retry_delay_seconds: float = setting(
+        120.0, "Wait before the second try of a temporarily failed delivery; doubles with each try."
+    )
+    dkim_private_key_path: str = setting("", "PEM file of the DKIM private key; empty sends unsigned.")
+    dkim_selector: str = setting("", "DKIM selector: the key is published at SELECTOR._domainkey.DOMAIN.")
+    dkim_domain: str = setting("", "DKIM signing domain (d=); empty uses the From domain.")
     signup_check_deliverability: bool = setting(
         False, "Sign-up form: also check by DNS that the address's domain accepts mail."
     )
@@ -161,6 +175,9 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if settings.rate_limit < 0:
         raise ConfigError("setting 'rate_limit' must not be negative")
+    for name in ("lease_seconds", "max_attempts", "retry_delay_seconds"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"setting {name!r} must be positive")
     for name in ("signup_min_fill_seconds", "signup_limit_per_ip", "signup_limit_per_address",
                  "confirmation_daily_cap"):
         if getattr(settings, name) < 0:

@@ -1,0 +1,174 @@
+"""SMTP: one persistent connection per worker thread, and the one place that says what a reply means."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from enum import StrEnum
+
+from newsletter.errors import NewsletterError
+from newsletter.settings import Settings
+
+CONNECTION_LOST = 0  # no reply at all: the server closed the connection or the network failed
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A server's reply to one stage of the transaction (code 0 when the connection was lost)."""
+
+    code: int
+    text: str
+    stage: str = ""
+
+    @property
+    def outcome(self) -> Outcome:
+        return classify(self.code)
+
+    def __str__(self) -> str:
+        where = f" (at {self.stage})" if self.stage else ""
+        return f"{self.code} {self.text}{where}" if self.code else f"connection lost: {self.text}{where}"
+
+
+class TemporaryFailure(NewsletterError):
+    """The server deferred the message (4xx, 552 or a lost connection): try again later."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+class PermanentFailure(NewsletterError):
+    """The server refused the message for good (5xx): the address bounced."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+def classify(code: int) -> Outcome:
+    """What an SMTP reply code means for the delivery (RFC 5321 4.2.1: the first digit decides)."""
+    if 200 <= code < 300:
+        return Outcome.SENT
+    if code == 552:
+        # RFC 5321 4.5.3.1.10: 552 "too much mail data / storage exceeded" is treated as temporary.
+        return Outcome.TEMPORARY
+    if 500 <= code < 600:
+        return Outcome.PERMANENT
+    # 4xx (421 closing, 450/451/452 busy or greylisted, 454 TLS unavailable), a lost connection,
+    # and anything a server should never say: try again rather than drop a subscriber.
+    return Outcome.TEMPORARY
+
+
+def is_throttling(code: int) -> bool:
+    """True when the server asks us to slow down (every 4xx; RFC 5321 4.2.5 421 also closes)."""
+    return code == CONNECTION_LOST or 400 <= code < 500
+
+
+class SmtpConnection:
+    """A persistent connection to the relay, opened on first use and reopened after a drop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._smtp: smtplib.SMTP | None = None
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> Reply:
+        """Send one message to one recipient.
+
+        Raises:
+            TemporaryFailure: a 4xx or 552 reply, or the connection could not be made or was lost.
+            PermanentFailure: a 5xx reply to MAIL, RCPT or DATA.
+        """
+        try:
+            smtp = self._smtp or self._connect()
+            options = ["SMTPUTF8"] if not (envelope_from + recipient).isascii() else []
+            if options and not smtp.has_extn("smtputf8"):
+                # RFC 6531 3.4: an address that is not ASCII needs a server that offers SMTPUTF8.
+                raise PermanentFailure(Reply(553, "the server does not offer SMTPUTF8", "MAIL"))
+            self._expect(smtp.mail(envelope_from, options), "MAIL")
+            self._expect(smtp.rcpt(recipient), "RCPT")
+            try:
+                response: tuple[int, bytes | str] = smtp.data(message)
+            except smtplib.SMTPDataError as error:  # the reply to DATA itself was not 354
+                response = (error.smtp_code, error.smtp_error)
+            reply = self._reply(response[0], response[1], "DATA")
+            if reply.outcome != Outcome.SENT:
+                self._fail(reply)
+            return reply
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
+            self.close()
+            raise TemporaryFailure(Reply(CONNECTION_LOST, str(error) or type(error).__name__)) from None
+        except smtplib.SMTPResponseException as error:  # AUTH or STARTTLS refused while connecting
+            self.close()
+            reply = self._reply(error.smtp_code, error.smtp_error, "connect")
+            raise TemporaryFailure(reply) from None
+
+    def close(self) -> None:
+        """QUIT politely when the connection is still up, then forget it."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        settings = self._settings
+        # EHLO names this host; gethostname() never waits on DNS the way getfqdn() can.
+        local_name = socket.gethostname() or "localhost"
+        smtp: smtplib.SMTP
+        if settings.smtp_security == "ssl":
+            smtp = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
+                                    timeout=settings.smtp_timeout, context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
+                                timeout=settings.smtp_timeout)
+        try:
+            smtp.ehlo()
+            if settings.smtp_security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()  # RFC 3207 4.2: forget what the server said before TLS, ask again
+            if settings.smtp_username:
+                smtp.login(settings.smtp_username, settings.smtp_password)
+        except BaseException:
+            smtp.close()
+            raise
+        self._smtp = smtp
+        return smtp
+
+    def _expect(self, response: tuple[int, bytes | str], stage: str) -> None:
+        reply = self._reply(response[0], response[1], stage)
+        if reply.outcome != Outcome.SENT:
+            self._fail(reply)
+
+    def _fail(self, reply: Reply) -> None:
+        if reply.code == 421:
+            # RFC 5321 3.8: 421 means the server is closing the transmission channel.
+            self.close()
+        else:
+            self._reset()
+        if reply.outcome == Outcome.PERMANENT:
+            raise PermanentFailure(reply)
+        raise TemporaryFailure(reply)
+
+    def _reset(self) -> None:
+        """RSET after a refused stage so the next transaction starts clean (RFC 5321 4.1.1.5)."""
+        if self._smtp is None:
+            return
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    @staticmethod
+    def _reply(code: int, text: bytes | str, stage: str) -> Reply:
+        shown = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        return Reply(code if code > 0 else CONNECTION_LOST, " ".join(shown.split()), stage)
