@@ -1,0 +1,451 @@
+"""Inbound mail: DSNs in the shapes real MTAs send, ARF reports, auto-replies, unsubscribe mail, hostile input."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter import links
+from newsletter.inbound import Verdict, ingest
+from newsletter.models import Delivery, Event, Issue, Subscriber, SubscriberStatus, UnrecognizedMessage
+from newsletter.settings import Settings
+from newsletter.subscriptions import add_subscriber
+from newsletter.tokens import Signer
+
+BOUNDARY = "=_report_boundary"
+
+
+@dataclass
+class Sent:
+    """Three subscribers and the deliveries of one issue to them."""
+
+    settings: Settings
+    signer: Signer
+    subscribers: dict[str, Subscriber]
+    deliveries: dict[str, Delivery]
+
+    def verp(self, email: str) -> str:
+        return links.return_path(self.settings, self.signer, self.deliveries[email].id)
+
+    def mailto(self, email: str) -> str:
+        uri = links.unsubscribe_mailto(self.settings, self.signer, self.subscribers[email].id)
+        return uri.removeprefix("mailto:").partition("?")[0]
+
+
+@pytest.fixture
+def sent(session: Session, settings: Settings) -> Sent:
+    issue = Issue(slug="first", subject="First", source_text="", source_hash="0" * 64, html="", text="")
+    session.add(issue)
+    session.flush()
+    subscribers, deliveries = {}, {}
+    for email in ("ann@example.com", "bob@example.net", "cho@example.com"):
+        subscriber = add_subscriber(session, email)
+        delivery = Delivery(issue_id=issue.id, subscriber_id=subscriber.id, status="sent",
+                            message_id=links.message_id(settings, issue.id, subscriber.id))
+        session.add(delivery)
+        session.flush()
+        subscribers[email], deliveries[email] = subscriber, delivery
+    return Sent(settings, Signer(settings.secret_key), subscribers, deliveries)
+
+
+def dsn(to: str, blocks: list[dict[str, str]], *, sender: str = "MAILER-DAEMON@mx.example.com",
+        subject: str = "Undelivered Mail Returned to Sender", human: str = "Your message could not be delivered.",
+        human_type: str = "text/plain", extra_headers: str = "", message_id: str = "<dsn.1@mx.example.com>",
+        reporting_mta: str = "dns; mx.example.com") -> bytes:
+    """A DSN as RFC 3464 describes it: human part, delivery-status (message block + recipient blocks), headers."""
+    recipient_blocks = "\n".join("".join(f"{name}: {value}\n" for name, value in block.items()) for block in blocks)
+    return f"""Return-Path: <>
+{extra_headers}From: {sender}
+To: {to}
+Subject: {subject}
+Date: Mon, 05 Jan 2026 09:00:00 +0000
+Message-ID: {message_id}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="{BOUNDARY}"
+
+--{BOUNDARY}
+Content-Type: {human_type}; charset=utf-8
+
+{human}
+
+--{BOUNDARY}
+Content-Type: message/delivery-status
+
+Reporting-MTA: {reporting_mta}
+Arrival-Date: Mon, 05 Jan 2026 08:59:58 +0000
+
+{recipient_blocks}
+--{BOUNDARY}
+Content-Type: text/rfc822-headers
+
+From: The Editor <editor@example.org>
+Subject: First
+Message-ID: <1.1.abcdef@example.org>
+
+--{BOUNDARY}--
+""".replace("\n", "\r\n").encode()
+
+
+def failed(recipient: str, status: str = "5.1.1", diagnostic: str = "smtp; 550 5.1.1 User unknown",
+           action: str = "failed") -> dict[str, str]:
+    return {"Final-Recipient": f"rfc822; {recipient}", "Action": action, "Status": status,
+            "Diagnostic-Code": diagnostic}
+
+
+def events(session: Session, kind: str) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.kind == kind).order_by(Event.id)))
+
+
+def unrecognized(session: Session) -> list[UnrecognizedMessage]:
+    return list(session.scalars(select(UnrecognizedMessage)))
+
+
+# Shapes of real DSNs: who sends them, the human part, the recipient block's wording.
+MTA_SHAPES = {
+    "postfix": dict(
+        sender="MAILER-DAEMON@mx.example.com (Mail Delivery System)", reporting_mta="dns; mx.example.com",
+        diagnostic="smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table",
+        human="This is the mail system at host mx.example.com.\n\nI'm sorry to have to inform you that your "
+              "message could not\nbe delivered to one or more recipients.",
+        status="5.1.1"),
+    "exim": dict(
+        sender="Mail Delivery System <Mailer-Daemon@mail.example.net>", reporting_mta="dns; mail.example.net",
+        diagnostic="smtp; 550 5.1.1 <{rcpt}>... No such user", status="5.0.0",
+        human="This message was created automatically by mail delivery software.\n\nA message that you sent "
+              "could not be delivered to one or more of its\nrecipients. This is a permanent error."),
+    "gmail": dict(
+        sender="Mail Delivery Subsystem <mailer-daemon@googlemail.com>", reporting_mta="dns; googlemail.com",
+        diagnostic="smtp; 550-5.1.1 The email account that you tried to reach does not exist. Please try\n"
+                   " 550-5.1.1 double-checking the recipient's email address for typos or\n"
+                   " 550 5.1.1 unnecessary spaces. https://support.google.com/mail/?p=NoSuchUser",
+        status="5.1.1", human="<html><body><h2>Address not found</h2></body></html>", human_type="text/html"),
+    "outlook": dict(
+        sender="Microsoft Outlook <postmaster@outlook.com>", reporting_mta="dns;DM6PR01MB1234.prod.outlook.com",
+        diagnostic="smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {rcpt} not found by SMTP "
+                   "address lookup", status="5.1.10",
+        human="<html><body><b>Your message to {rcpt} couldn't be delivered.</b></body></html>",
+        human_type="text/html"),
+    "ses": dict(
+        sender="MAILER-DAEMON@amazonses.com", reporting_mta="dns; a8-30.smtp-out.amazonses.com",
+        diagnostic="smtp; 550 5.1.1 user unknown", status="5.1.1",
+        human="An error occurred while trying to deliver the mail to the following recipients:\n{rcpt}"),
+}
+
+
+def shaped_dsn(shape: str, to: str, rcpt: str, *, action: str = "failed", status: str | None = None) -> bytes:
+    spec = dict(MTA_SHAPES[shape])
+    block = failed(rcpt, status or spec.pop("status"), spec.pop("diagnostic").format(rcpt=rcpt), action)
+    spec.pop("status", None)
+    spec["human"] = spec["human"].format(rcpt=rcpt)
+    return dsn(to, [block], message_id=f"<{shape}.{action}.{rcpt}@dsn.example>", **spec)
+
+
+@pytest.mark.parametrize("shape", sorted(MTA_SHAPES))
+def test_hard_bounce_with_verp_bounces_the_delivery(session: Session, sent: Sent, shape: str) -> None:
+    raw = shaped_dsn(shape, sent.verp("ann@example.com"), "ann@example.com")
+    result = ingest(session, sent.settings, raw, source="stdin")
+    assert (result.verdict, result.recorded, result.suppressed) == (Verdict.BOUNCE, 1, 1)
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.BOUNCED
+    [bounce] = events(session, "hard_bounce")
+    assert bounce.delivery_id == sent.deliveries["ann@example.com"].id
+    assert bounce.issue_id == sent.deliveries["ann@example.com"].issue_id
+    assert bounce.source == "dsn/stdin"
+    assert bounce.reason is not None and bounce.reason.startswith(MTA_SHAPES[shape]["status"])
+    assert {s.status for s in sent.subscribers.values()} == {"bounced", "active"}
+
+
+@pytest.mark.parametrize("shape", sorted(MTA_SHAPES))
+def test_hard_bounce_without_verp_finds_the_final_recipient(session: Session, sent: Sent, shape: str) -> None:
+    raw = shaped_dsn(shape, "bounces@example.org", "Bob@Example.net")
+    result = ingest(session, sent.settings, raw, source="maildir")
+    assert (result.verdict, result.suppressed) == (Verdict.BOUNCE, 1)
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.BOUNCED
+    assert events(session, "hard_bounce")[0].delivery_id is None
+
+
+@pytest.mark.parametrize("shape", ["postfix", "exim", "outlook"])
+def test_delayed_is_a_soft_bounce(session: Session, sent: Sent, shape: str) -> None:
+    raw = shaped_dsn(shape, sent.verp("cho@example.com"), "cho@example.com", action="delayed", status="4.4.1")
+    result = ingest(session, sent.settings, raw, source="stdin")
+    assert (result.verdict, result.recorded, result.suppressed) == (Verdict.BOUNCE, 1, 0)
+    cho = sent.subscribers["cho@example.com"]
+    assert cho.status == SubscriberStatus.ACTIVE and cho.bounce_score == pytest.approx(1.0)
+    assert len(events(session, "soft_bounce")) == 1
+
+
+def test_a_4xx_status_with_action_failed_is_hard(session: Session, sent: Sent) -> None:
+    # RFC 3464 2.3.3: `failed` means the MTA gave up, whatever the code; the address is not reachable.
+    raw = dsn(sent.verp("ann@example.com"), [failed("ann@example.com", "4.4.7", "smtp; 421 timed out")])
+    ingest(session, sent.settings, raw, source="stdin")
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.BOUNCED
+
+
+def test_multi_recipient_dsn_without_verp(session: Session, sent: Sent) -> None:
+    raw = dsn("bounces@example.org", [
+        failed("ann@example.com"),
+        failed("bob@example.net", "4.2.2", "smtp; 452 4.2.2 Mailbox full", action="delayed"),
+        {"Final-Recipient": "rfc822; cho@example.com", "Action": "delivered", "Status": "2.0.0"},
+        failed("stranger@example.org"),
+    ])
+    result = ingest(session, sent.settings, raw, source="mbox")
+    assert (result.verdict, result.recorded, result.suppressed) == (Verdict.BOUNCE, 2, 1)
+    statuses = {email: subscriber.status for email, subscriber in sent.subscribers.items()}
+    assert statuses == {"ann@example.com": "bounced", "bob@example.net": "active", "cho@example.com": "active"}
+    assert sent.subscribers["bob@example.net"].bounce_score == pytest.approx(1.0)
+    again = ingest(session, sent.settings, raw, source="mbox")
+    assert (again.recorded, again.duplicates) == (0, 2)
+
+
+def test_the_verp_delivery_wins_over_the_address_in_the_report(session: Session, sent: Sent) -> None:
+    # Forwarded mail: the final recipient is an address we never had, the VERP token says who it was.
+    raw = dsn(sent.verp("bob@example.net"), [failed("bob.forwarded@elsewhere.example")])
+    ingest(session, sent.settings, raw, source="stdin")
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.BOUNCED
+
+
+def test_a_forged_verp_token_is_kept_unrecognized_and_bounces_nobody(session: Session, sent: Sent) -> None:
+    genuine = sent.verp("ann@example.com")
+    forged = genuine.replace(genuine.split("-")[1][:4], "0000")
+    other_delivery = "bounces+" + format(sent.deliveries["bob@example.net"].id, "x") + genuine[genuine.index("-"):]
+    for to in (forged, other_delivery):
+        result = ingest(session, sent.settings, dsn(to, [failed("ann@example.com")], message_id=f"<{to}>"),
+                        source="stdin")
+        assert result.verdict == Verdict.UNRECOGNIZED and "bad signature" in result.note
+    assert {s.status for s in sent.subscribers.values()} == {"active"}
+    assert len(unrecognized(session)) == 2
+
+
+def test_the_envelope_recipient_from_the_mta(session: Session, sent: Sent) -> None:
+    raw = dsn("undisclosed-recipients:;", [failed("ann@example.com")])
+    result = ingest(session, sent.settings, raw, source="stdin", envelope_recipient=sent.verp("cho@example.com"))
+    assert result.verdict == Verdict.BOUNCE
+    assert sent.subscribers["cho@example.com"].status == SubscriberStatus.BOUNCED
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.ACTIVE
+
+
+def test_verp_in_delivered_to_header(session: Session, sent: Sent) -> None:
+    raw = dsn("bounces@example.org", [failed("x@example.com")],
+              extra_headers=f"Delivered-To: {sent.verp('cho@example.com').upper()}\n")
+    ingest(session, sent.settings, raw, source="maildir")
+    assert sent.subscribers["cho@example.com"].status == SubscriberStatus.BOUNCED
+
+
+def test_the_same_dsn_seen_twice_through_two_paths_is_recorded_once(session: Session, sent: Sent) -> None:
+    raw = shaped_dsn("postfix", sent.verp("cho@example.com"), "cho@example.com", action="delayed", status="4.4.1")
+    first = ingest(session, sent.settings, raw, source="stdin")
+    second = ingest(session, sent.settings, b"Received: from relay by mx; Mon, 5 Jan 2026\r\n" + raw, source="imap")
+    assert (first.recorded, second.recorded, second.duplicates) == (1, 0, 1)
+    assert sent.subscribers["cho@example.com"].bounce_score == pytest.approx(1.0)
+
+
+def test_success_reports_are_ignored(session: Session, sent: Sent) -> None:
+    raw = dsn(sent.verp("ann@example.com"), [{"Final-Recipient": "rfc822; ann@example.com", "Action": "relayed",
+                                               "Status": "2.0.0"}])
+    assert ingest(session, sent.settings, raw, source="stdin").verdict == Verdict.IGNORED
+    assert session.scalar(select(func.count()).select_from(Event).where(Event.kind.like("%bounce"))) == 0
+
+
+def test_exim_plain_text_bounce_found_by_flufl(session: Session, sent: Sent) -> None:
+    raw = b"""From: Mail Delivery System <Mailer-Daemon@mail.example.net>
+To: bounces@example.org
+Subject: Mail delivery failed: returning message to sender
+Message-ID: <E1abc-0001@mail.example.net>
+X-Failed-Recipients: bob@example.net
+Auto-Submitted: auto-replied
+
+This message was created automatically by mail delivery software.
+
+A message that you sent could not be delivered to one or more of its
+recipients. This is a permanent error. The following address(es) failed:
+
+  bob@example.net
+    SMTP error from remote mail server after RCPT TO:<bob@example.net>:
+    550 5.1.1 User unknown
+
+------ This is a copy of the message, including all the headers. ------
+
+From: editor@example.org
+Subject: First
+"""
+    result = ingest(session, sent.settings, raw, source="stdin")
+    assert (result.verdict, result.suppressed) == (Verdict.BOUNCE, 1)
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.BOUNCED
+
+
+def arf(to: str, *, feedback_type: str = "abuse", original_mail_from: str = "", rcpt_to: str = "",
+        original: str = "", message_id: str = "<arf.1@feedback.example>") -> bytes:
+    """A feedback report as RFC 5965 describes it."""
+    fields = f"Feedback-Type: {feedback_type}\nUser-Agent: ExampleFBL/1.0\nVersion: 1\n"
+    if original_mail_from:
+        fields += f"Original-Mail-From: <{original_mail_from}>\n"
+    if rcpt_to:
+        fields += f"Original-Rcpt-To: <{rcpt_to}>\n"
+    fields += "Arrival-Date: Mon, 05 Jan 2026 10:00:00 +0000\nReported-Domain: example.org\nSource-IP: 192.0.2.1\n"
+    return f"""From: <feedbackloop@feedback.example>
+To: {to}
+Subject: FW: First
+Date: Mon, 05 Jan 2026 10:05:00 +0000
+Message-ID: {message_id}
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="{BOUNDARY}"
+
+--{BOUNDARY}
+Content-Type: text/plain; charset=us-ascii
+
+This is an email abuse report for an email message received from IP 192.0.2.1.
+
+--{BOUNDARY}
+Content-Type: message/feedback-report
+
+{fields}
+--{BOUNDARY}
+Content-Type: message/rfc822
+Content-Disposition: inline
+
+{original}From: The Editor <editor@example.org>
+Subject: First
+Message-ID: <1.1.abcdef@example.org>
+
+Hello.
+
+--{BOUNDARY}--
+""".replace("\n", "\r\n").encode()
+
+
+def test_arf_complaint_with_verp_original_mail_from(session: Session, sent: Sent) -> None:
+    raw = arf("fbl@example.org", original_mail_from=sent.verp("bob@example.net"), rcpt_to="redacted@example.com")
+    result = ingest(session, sent.settings, raw, source="imap")
+    assert (result.verdict, result.suppressed) == (Verdict.COMPLAINT, 1)
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.COMPLAINED
+    [complaint] = events(session, "complaint")
+    assert complaint.delivery_id == sent.deliveries["bob@example.net"].id
+    assert complaint.payload is not None and complaint.payload["feedback_type"] == "abuse"
+
+
+def test_arf_complaint_found_by_the_list_unsubscribe_mailto_of_the_original(session: Session, sent: Sent) -> None:
+    # Some feedback loops redact the recipient; our List-Unsubscribe header still names the subscriber.
+    original = f"List-Unsubscribe: <mailto:{sent.mailto('cho@example.com')}?subject=unsubscribe>, " \
+               f"<https://news.example.org/unsubscribe/x>\nTo: [redacted]\n"
+    raw = arf("fbl@example.org", original=original)
+    assert ingest(session, sent.settings, raw, source="imap").verdict == Verdict.COMPLAINT
+    assert sent.subscribers["cho@example.com"].status == SubscriberStatus.COMPLAINED
+
+
+def test_arf_complaint_found_by_original_rcpt_to(session: Session, sent: Sent) -> None:
+    ingest(session, sent.settings, arf("fbl@example.org", rcpt_to="ann@example.com"), source="imap")
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.COMPLAINED
+
+
+def test_not_spam_feedback_is_no_complaint(session: Session, sent: Sent) -> None:
+    raw = arf("fbl@example.org", feedback_type="not-spam", rcpt_to="ann@example.com")
+    assert ingest(session, sent.settings, raw, source="imap").verdict == Verdict.IGNORED
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.ACTIVE
+
+
+VACATION_REPLIES = {
+    "rfc3834": "Auto-Submitted: auto-replied\nSubject: Re: First\n",
+    "x-autoreply": "X-Autoreply: yes\nSubject: Re: First\n",
+    "x-autorespond": "X-Autorespond: Re: First\nSubject: Re: First\n",
+    "precedence": "Precedence: auto_reply\nSubject: Re: First\n",
+    "outlook": "Subject: Automatic reply: First\nX-Auto-Response-Suppress: All\n",
+    "subject-only": "Subject: Out of Office: First\n",
+    "subject-chinese": "Subject: =?UTF-8?B?6Ieq5Yqo5Zue5aSNOiBGaXJzdA==?=\n",
+}
+
+
+@pytest.mark.parametrize("headers", VACATION_REPLIES.values(), ids=VACATION_REPLIES.keys())
+def test_auto_replies_are_ignored(session: Session, sent: Sent, headers: str) -> None:
+    raw = (f"From: Ann <ann@example.com>\nTo: {sent.verp('ann@example.com')}\n{headers}"
+           "Message-ID: <vacation@example.com>\n\nI am away until Monday, back on 12 January. Write to "
+           "bob@example.net if it is urgent; your mail will not be forwarded.\n").encode()
+    result = ingest(session, sent.settings, raw, source="stdin")
+    assert result.verdict == Verdict.AUTO_REPLY
+    assert {s.status for s in sent.subscribers.values()} == {"active"}
+    assert session.scalar(select(func.count()).select_from(Event).where(Event.kind != "created")) == 0
+    assert unrecognized(session) == []
+
+
+def test_mail_to_the_unsubscribe_address_unsubscribes(session: Session, sent: Sent) -> None:
+    raw = (f"From: Bob <bob@example.net>\nTo: {sent.mailto('bob@example.net')}\nSubject: unsubscribe\n"
+           "Message-ID: <u1@example.net>\n\n").encode()
+    result = ingest(session, sent.settings, raw, source="stdin")
+    assert (result.verdict, result.suppressed) == (Verdict.UNSUBSCRIBE, 1)
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.UNSUBSCRIBED
+    assert ingest(session, sent.settings, raw, source="stdin").duplicates == 1
+
+
+def test_mail_to_a_forged_unsubscribe_address_unsubscribes_nobody(session: Session, sent: Sent) -> None:
+    forged = "unsubscribe+" + format(sent.subscribers["bob@example.net"].id, "x") + "-" + "a" * 20 + "@example.org"
+    raw = f"From: x@example.com\nTo: {forged}\nSubject: unsubscribe\n\n".encode()
+    assert ingest(session, sent.settings, raw, source="stdin").verdict == Verdict.UNRECOGNIZED
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.ACTIVE
+
+
+def test_a_human_reply_is_kept_for_the_editor_once(session: Session, sent: Sent) -> None:
+    raw = (f"From: Ann <ann@example.com>\nTo: {sent.verp('ann@example.com')}\nSubject: Re: First\n"
+           "Message-ID: <reply@example.com>\n\nThanks for the issue!\n").encode()
+    for _ in range(2):
+        assert ingest(session, sent.settings, raw, source="imap").verdict == Verdict.UNRECOGNIZED
+    [kept] = unrecognized(session)
+    assert (kept.subject, kept.source, kept.raw) == ("Re: First", "imap", raw)
+    assert kept.recipient == sent.verp("ann@example.com")
+
+
+def test_a_bounce_about_nobody_on_the_list_is_kept(session: Session, sent: Sent) -> None:
+    result = ingest(session, sent.settings, dsn("bounces@example.org", [failed("nobody@example.com")]), source="x")
+    assert result.verdict == Verdict.UNRECOGNIZED and "no subscriber" in result.note
+
+
+HOSTILE = {
+    "empty": b"",
+    "garbage": bytes(range(256)) * 64,
+    "headers-only": b"From: x@example.com\r\nSubject: hi",
+    "truncated-mime": dsn("bounces@example.org", [failed("ann@example.com")])[:400],
+    "unknown-charset": b"From: =?x-klingon?Q?Kor?= <k@example.com>\nSubject: =?utf-8?B?////?=\n"
+                       b"Content-Type: text/plain; charset=x-klingon\n\n\xff\xfe\xfd",
+    "wrong-charset-dsn": dsn("bounces@example.org", [failed("ann@example.com", diagnostic="smtp; 550 \xe9\xe8")])
+    .replace(b"charset=utf-8", b"charset=iso-2022-jp").replace("\xe9".encode(), b"\xff"),
+    "nested": b"Content-Type: multipart/mixed; boundary=b0\n\n"
+              + b"".join(f"--b{i}\nContent-Type: multipart/mixed; boundary=b{i + 1}\n\n".encode() for i in range(3000)),
+    "many-parts": b"Content-Type: multipart/mixed; boundary=b\n\n"
+                  + b"--b\nContent-Type: text/plain\n\nx\n" * 20_000 + b"--b--\n",
+    "huge-part": dsn("bounces@example.org", [failed("cho@example.com")]).replace(
+        b"Your message could not be delivered.", b"A" * (12 * 1024 * 1024)),
+    "base64-report": dsn("bounces@example.org", [failed("ann@example.com")]).replace(
+        b"Content-Type: message/delivery-status\r\n", b"Content-Type: message/delivery-status\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"),
+    "long-header": b"Subject: " + b"x" * 2_000_000 + b"\n\nbody",
+}
+
+
+@pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_messages_never_raise(session: Session, sent: Sent, raw: bytes) -> None:
+    started = time.perf_counter()
+    result = ingest(session, sent.settings, raw, source="stdin")
+    assert time.perf_counter() - started < 20
+    assert result.verdict in set(Verdict)
+    session.flush()
+    # Nothing hostile may pass for a report about a subscriber, save the readable head of a real DSN.
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.ACTIVE
+    kept = unrecognized(session)
+    assert all(len(message.raw) <= 256 * 1024 for message in kept)
+
+
+def test_a_dsn_cut_before_its_report_is_kept_for_the_editor(session: Session, sent: Sent) -> None:
+    result = ingest(session, sent.settings, HOSTILE["huge-part"], source="stdin")
+    assert result.verdict == Verdict.UNRECOGNIZED and "delivery-status" in result.note
+    [kept] = unrecognized(session)
+    assert kept.size_bytes > 12 * 1024 * 1024 and len(kept.raw) == 256 * 1024
+
+
+def test_a_dsn_returning_a_huge_original_still_bounces(session: Session, sent: Sent) -> None:
+    raw = dsn(sent.verp("cho@example.com"), [failed("cho@example.com")]).replace(
+        b"Message-ID: <1.1.abcdef@example.org>\r\n", b"Message-ID: <1.1.abcdef@example.org>\r\n\r\n"
+        + b"B" * (12 * 1024 * 1024))
+    assert ingest(session, sent.settings, raw, source="stdin").verdict == Verdict.BOUNCE
+    assert sent.subscribers["cho@example.com"].status == SubscriberStatus.BOUNCED
