@@ -89,6 +89,27 @@ class Settings:
     bounce_score_half_life_days: float = setting(
         14.0, "Days after which a soft-bounce score has decayed to half its value."
     )
+    imap_host: str = setting("", "IMAP server `newsletter inbound --imap` reads bounces from.")
+    imap_port: int = setting(993, "Port of the IMAP server.")
+    imap_username: str = setting("", "IMAP user name.")
+    imap_password: str = setting("", "IMAP password.")
+    imap_folder: str = setting("INBOX", "IMAP folder to read; processed messages are flagged \\Seen.")
+    imap_security: str = setting("ssl", "IMAP transport security: none, starttls or ssl.")
+    pop3_host: str = setting("", "POP3 server `newsletter inbound --pop3` reads bounces from.")
+    pop3_port: int = setting(995, "Port of the POP3 server.")
+    pop3_username: str = setting("", "POP3 user name.")
+    pop3_password: str = setting("", "POP3 password.")
+    pop3_security: str = setting("ssl", "POP3 transport security: none, starttls or ssl; processed mail is deleted.")
+    inbound_poll_seconds: float = setting(60.0, "Seconds between two reads of a mailbox with `inbound --watch`.")
+    ses_topic_arns: str = setting(
+        "", "Amazon SNS topic ARNs (comma-separated) whose SES notifications the web app accepts."
+    )
+    postmark_webhook_username: str = setting("", "Basic-auth user name Postmark's webhook must send.")
+    postmark_webhook_password: str = setting("", "Basic-auth password Postmark's webhook must send.")
+    sendgrid_webhook_public_key: str = setting(
+        "", "SendGrid signed event webhook verification key (base64 DER or PEM, ECDSA P-256)."
+    )
+    mailgun_webhook_signing_key: str = setting("", "Mailgun HTTP webhook signing key.")
 
     def require(self, *names: str) -> None:
         """Raise MissingSetting for the first of `names` that has no value."""
@@ -184,9 +205,12 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"setting {name!r} must not be negative")
     if settings.confirm_max_age_seconds < 1:
         raise ConfigError("setting 'confirm_max_age_seconds' must be at least 1")
-    for name in ("bounce_soft_threshold", "bounce_score_half_life_days"):
+    for name in ("bounce_soft_threshold", "bounce_score_half_life_days", "inbound_poll_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name!r} must be greater than 0")
+    for name in ("imap_security", "pop3_security"):
+        if getattr(settings, name) not in SMTP_SECURITY_CHOICES:
+            raise ConfigError(f"setting {name!r} must be one of {', '.join(SMTP_SECURITY_CHOICES)}")
     for name in ("from_address", "reply_to", "bounce_address", "from_name", "list_id"):
         value = getattr(settings, name)
         if "\r" in value or "\n" in value:
