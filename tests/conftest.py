@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import database
 from newsletter.settings import Settings
+from tests.mailserver import MailSink, running_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "samples" / "issues"
@@ -94,3 +95,10 @@ def postgres_engine(postgres_settings: Settings) -> Iterator[Engine]:
     database.upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def smtpd() -> Iterator[MailSink]:
+    """A real SMTP server (aiosmtpd) on a loopback port that keeps what it receives; `fail()` injects faults."""
+    with running_sink() as (sink, _port):
+        yield sink

@@ -1,0 +1,186 @@
+"""A worker's side of the ledger: claim deliveries with a lease, record what the SMTP server said.
+
+See ledger.py for the guarantee these steps give (at least once; the duplicate window).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.bounces import record_bounce
+from newsletter.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
+from newsletter.settings import Settings
+from newsletter.smtp import Outcome
+
+# Messages sent between two commits of their outcomes: the most a crash can make be sent twice, per thread.
+GROUP_SIZE = 20
+MAX_RETRY_DELAY_SECONDS = 6 * 3600
+SMTP_BOUNCE_SOURCE = "smtp"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery a worker holds: whom to send to, and how many tries this one is."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one claimed delivery."""
+
+    claim: Claim
+    outcome: Outcome
+    reply: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """Deliveries of a batch that are still to go, and the earliest moment one of them may be claimed."""
+
+    delivery_ids: list[int]
+    ready_at: dt.datetime | None
+
+
+def _claimable(now: dt.datetime, lease_seconds: float) -> ColumnElement[bool]:
+    expired = now - dt.timedelta(seconds=lease_seconds)
+    due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
+    return or_(
+        and_(Delivery.status == DeliveryStatus.PENDING, due),
+        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < expired),
+    )
+
+
+def claim(
+    session: Session, issue_id: int, delivery_ids: Sequence[int], lease_seconds: float
+) -> list[Claim]:
+    """Take the due deliveries among `delivery_ids` (`pending -> sending`) and return those to send.
+
+    Rows another worker holds under a live lease, rows not yet due for a retry and finished rows are
+    left alone, so a message delivered twice by the broker sends nothing twice. Whoever unsubscribed,
+    bounced or complained since the deliveries were created is marked `skipped`.
+    """
+    if not delivery_ids:
+        return []
+    now = utcnow()
+    taken = session.execute(
+        update(Delivery)
+        .where(Delivery.issue_id == issue_id, Delivery.id.in_(list(delivery_ids)), _claimable(now, lease_seconds))
+        .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=Delivery.attempts + 1)
+        .returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts)
+    ).all()
+    if not taken:
+        return []
+    people = {
+        row.id: row
+        for row in session.execute(
+            select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status).where(
+                Subscriber.id.in_([subscriber_id for _, subscriber_id, _ in taken])
+            )
+        )
+    }
+    claims: list[Claim] = []
+    left: list[int] = []
+    for delivery_id, subscriber_id, attempts in sorted(taken):
+        person = people.get(subscriber_id)
+        if person is None or person.status != SubscriberStatus.ACTIVE:
+            left.append(delivery_id)
+        else:
+            claims.append(Claim(delivery_id, subscriber_id, person.email, person.name, attempts))
+    if left:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(left)).values(status=DeliveryStatus.SKIPPED, claimed_at=None)
+        )
+    return claims
+
+
+def retry_delay_seconds(settings: Settings, attempts: int) -> float:
+    """Exponential backoff: retry_delay_seconds, then twice that, and so on, capped at six hours."""
+    return float(min(settings.retry_delay_seconds * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_SECONDS))
+
+
+def record(session: Session, settings: Settings, issue_id: int, results: Sequence[Result]) -> None:
+    """Commit-ready outcomes of a group of sends: sent, retried later, failed, or bounced.
+
+    A permanent refusal is also a hard bounce of the subscriber, through the same policy as inbound
+    bounce reports (bounces.record_bounce).
+    """
+    if not results:
+        return
+    now = utcnow()
+    rows = [_row(settings, result, now) for result in results]
+    statement = (
+        update(Delivery)
+        .where(Delivery.id == bindparam("delivery_id"), Delivery.status == DeliveryStatus.SENDING)
+        .values(
+            status=bindparam("new_status"),
+            last_reply=bindparam("reply"),
+            message_id=bindparam("message"),
+            sent_at=bindparam("sent"),
+            next_attempt_at=bindparam("next_attempt"),
+            claimed_at=None,
+        )
+    )
+    session.connection().execute(statement, rows)
+    for result in results:
+        if result.outcome == Outcome.PERMANENT:
+            _record_hard_bounce(session, issue_id, result)
+
+
+def _row(settings: Settings, result: Result, now: dt.datetime) -> dict[str, object]:
+    status, next_attempt = DeliveryStatus.SENT, None
+    if result.outcome == Outcome.PERMANENT:
+        status = DeliveryStatus.BOUNCED
+    elif result.outcome == Outcome.TEMPORARY:
+        if result.claim.attempts >= settings.max_attempts:
+            status = DeliveryStatus.FAILED
+        else:
+            status = DeliveryStatus.PENDING
+            next_attempt = now + dt.timedelta(seconds=retry_delay_seconds(settings, result.claim.attempts))
+    return {
+        "delivery_id": result.claim.delivery_id,
+        "new_status": str(status),
+        "reply": result.reply[:2000],
+        "message": result.message_id,
+        "sent": now if status == DeliveryStatus.SENT else None,
+        "next_attempt": next_attempt,
+    }
+
+
+def _record_hard_bounce(session: Session, issue_id: int, result: Result) -> None:
+    subscriber = session.get(Subscriber, result.claim.subscriber_id)
+    if subscriber is None:
+        return
+    record_bounce(session, subscriber, hard=True, source=SMTP_BOUNCE_SOURCE, reason=result.reply,
+                  delivery_id=result.claim.delivery_id, issue_id=issue_id,
+                  external_id=f"smtp:{result.claim.delivery_id}")
+
+
+def unfinished(session: Session, delivery_ids: Sequence[int], lease_seconds: float) -> Unfinished:
+    """Which of `delivery_ids` are not final yet, and when the first of them can be claimed."""
+    if not delivery_ids:
+        return Unfinished([], None)
+    rows = session.execute(
+        select(Delivery.id, Delivery.status, Delivery.claimed_at, Delivery.next_attempt_at).where(
+            Delivery.id.in_(list(delivery_ids)),
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+        )
+    ).all()
+    now = utcnow()
+    moments = []
+    for _, status, claimed_at, next_attempt_at in rows:
+        if status == DeliveryStatus.SENDING:
+            moments.append((claimed_at or now) + dt.timedelta(seconds=lease_seconds))
+        else:
+            moments.append(next_attempt_at or now)
+    return Unfinished(sorted(row[0] for row in rows), min(moments) if moments else None)

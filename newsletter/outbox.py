@@ -1,0 +1,67 @@
+"""One-off messages (a confirmation mail) sent through the same queue and SMTP path as issues."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.orm import Session
+
+from newsletter.leases import retry_delay_seconds
+from newsletter.models import DeliveryStatus, OutboundMessage, utcnow
+from newsletter.settings import Settings
+from newsletter.smtp import Outcome, Reply
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A claimed one-off message: the envelope and the complete bytes."""
+
+    envelope_from: str
+    recipient: str
+    message: bytes
+    attempts: int
+
+
+def store_message(session: Session, kind: str, envelope_from: str, recipient: str, message: bytes) -> int:
+    """Keep a complete message (CRLF bytes) for the queue to send; returns its id for `Queue.send_message`."""
+    row = OutboundMessage(kind=kind, envelope_from=envelope_from, recipient=recipient, message=message,
+                          status=DeliveryStatus.PENDING, attempts=0)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> Prepared | None:
+    """Take a pending message (or one whose worker's lease ran out); None when it is not ours to send."""
+    now = utcnow()
+    expired = now - dt.timedelta(seconds=lease_seconds)
+    row = session.execute(
+        update(OutboundMessage)
+        .where(OutboundMessage.id == outbound_id,
+               or_(OutboundMessage.status == DeliveryStatus.PENDING,
+                   and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < expired)))
+        .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=OutboundMessage.attempts + 1)
+        .returning(OutboundMessage.envelope_from, OutboundMessage.recipient, OutboundMessage.message,
+                   OutboundMessage.attempts)
+    ).first()
+    return None if row is None else Prepared(row[0], row[1], row[2], row[3])
+
+
+def record_message(session: Session, settings: Settings, outbound_id: int, reply: Reply, attempts: int) -> float | None:
+    """Record the server's reply; returns the seconds to wait before the next try, or None when final."""
+    retry: float | None = None
+    status = {Outcome.SENT: DeliveryStatus.SENT, Outcome.PERMANENT: DeliveryStatus.BOUNCED}.get(reply.outcome)
+    if status is None:
+        if attempts >= settings.max_attempts:
+            status = DeliveryStatus.FAILED
+        else:
+            status, retry = DeliveryStatus.PENDING, retry_delay_seconds(settings, attempts)
+    session.execute(
+        update(OutboundMessage)
+        .where(OutboundMessage.id == outbound_id)
+        .values(status=status, last_reply=str(reply)[:2000], claimed_at=None,
+                sent_at=utcnow() if status == DeliveryStatus.SENT else None)
+    )
+    return retry

@@ -1,0 +1,180 @@
+"""The queue: the Dramatiq broker, the sending actors, and the worker that runs them in this process.
+
+Messages carry ids only; the database is the truth (see ledger.py). Without `broker_url` the broker is
+Dramatiq's StubBroker and the worker runs inside the process that sends (`newsletter send`, the web app);
+with `redis://` or `amqp://` any number of `newsletter worker` processes share the work.
+
+Sending a one-off message (a confirmation mail) through the same queue and SMTP path as issues:
+
+    queue = Queue(settings, engine)          # once per process; Queue.start_worker() when embedded
+    with database.transaction(engine) as session:
+        outbound_id = outbox.store_message(session, "confirm", envelope_from, recipient, message_bytes)
+    queue.send_message(outbound_id)          # after the commit: the worker reads the row by id
+
+The message is sent once it is accepted (2xx), retried with backoff on temporary failures and marked
+`bounced` on a permanent one; `outbound_messages` holds its state and the server's last reply.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterable
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import Engine
+
+from newsletter import database, outbox
+from newsletter.errors import ConfigError
+from newsletter.models import utcnow
+from newsletter.sender import Sender, make_rate_limiter
+from newsletter.settings import Settings
+from newsletter.smtp import PermanentFailure, TemporaryFailure
+
+DELIVERIES_ACTOR = "send_deliveries"
+MESSAGE_ACTOR = "send_message"
+ACTOR_MAX_RETRIES = 20  # the actor failed as a whole (database unreachable): Dramatiq retries with backoff
+ACTOR_MIN_BACKOFF_MS = 1_000
+ACTOR_MAX_BACKOFF_MS = 300_000
+BATCH_TIME_LIMIT_MS = 30 * 60 * 1000
+MESSAGE_TIME_LIMIT_MS = 5 * 60 * 1000
+WORKER_STOP_TIMEOUT_MS = 60_000
+
+
+def make_broker(settings: Settings) -> dramatiq.Broker:
+    """The broker `broker_url` names: Redis, RabbitMQ, or the in-process StubBroker when it is empty.
+
+    Raises:
+        ConfigError: the URL's scheme is neither redis:// nor amqp://.
+    """
+    url = settings.broker_url
+    if not url:
+        broker: dramatiq.Broker = StubBroker()
+        broker.emit_after("process_boot")
+        return broker
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+    if url.startswith(("amqp://", "amqps://")):
+        # Publisher confirms: `send` only reports a batch enqueued once RabbitMQ has it.
+        return RabbitmqBroker(url=url, confirm_delivery=True)
+    raise ConfigError(f"setting 'broker_url' must start with redis:// or amqp://, not {url.split(':')[0]!r}")
+
+
+class Queue:
+    """The broker and the actors of this process; the Sender is made on first use, in workers only."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        broker: dramatiq.Broker | None = None,
+        sender_factory: Callable[[], Sender] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.broker = broker if broker is not None else make_broker(settings)
+        self._sender_factory = sender_factory or (
+            lambda: Sender(settings, engine, rate_limiter=make_rate_limiter(settings))
+        )
+        self._sender: Sender | None = None
+        self._lock = threading.Lock()
+        self._worker: dramatiq.Worker | None = None
+        self.deliveries_actor, self.message_actor = self._declare_actors()
+
+    @property
+    def embedded(self) -> bool:
+        return isinstance(self.broker, StubBroker)
+
+    def sender(self) -> Sender:
+        with self._lock:
+            if self._sender is None:
+                self._sender = self._sender_factory()
+            return self._sender
+
+    def _declare_actors(self) -> tuple[dramatiq.Actor[[int, list[int]], None], dramatiq.Actor[[int], None]]:
+        queue_name = self.settings.queue_name
+
+        @dramatiq.actor(broker=self.broker, actor_name=DELIVERIES_ACTOR, queue_name=queue_name,
+                        max_retries=ACTOR_MAX_RETRIES, time_limit=BATCH_TIME_LIMIT_MS,
+                        min_backoff=ACTOR_MIN_BACKOFF_MS, max_backoff=ACTOR_MAX_BACKOFF_MS)
+        def send_deliveries(issue_id: int, delivery_ids: list[int]) -> None:
+            """Send a batch of deliveries by id; idempotent, since only claimed rows are sent."""
+            sender = self.sender()
+            left = sender.send_deliveries(issue_id, delivery_ids)
+            if left.delivery_ids and not sender.stopping.is_set():
+                self.send_deliveries(issue_id, left.delivery_ids, at=left.ready_at)
+
+        @dramatiq.actor(broker=self.broker, actor_name=MESSAGE_ACTOR, queue_name=queue_name,
+                        max_retries=ACTOR_MAX_RETRIES, time_limit=MESSAGE_TIME_LIMIT_MS,
+                        min_backoff=ACTOR_MIN_BACKOFF_MS, max_backoff=ACTOR_MAX_BACKOFF_MS)
+        def send_message(outbound_id: int) -> None:
+            """Send one stored one-off message by id; idempotent, since only a claimed row is sent."""
+            retry_seconds = self._send_outbound(outbound_id)
+            if retry_seconds is not None:
+                self.send_message(outbound_id, at=utcnow() + dt.timedelta(seconds=retry_seconds))
+
+        return send_deliveries, send_message
+
+    def send_deliveries(self, issue_id: int, delivery_ids: list[int], at: dt.datetime | None = None) -> None:
+        """Enqueue one batch of delivery ids, to be worked on from `at` (now when None)."""
+        self.deliveries_actor.send_with_options(args=(issue_id, delivery_ids), delay=_delay_ms(at))
+
+    def send_message(self, outbound_id: int, at: dt.datetime | None = None) -> None:
+        """Enqueue one stored one-off message (outbox.store_message) by id."""
+        self.message_actor.send_with_options(args=(outbound_id,), delay=_delay_ms(at))
+
+    def enqueue_batches(self, issue_id: int, delivery_ids: Iterable[int]) -> int:
+        """Enqueue `delivery_ids` in messages of `batch_size` ids; returns the number of messages."""
+        batch: list[int] = []
+        messages = 0
+        for delivery_id in delivery_ids:
+            batch.append(delivery_id)
+            if len(batch) == self.settings.batch_size:
+                self.send_deliveries(issue_id, batch)
+                batch, messages = [], messages + 1
+        if batch:
+            self.send_deliveries(issue_id, batch)
+            messages += 1
+        return messages
+
+    def _send_outbound(self, outbound_id: int) -> float | None:
+        sender = self.sender()
+        with database.transaction(self.engine) as session:
+            prepared = outbox.claim_message(session, outbound_id, self.settings.lease_seconds)
+        if prepared is None:
+            return None
+        try:
+            reply = sender.send_bytes(prepared.envelope_from, prepared.recipient, prepared.message)
+        except (TemporaryFailure, PermanentFailure) as failure:
+            reply = failure.reply
+        with database.transaction(self.engine) as session:
+            return outbox.record_message(session, self.settings, outbound_id, reply, prepared.attempts)
+
+    def start_worker(self, threads: int | None = None) -> dramatiq.Worker:
+        """Run a Dramatiq worker in this process: one thread, and one SMTP connection, per `threads`."""
+        worker = dramatiq.Worker(self.broker, worker_threads=threads or self.settings.smtp_connections,
+                                 worker_timeout=100 if self.embedded else 1000)
+        worker.start()
+        self._worker = worker
+        return worker
+
+    def stop(self) -> None:
+        """Let the worker threads finish their current group, stop the worker, close SMTP and the broker."""
+        if self._sender is not None:
+            self._sender.stopping.set()
+        if self._worker is not None:
+            self._worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
+            self._worker = None
+        if self._sender is not None:
+            self._sender.close()
+        self.broker.close()
+
+
+def _delay_ms(at: dt.datetime | None) -> int | None:
+    if at is None:
+        return None
+    milliseconds = int((at - utcnow()).total_seconds() * 1000)
+    return milliseconds if milliseconds > 0 else None

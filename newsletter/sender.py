@@ -1,0 +1,208 @@
+"""A worker process's sending machinery: one template per issue, one SMTP connection per thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from dramatiq.rate_limits import BucketRateLimiter, RateLimiter
+from dramatiq.rate_limits.backends import RedisBackend, StubBackend
+from sqlalchemy import Engine
+
+from newsletter import database, leases, ledger, links
+from newsletter.errors import ConfigError
+from newsletter.leases import Claim, Result
+from newsletter.message import MessageTemplate, Recipient
+from newsletter.render import RenderedIssue
+from newsletter.settings import Settings
+from newsletter.signing import DkimSigner
+from newsletter.smtp import PermanentFailure, Reply, SmtpConnection, TemporaryFailure, is_throttling
+from newsletter.tokens import Signer
+
+THROTTLE_FIRST_PAUSE_SECONDS = 0.5
+THROTTLE_MAX_PAUSE_SECONDS = 60.0
+RATE_POLL_SECONDS = 0.02
+
+
+class Template(Protocol):
+    def fill(self, recipient: Recipient) -> bytes: ...
+
+
+TemplateFactory = Callable[[RenderedIssue, Settings], Template]
+
+
+def build_template(issue: RenderedIssue, settings: Settings) -> Template:
+    return MessageTemplate.build(issue, settings)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """One message ready for the SMTP transaction."""
+
+    envelope_from: str
+    recipient: str
+    message_id: str
+    message: bytes
+
+
+class Composer:
+    """Fills an issue's template for one subscriber and signs the result."""
+
+    def __init__(self, settings: Settings, dkim: DkimSigner | None) -> None:
+        self.settings = settings
+        self.signer = Signer(settings.secret_key)
+        self.dkim = dkim
+
+    def compose(self, template: Template, issue_id: int, claim: Claim) -> Composed:
+        settings, signer = self.settings, self.signer
+        message_id = links.message_id(settings, issue_id, claim.subscriber_id)
+        recipient = Recipient(
+            email=claim.email,
+            name=claim.name,
+            message_id=message_id,
+            unsubscribe_url=links.unsubscribe_url(settings, signer, claim.subscriber_id),
+            unsubscribe_mailto=links.unsubscribe_mailto(settings, signer, claim.subscriber_id),
+            preferences_url=links.preferences_url(settings, signer, claim.subscriber_id),
+        )
+        message = template.fill(recipient)
+        if self.dkim is not None:
+            message = self.dkim.sign(message)
+        envelope_from = links.return_path(settings, signer, claim.delivery_id)
+        return Composed(envelope_from, claim.email, message_id, message)
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter | None:
+    """Dramatiq's bucket limiter for `rate_limit`, counted in Redis when workers are distributed."""
+    if settings.rate_limit <= 0:
+        return None
+    url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
+    if settings.broker_url and not url:
+        raise ConfigError("rate_limit with a RabbitMQ broker needs rate_limit_url (a redis:// URL) to count in")
+    backend = RedisBackend(url=url) if url else StubBackend()  # type: ignore[no-untyped-call]
+    limit = max(1, round(settings.rate_limit))
+    bucket_ms = max(1, round(1000 * limit / settings.rate_limit))
+    key = f"newsletter:{settings.queue_name}:rate"
+    return BucketRateLimiter(backend, key, limit=limit, bucket=bucket_ms)  # type: ignore[no-untyped-call]
+
+
+class Pace:
+    """Slows one connection down while the server throttles (4xx), and speeds back up as it accepts."""
+
+    def __init__(self) -> None:
+        self.pause_seconds = 0.0
+
+    def after(self, reply: Reply) -> None:
+        if is_throttling(reply.code):
+            self.pause_seconds = min(THROTTLE_MAX_PAUSE_SECONDS,
+                                     max(THROTTLE_FIRST_PAUSE_SECONDS, self.pause_seconds * 2))
+        elif self.pause_seconds:
+            halved = self.pause_seconds / 2
+            self.pause_seconds = halved if halved >= THROTTLE_FIRST_PAUSE_SECONDS / 4 else 0.0
+
+
+class Sender:
+    """Sends the deliveries a queue message names: claim, compose, SMTP, record, in small groups."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        template_factory: TemplateFactory = build_template,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.composer = Composer(settings, DkimSigner.from_settings(settings))
+        self.rate_limiter = rate_limiter
+        self.stopping = threading.Event()
+        self._template_factory = template_factory
+        self._templates: dict[tuple[int, str], Template] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[SmtpConnection] = []
+
+    def send_deliveries(self, issue_id: int, delivery_ids: Sequence[int]) -> leases.Unfinished:
+        """Send what can be sent now of `delivery_ids`; returns those still to go (retries, held rows)."""
+        template = self.template(issue_id)
+        for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
+            if self.stopping.is_set():
+                break
+            group = delivery_ids[start:start + leases.GROUP_SIZE]
+            with database.transaction(self.engine) as session:
+                claims = leases.claim(session, issue_id, group, self.settings.lease_seconds)
+            results = [self._send_one(template, issue_id, claim) for claim in claims]
+            with database.transaction(self.engine) as session:
+                leases.record(session, self.settings, issue_id, results)
+        with database.transaction(self.engine) as session:
+            left = leases.unfinished(session, delivery_ids, self.settings.lease_seconds)
+            ledger.finish_issue(session, issue_id)
+        return left
+
+    def template(self, issue_id: int) -> Template:
+        """The issue's message template, built once per process and rebuilt when the stored issue changed."""
+        with database.transaction(self.engine) as session:
+            source_hash = ledger.issue_hash(session, issue_id)
+            with self._lock:
+                cached = self._templates.get((issue_id, source_hash))
+            if cached is not None:
+                return cached
+            issue = ledger.rendered_issue(session, issue_id)
+        template = self._template_factory(issue, self.settings)
+        with self._lock:
+            self._templates[(issue_id, source_hash)] = template
+        return template
+
+    def send_bytes(self, envelope_from: str, recipient: str, message: bytes) -> Reply:
+        """One SMTP transaction on this thread's connection, paced by the rate limit and by throttling.
+
+        Raises:
+            TemporaryFailure: see SmtpConnection.send.
+            PermanentFailure: see SmtpConnection.send.
+        """
+        connection, pace = self._thread_connection()
+        if pace.pause_seconds:
+            self.stopping.wait(pace.pause_seconds)
+        self._wait_for_rate()
+        try:
+            reply = connection.send(envelope_from, recipient, message)
+        except (TemporaryFailure, PermanentFailure) as failure:
+            pace.after(failure.reply)
+            raise
+        pace.after(reply)
+        return reply
+
+    def _send_one(self, template: Template, issue_id: int, claim: Claim) -> Result:
+        composed = self.composer.compose(template, issue_id, claim)
+        try:
+            reply = self.send_bytes(composed.envelope_from, composed.recipient, composed.message)
+        except (TemporaryFailure, PermanentFailure) as failure:
+            reply = failure.reply
+        return Result(claim, reply.outcome, str(reply), composed.message_id)
+
+    def _wait_for_rate(self) -> None:
+        if self.rate_limiter is None:
+            return
+        while not self.stopping.is_set():
+            with self.rate_limiter.acquire(raise_on_failure=False) as acquired:
+                if acquired:
+                    return
+            self.stopping.wait(RATE_POLL_SECONDS)
+
+    def _thread_connection(self) -> tuple[SmtpConnection, Pace]:
+        connection: SmtpConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = SmtpConnection(self.settings)
+            self._local.pace = Pace()
+            with self._lock:
+                self._connections.append(connection)
+        return connection, self._local.pace
+
+    def close(self) -> None:
+        """Close every thread's SMTP connection (QUIT)."""
+        self.stopping.set()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()

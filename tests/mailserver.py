@@ -1,0 +1,126 @@
+"""A real SMTP server on loopback (aiosmtpd) that records what it receives and injects faults on request."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+DROP = "drop"  # a fault that closes the connection instead of replying
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    recipient: str
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    def header(self, name: str) -> str:
+        """A header's raw value from the bytes, unfolded (cheap: no MIME parse)."""
+        head = self.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        value = None
+        for line in head.split("\r\n"):
+            if line[:1] in (" ", "\t") and value is not None:
+                value += " " + line.strip()
+            elif value is not None:
+                break
+            elif line.lower().startswith(name.lower() + ":"):
+                value = line.split(":", 1)[1].strip()
+        return value or ""
+
+
+@dataclass
+class Fault:
+    stage: str  # "RCPT" or "DATA"
+    reply: str  # an SMTP reply line, or DROP
+    times: int | None  # how many times it fires; None for always
+
+
+class MailSink:
+    """The aiosmtpd handler: keeps every accepted message, answers with the faults set for an address."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.faults: dict[str, Fault] = {}
+        self.attempts: Counter[str] = Counter()
+        self.port = 0
+        self._lock = threading.Lock()
+
+    def fail(self, address: str, stage: str, reply: str, times: int | None = None) -> None:
+        self.faults[address.lower()] = Fault(stage, reply, times)
+
+    def _fault(self, address: str, stage: str) -> Fault | None:
+        with self._lock:
+            fault = self.faults.get(address.lower())
+            if fault is None or fault.stage != stage:
+                return None
+            if fault.times is not None:
+                if fault.times <= 0:
+                    return None
+                fault.times -= 1
+            return fault
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        with self._lock:
+            self.attempts[address.lower()] += 1
+        fault = self._fault(address, "RCPT")
+        if fault is not None:
+            if fault.reply == DROP:
+                server.transport.close()
+                return "421 4.3.0 closing"
+            return fault.reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for address in envelope.rcpt_tos:
+            fault = self._fault(address, "DATA")
+            if fault is not None:
+                if fault.reply == DROP:
+                    # The whole message arrived but no reply comes: the client cannot know the outcome.
+                    server.transport.close()
+                    return "421 4.3.0 closing"
+                return fault.reply
+        with self._lock:
+            for address in envelope.rcpt_tos:
+                self.received.append(Received(envelope.mail_from, address, bytes(envelope.original_content)))
+        return "250 2.0.0 OK"
+
+    def to(self, address: str) -> list[Received]:
+        with self._lock:
+            return [message for message in self.received if message.recipient.lower() == address.lower()]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def running_sink(handler: MailSink | None = None) -> Iterator[tuple[MailSink, int]]:
+    """An aiosmtpd server on a free loopback port, with `handler` (a fresh MailSink by default)."""
+    sink = handler or MailSink()
+    port = sink.port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True,
+                            data_size_limit=50 * 1024 * 1024)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
