@@ -213,3 +213,145 @@ def subscribers_import(app: App, file: Path, status: str) -> None:
         error_console.print(f"line {rejection.line}: {rejection.email!r}: {rejection.reason}", markup=False)
     console.print(f"Imported {report.added}, already on the list {report.already_present}, "
                   f"rejected {len(report.rejected)}.")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.ClickException("not on a terminal: pass --yes to send without confirmation")
+    click.confirm(question, abort=True)
+
+
+@main.command()
+@click.argument("issue_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Send without asking (required when not on a terminal).")
+@click.option("--dry-run", is_flag=True, help="Do everything but the SMTP transaction, then keep nothing.")
+@click.option("--test", "test_addresses", multiple=True, metavar="ADDR",
+              help="Send only to ADDR (repeatable), subject prefixed [TEST]; nothing is recorded.")
+@click.option("--subject", default=None, help="Subject when the issue's front matter names none.")
+@click.option("--force", is_flag=True, help="Send a changed file under the slug of an issue already stored.")
+@pass_app
+def send(app: App, issue_file: Path, yes: bool, dry_run: bool, test_addresses: tuple[str, ...],
+         subject: str | None, force: bool) -> None:
+    """Send ISSUE_FILE to every active subscriber; run it again to resume where it stopped."""
+    from newsletter import campaign, progress
+    from newsletter.queue import Queue
+    from newsletter.render import render_issue_file
+
+    settings = app.settings
+    settings.require("from_address", "secret_key", "postal_address")
+    issue = render_issue_file(issue_file, settings, subject=subject)
+    if test_addresses:
+        for outcome in campaign.send_test(settings, issue, test_addresses):
+            console.print(f"{outcome.address}: {outcome.reply}", markup=False)
+        return
+    engine = app.ready_engine()
+    check = campaign.preflight(engine, issue, force)
+    console.print(progress.preflight_table(check, settings, embedded=not settings.broker_url))
+    if check.new_recipients + check.unfinished == 0:
+        console.print("Nothing to send: every recipient has been dealt with (or no subscriber is active).")
+        return
+    _confirm(yes, f"Send to {check.new_recipients + check.unfinished:,} recipients?")
+    if dry_run:
+        report = campaign.dry_run(engine, settings, issue, force)
+        console.print(f"Dry run: composed {report.messages:,} messages ({report.total_bytes / 1e6:,.1f} MB) "
+                      f"in {report.seconds:.1f} s; nothing was sent or kept.")
+        return
+    queue = Queue(settings, engine)
+    try:
+        with progress.SendProgress(console) as bar:
+            counts = campaign.send_issue(engine, queue, issue, force, bar.update)
+    except KeyboardInterrupt:
+        where = "run the same command again to resume" if queue.embedded else "the workers go on sending"
+        error_console.print(f"Interrupted: nothing is lost; {where}. `newsletter status {issue.slug}` shows where "
+                            "it stands.", markup=False)
+        raise SystemExit(130) from None
+    console.print(progress.counts_table(counts))
+
+
+@main.command()
+@click.argument("slug", required=False)
+@click.option("--limit", default=50, show_default=True, help="Failures to list at most.")
+@pass_app
+def status(app: App, slug: str | None, limit: int) -> None:
+    """Show the deliveries of issue SLUG per status and its failures with their SMTP replies (no SLUG: all issues)."""
+    from newsletter import ledger, progress
+
+    with database.transaction(app.ready_engine()) as session:
+        if slug is None:
+            table = Table("issue", "status", "subject", "sent", "unfinished", "failed", "sent at")
+            for issue in ledger.issues_by_recency(session):
+                counts = ledger.counts(session, issue.id)
+                failed = counts["failed"] + counts["bounced"]
+                table.add_row(issue.slug, issue.status, issue.subject, f"{counts['sent']:,}",
+                              f"{counts.remaining:,}", f"{failed:,}",
+                              issue.sent_at.strftime("%Y-%m-%d %H:%M") if issue.sent_at else "")
+            console.print(table)
+            return
+        issue = ledger.find_issue(session, slug)
+        console.print(f"{issue.slug}: {issue.subject} ({issue.status})", markup=False)
+        console.print(progress.counts_table(ledger.counts(session, issue.id)))
+        failures = ledger.failures(session, issue.id, limit)
+    if failures:
+        console.print(progress.failures_table(failures))
+
+
+@main.command()
+@click.argument("slug")
+@pass_app
+def retry(app: App, slug: str) -> None:
+    """Queue again the deliveries of issue SLUG that failed temporarily too many times."""
+    from newsletter import campaign, progress
+    from newsletter.queue import Queue
+
+    engine = app.ready_engine()
+    queue = Queue(app.settings, engine)
+    with progress.SendProgress(console) as bar:
+        counts = campaign.resend_failed(engine, queue, slug, bar.update)
+    console.print(progress.counts_table(counts))
+
+
+@main.command()
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Worker threads, each with its own SMTP connection (default: smtp_connections).")
+@pass_app
+def worker(app: App, threads: int | None) -> None:
+    """Send what `newsletter send` enqueues on broker_url, until stopped (Ctrl-C or SIGTERM)."""
+    import signal
+    import threading
+
+    from newsletter.queue import Queue
+
+    settings = app.settings
+    if not settings.broker_url:
+        raise click.ClickException("no broker_url is set: `newsletter send` sends in its own process, "
+                                   "no worker is needed")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: stop.set())
+    queue = Queue(settings, app.ready_engine())
+    queue.start_worker(threads)
+    error_console.print(f"Worker on {settings.broker_url.split('@')[-1]}, queue {settings.queue_name!r}, "
+                        f"{threads or settings.smtp_connections} threads. Ctrl-C stops it.", markup=False)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    error_console.print("Stopping: finishing the messages in hand...")
+    queue.stop()
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+def demo(directory: Path) -> None:
+    """Try it all in DIRECTORY: config, SQLite, sample subscribers, a local SMTP server, a real issue sent."""
+    from newsletter.demo import run_demo
+    from newsletter.progress import SendProgress
+
+    with SendProgress(console) as bar:
+        report = run_demo(directory, bar.update)
+    console.print(f"\nSent {report.sent} messages to {report.subscribers} sample subscribers through a local "
+                  f"SMTP server; {report.captured} captured.", markup=False)
+    console.print(f"Open them: {report.outbox}/*.eml", markup=False)
+    console.print(f"Next: edit {report.config}, `newsletter status {report.slug}`, `newsletter preview ISSUE.md`.",
+                  markup=False)
