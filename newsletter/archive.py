@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,11 +19,32 @@ class IssueNotFound(NewsletterError):
     """No sent issue has this slug."""
 
 
-def sent_issues(session: Session, limit: int | None = None) -> Sequence[Issue]:
-    """The sent issues, newest first."""
-    query = select(Issue).where(Issue.status == IssueStatus.SENT).order_by(Issue.sent_at.desc(), Issue.id.desc())
-    if limit is not None:
-        query = query.limit(limit)
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One line of the archive's list: no content, so a long archive stays a light page."""
+
+    slug: str
+    subject: str
+    preheader: str
+    sent_at: dt.datetime | None
+
+
+NEWEST_FIRST = (Issue.sent_at.desc(), Issue.id.desc())
+
+
+def archive_entries(session: Session) -> list[ArchiveEntry]:
+    """Every sent issue, newest first, without its content."""
+    rows = session.execute(
+        select(Issue.slug, Issue.subject, Issue.preheader, Issue.sent_at)
+        .where(Issue.status == IssueStatus.SENT)
+        .order_by(*NEWEST_FIRST)
+    )
+    return [ArchiveEntry(*row) for row in rows]
+
+
+def latest_issues(session: Session, limit: int = FEED_ENTRIES) -> Sequence[Issue]:
+    """The newest sent issues with their content (the Atom feed)."""
+    query = select(Issue).where(Issue.status == IssueStatus.SENT).order_by(*NEWEST_FIRST).limit(limit)
     return session.scalars(query).all()
 
 
@@ -39,4 +62,4 @@ def sent_issue(session: Session, slug: str) -> Issue:
 
 def web_html(issue: Issue) -> str:
     """The issue's web version: the page without per-recipient slots, else the email's HTML."""
-    return str(getattr(issue, "web_html", None) or issue.html)
+    return issue.web_html or issue.html

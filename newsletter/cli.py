@@ -355,3 +355,14 @@ def demo(directory: Path) -> None:
     console.print(f"Open them: {report.outbox}/*.eml", markup=False)
     console.print(f"Next: edit {report.config}, `newsletter status {report.slug}`, `newsletter preview ISSUE.md`.",
                   markup=False)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Run the web app: sign-up form, confirm and unsubscribe pages, preferences, archive."""
+    from subscribers.server import serve as serve_web  # the one place newsletter imports the web app
+
+    serve_web(app.settings, host, port)

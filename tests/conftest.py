@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
@@ -102,3 +103,24 @@ def smtpd() -> Iterator[MailSink]:
     """A real SMTP server (aiosmtpd) on a loopback port that keeps what it receives; `fail()` injects faults."""
     with running_sink() as (sink, _port):
         yield sink
+
+
+@pytest.fixture
+def queued() -> list[int]:
+    """The ids of the outbound messages (confirmation mails) the web app handed to the queue."""
+    return []
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(settings: Settings, engine: Engine, queued: list[int]) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of the web app on `settings` (fill-time check off; tests of it turn it on)."""
+    from subscribers.app import create_app
+
+    app = create_app(settings.replace(signup_min_fill_seconds=0), engine, enqueue=queued.append)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=settings.base_url) as client:
+        yield client

@@ -1,0 +1,102 @@
+"""The app factory: routes, middleware, and the pages errors become."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from newsletter import database
+from newsletter.archive import IssueNotFound
+from newsletter.errors import DatabaseNotReady, InvalidAddress, NewsletterError
+from newsletter.optin import TokenUsed, TooManySignups
+from newsletter.settings import Settings
+from newsletter.tokens import Signer, TokenExpired, TokenInvalid
+from subscribers import archive, leaving, signup
+from subscribers.context import Context, Enqueue, context_of, error_page
+from subscribers.logs import redact
+from subscribers.pages import Pages, web_templates_dir
+from subscribers.security import BodyTooLarge, Csrf, FormExpired, FormStamp, SecurityHeaders
+
+log = logging.getLogger("subscribers")
+
+# The status each error page carries, most specific first.
+ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
+    (TokenUsed, 410), (TokenExpired, 410), (TokenInvalid, 400), (IssueNotFound, 404), (FormExpired, 403),
+    (TooManySignups, 429), (BodyTooLarge, 413), (InvalidAddress, 422), (DatabaseNotReady, 503),
+]
+RETRY_AFTER_SECONDS = 3600  # the sign-up limits count per hour
+
+
+def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueue | None = None) -> Starlette:
+    """The web app of `settings`: sign-up, confirm, unsubscribe, preferences, archive and health.
+
+    `enqueue` takes the id of a stored outbound message (a confirmation mail) to the queue; without
+    it the message waits in the ledger for a worker.
+    """
+    settings.require("secret_key")
+    context = Context(
+        settings=settings,
+        engine=engine or database.make_engine(settings),
+        signer=Signer(settings.secret_key),
+        pages=Pages(settings),
+        csrf=Csrf(settings.secret_key, secure_cookie=settings.base_url.startswith("https://")),
+        stamp=FormStamp(settings.secret_key),
+        enqueue=enqueue or _no_queue,
+    )
+    routes = [
+        Route("/", signup.subscribe_form, methods=["GET"]),
+        *signup.routes,
+        *leaving.routes,
+        Route("/issues", lambda request: RedirectResponse("/issues/", status_code=308), methods=["GET"]),
+        *archive.routes,
+        Route("/healthz", healthz, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=web_templates_dir() / "static"), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: http_error, NewsletterError: newsletter_error, Exception: server_error},
+    )
+    app.state.context = context
+    return app
+
+
+def _no_queue(outbound_id: int) -> None:
+    log.warning("no queue configured: outbound message %d waits in the ledger", outbound_id)
+
+
+async def newsletter_error(request: Request, error: Exception) -> Response:
+    status = next((code for kind, code in ERROR_STATUS if isinstance(error, kind)), 400)
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 429 else None
+    return error_page(request, status, str(error), headers)
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    messages = {404: "There is no page at this address.", 405: "This page cannot be used that way."}
+    headers = dict(error.headers) if error.headers else None
+    return error_page(request, error.status_code, messages.get(error.status_code, error.detail), headers)
+
+
+async def server_error(request: Request, error: Exception) -> Response:
+    log.error("unexpected error on %s %s", request.method, redact(request.url.path), exc_info=error)
+    return error_page(request, 500, "Something went wrong on our side. Please try again in a little while.")
+
+
+async def healthz(request: Request) -> Response:
+    """200 when the database answers and is at the latest migration, else 503."""
+    try:
+        await run_in_threadpool(database.require_current, context_of(request).engine)
+    except DatabaseNotReady as error:
+        log.warning("health check failed: %s", error)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"})

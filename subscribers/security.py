@@ -1,0 +1,134 @@
+"""What guards the pages: security headers, a body size cap, CSRF tokens and the sign-up form's stamp."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter.errors import NewsletterError
+
+MAX_BODY_BYTES = 64 * 1024  # the largest form here is an address and a name
+CSRF_COOKIE = "newsletter_csrf"
+CSRF_FIELD = "csrf_token"
+STAMP_FIELD = "stamp"
+STAMP_MAX_AGE_SECONDS = 24 * 3600
+
+# Our own pages: no script at all, styles only from our stylesheet, forms only to ourselves.
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+# An issue's web version: the email's inline styles and remote images, still no script.
+ISSUE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline' https:; img-src https: http: data:; font-src https: data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    # Token links must not leak to remote image hosts or other sites through Referer.
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+}
+
+
+class BodyTooLarge(NewsletterError):
+    """A request body larger than MAX_BODY_BYTES."""
+
+
+class FormExpired(NewsletterError):
+    """A form posted without a valid CSRF token (stale page, cookies off, or a forged post)."""
+
+
+class SecurityHeaders:
+    """ASGI middleware: every response gets the security headers; a page may set its own CSP first."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers[name] = value
+                headers.setdefault("content-security-policy", PAGE_POLICY)
+                headers.setdefault("cache-control", "no-store")
+            await send(message)
+
+        await self.app(scope, _capped(receive), send_with_headers)
+
+
+def _capped(receive: Receive) -> Receive:
+    received = 0
+
+    async def capped_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"the request is larger than {MAX_BODY_BYTES // 1024} KiB")
+        return message
+
+    return capped_receive
+
+
+class Csrf:
+    """Double-submit CSRF tokens: a random cookie, and in each form an HMAC of it under the secret key."""
+
+    def __init__(self, secret_key: str, secure_cookie: bool) -> None:
+        self._secret = secret_key.encode()
+        self._secure = secure_cookie
+
+    def token_for(self, request: Request) -> tuple[str, str]:
+        """The cookie value to keep (or set) and the form token that goes with it."""
+        cookie = request.cookies.get(CSRF_COOKIE) or ""
+        if len(cookie) < 32:
+            cookie = secrets.token_urlsafe(32)
+        return cookie, self._mac(cookie)
+
+    def set_cookie(self, response: Response, cookie: str) -> None:
+        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="lax", secure=self._secure, path="/")
+
+    def check(self, request: Request, form_token: str) -> None:
+        """Raise FormExpired unless the form's token matches the request's cookie."""
+        cookie = request.cookies.get(CSRF_COOKIE) or ""
+        if not cookie or not hmac.compare_digest(form_token.encode(), self._mac(cookie).encode()):
+            raise FormExpired("this form has expired or did not come from this site: reload the page and try again")
+
+    def _mac(self, cookie: str) -> str:
+        return hmac.new(self._secret, f"csrf:{cookie}".encode(), hashlib.sha256).hexdigest()
+
+
+class FormStamp:
+    """A signed time in the sign-up form: how long the visitor took to fill it in (bots post at once)."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="newsletter.signup-form")
+
+    def make(self) -> str:
+        return self._serializer.dumps(time.time())
+
+    def seconds_since(self, stamp: str) -> float | None:
+        """Seconds since the stamped form was shown, or None when the stamp is forged or too old."""
+        try:
+            shown = self._serializer.loads(stamp, max_age=STAMP_MAX_AGE_SECONDS)
+        except (BadSignature, SignatureExpired):
+            return None
+        if not isinstance(shown, float | int):
+            return None
+        return time.time() - float(shown)

@@ -1,0 +1,35 @@
+"""`newsletter serve`: the web app under uvicorn, with the queue that sends its confirmation mails."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from newsletter import database
+from newsletter.queue import Queue
+from newsletter.settings import Settings
+from subscribers.app import create_app
+from subscribers.logs import log_config
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve until interrupted; without broker_url a worker in this process sends the confirmation mails."""
+    settings.require("secret_key", "from_address")
+    engine = database.make_engine(settings)
+    database.require_current(engine)
+    queue = Queue(settings, engine)
+    if queue.embedded:
+        queue.start_worker()
+    app = create_app(settings, engine, enqueue=queue.send_message)
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_config=log_config(),
+            proxy_headers=True,
+            forwarded_allow_ips=settings.trusted_proxies,
+            server_header=False,
+        )
+    finally:
+        queue.stop()
+        engine.dispose()
