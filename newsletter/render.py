@@ -1,0 +1,287 @@
+"""Render an issue once: Markdown -> Jinja2 -> MJML -> HTML -> premailer, plus text and web versions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from mjml import mjml2html
+from premailer import Premailer
+
+from newsletter import theme
+from newsletter.errors import IssueFormatError
+from newsletter.frontmatter import FrontMatter, split_front_matter
+from newsletter.images import InlineImage, is_remote, load_local_image
+from newsletter.markdown import Heading, ParsedMarkdown, Reference, inline_text, parse_markdown, render_markdown_html
+from newsletter.plaintext import display_width, markdown_to_text, wrap
+from newsletter.resources import resource_path
+from newsletter.sanitizer import ImageSource, clean_html
+from newsletter.settings import Settings
+from newsletter.slots import SlotMarker, SlotTemplate, fill_slots, strip_slot_delimiters, text_slot
+
+__all__ = ["InlineImage", "RenderedIssue", "SlotTemplate", "fill_slots", "render_issue", "render_issue_file"]
+
+PREHEADER_COLUMNS = 140  # inbox lists show roughly the first 90-140 characters after the subject
+SLUG_RE = re.compile(r"[^\w.-]+")
+KANA_RE = re.compile("[\u3040-\u30ff]")
+HANGUL_RE = re.compile("[\uac00-\ud7af]")
+HAN_RE = re.compile("[\u4e00-\u9fff]")
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    """A local image that could not be embedded."""
+
+    src: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """An issue rendered once; `html` and `text` hold per-recipient slots (see newsletter.slots)."""
+
+    slug: str
+    subject: str
+    preheader: str
+    lang: str
+    html: str
+    text: str
+    web_html: str
+    images: tuple[InlineImage, ...]
+    source_text: str
+    source_hash: str
+    content_html: str = ""  # the issue's own HTML, for pages that wrap it in their own layout
+    date: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+    headings: tuple[Heading, ...] = ()
+    references: tuple[Reference, ...] = ()
+    image_problems: tuple[ImageProblem, ...] = ()
+
+    @property
+    def links(self) -> tuple[str, ...]:
+        """The URLs the issue links to, in order, each once."""
+        return tuple(dict.fromkeys(ref.url for ref in self.references if ref.kind == "link" and ref.url))
+
+
+def render_issue_file(path: Path, settings: Settings, *, subject: str | None = None) -> RenderedIssue:
+    """Render an issue file; local images are looked up beside it, the slug defaults to its name.
+
+    Raises:
+        IssueFormatError: the file cannot be read as UTF-8 text, or the issue cannot be rendered.
+    """
+    try:
+        source = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise IssueFormatError(f"cannot read {path}: {error}") from None
+    return render_issue(source, settings, base_dir=path.parent, subject=subject, slug=path.stem)
+
+
+def render_issue(
+    source_text: str,
+    settings: Settings,
+    *,
+    base_dir: Path | None = None,
+    subject: str | None = None,
+    slug: str | None = None,
+) -> RenderedIssue:
+    """Render Markdown (with optional front matter) into the email's HTML and text, and a web page.
+
+    Parameters:
+        subject: used when the front matter names none; else the first heading is the subject.
+        slug: used when the front matter names none; else one is made from the subject.
+
+    Raises:
+        IssueFormatError: the front matter is invalid, or no subject can be found.
+    """
+    source = strip_slot_delimiters(source_text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n"))
+    front = split_front_matter(source)
+    parsed = parse_markdown(front.body, front.body_line)
+    title = _subject(front, parsed, subject)
+    meta = front.meta
+    lang = meta.get("lang") or detect_lang(front.body)
+    images = _ImageResolver(base_dir)
+    content = clean_html(render_markdown_html(parsed), images.resolve, theme.CONTENT_WIDTH_PX)
+    page = _PageValues(settings, title, _preheader(meta, parsed), lang, meta.get("date", ""), content)
+    return RenderedIssue(
+        slug=make_slug(meta.get("slug") or slug or title),
+        subject=title,
+        preheader=page.preheader,
+        lang=lang,
+        html=email_html(page, _templates(settings.template_dir)),
+        text=email_text(page, markdown_to_text(parsed)),
+        web_html=web_html(page, _templates(settings.template_dir), images.embedded),
+        images=tuple(images.embedded.values()),
+        source_text=source_text,
+        source_hash=hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
+        content_html=images.with_data_uris(content),
+        date=page.date,
+        meta=dict(meta),
+        headings=tuple(parsed.headings),
+        references=tuple(parsed.references),
+        image_problems=tuple(images.problems),
+    )
+
+
+@dataclass(frozen=True)
+class _PageValues:
+    settings: Settings
+    subject: str
+    preheader: str
+    lang: str
+    date: str
+    content: str
+
+
+class _ImageResolver:
+    """Turns each image src into what the email uses: remote stays, local becomes cid:, else reported."""
+
+    def __init__(self, base_dir: Path | None) -> None:
+        self.base_dir = base_dir
+        self.embedded: dict[str, InlineImage] = {}
+        self.problems: list[ImageProblem] = []
+
+    def resolve(self, src: str) -> ImageSource:
+        if not src or is_remote(src):
+            return ImageSource(src)
+        local = load_local_image(src, self.base_dir)
+        if local.image is None:
+            self.problems.append(ImageProblem(src, local.problem))
+            return ImageSource(src)
+        self.embedded[local.image.cid] = local.image
+        return ImageSource(f"cid:{local.image.cid}", local.width_px)
+
+    def with_data_uris(self, html: str) -> str:
+        for cid, image in self.embedded.items():
+            html = html.replace(f'src="cid:{cid}"', f'src="{image.data_uri}"')
+        return html
+
+
+def _subject(front: FrontMatter, parsed: ParsedMarkdown, given: str | None) -> str:
+    candidates = [front.meta.get("subject"), front.meta.get("title"), given]
+    candidates += [heading.text for heading in parsed.headings[:1]]
+    for candidate in candidates:
+        text = " ".join((candidate or "").split())
+        if text:
+            return text
+    raise IssueFormatError("the issue has no subject: add `subject:` front matter, pass --subject, "
+                           "or start the issue with a heading")
+
+
+def _preheader(meta: dict[str, str], parsed: ParsedMarkdown) -> str:
+    text = meta.get("preheader") or meta.get("summary") or meta.get("description") or ""
+    if not text:
+        tokens = parsed.tokens
+        paragraphs = (tokens[i + 1] for i, t in enumerate(tokens) if t.type == "paragraph_open")
+        text = next((inline_text(inline) for inline in paragraphs if inline_text(inline)), "")
+    text = " ".join(text.split())
+    if display_width(text) <= PREHEADER_COLUMNS:
+        return text
+    return wrap(text, PREHEADER_COLUMNS - 1)[0].rstrip() + "…"
+
+
+def detect_lang(text: str) -> str:
+    """A BCP 47 tag guessed from the script of the text: zh-CN for Chinese, ja, ko, else en."""
+    if KANA_RE.search(text):
+        return "ja"
+    if HANGUL_RE.search(text):
+        return "ko"
+    sample = text[:20000]
+    han = len(HAN_RE.findall(sample))
+    # Chinese when Han characters are a fair share of the letters (English with a quoted name stays en).
+    if han and han * 4 >= sum(char.isalpha() for char in sample):
+        return "zh-CN"
+    return "en"
+
+
+def make_slug(text: str) -> str:
+    """A file-name and URL safe slug."""
+    slug = SLUG_RE.sub("-", unicodedata.normalize("NFKC", text)).strip("-.").lower()
+    return slug[:80] or "issue"
+
+
+@cache
+def _templates(template_dir: str) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(resource_path("templates")))]
+    if template_dir:
+        loaders.insert(0, jinja2.FileSystemLoader(template_dir))
+    # Markup templates escape what they are given; the CSS templates must not (a font name's quotes).
+    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=_escapes_markup,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _escapes_markup(name: str | None) -> bool:
+    return not (name or "").endswith(".css.j2")
+
+
+def _common(page: _PageValues, environment: jinja2.Environment) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "subject": page.subject, "preheader": page.preheader, "lang": page.lang, "date": page.date,
+        "newsletter_name": page.settings.newsletter_name, "postal_address": page.settings.postal_address,
+        "light": theme.LIGHT, "dark": theme.DARK, "fonts": theme.FONTS, "body_width_px": theme.BODY_WIDTH_PX,
+    }
+    css = environment.get_template("content.css.j2").render(values)
+    values["css"] = css + environment.get_template("dark.css.j2").render(values)
+    return values
+
+
+def email_html(page: _PageValues, environment: jinja2.Environment) -> str:
+    """The email's HTML with slots: MJML renders the frame, the content goes in after, premailer inlines."""
+    marker = SlotMarker()
+    content_mark = f"{marker.word}content"
+    words = dict(theme.words_for(page.lang))
+    words["why"] = words["why"].format(name=page.settings.newsletter_name, email=marker.mark("email"))
+    values = _common(page, environment) | {"content": content_mark, "slot": marker.mark, "words": words}
+    mjml = environment.get_template("issue.mjml.j2").render(values)
+    try:
+        frame = mjml2html(mjml, disable_comments=True, fonts={})
+    except ValueError as error:
+        raise IssueFormatError(f"the email template is not valid MJML: {error}") from None
+    # The content never passes through MRML's parser, which rejects some valid HTML (a bare `<`).
+    html = frame.replace(content_mark, page.content, 1)
+    html = html.replace("<head>", '<head><meta name="color-scheme" content="light dark">'
+                        '<meta name="supported-color-schemes" content="light dark">', 1)
+    return marker.to_html_slots(inline_css(html))
+
+
+def inline_css(html: str) -> str:
+    """Inline the <style> rules, keeping media queries and !important (MJML's mobile layout needs both)."""
+    inliner = Premailer(
+        html, allow_network=False, strip_important=False, keep_style_tags=False, remove_classes=False,
+        disable_validation=True, cssutils_logging_level=logging.CRITICAL, exclude_pseudoclasses=True,
+        disable_link_rewrites=True, disable_basic_attributes=["width", "height"],
+    )
+    return str(inliner.transform(pretty_print=False))
+
+
+def email_text(page: _PageValues, body: str) -> str:
+    """The text part: name, subject, body, and a footer with the slots."""
+    settings = page.settings
+    words = theme.words_for(page.lang)
+    head = [settings.newsletter_name, page.subject]
+    if page.date:
+        head.append(page.date)
+    why = words["why"].format(name=settings.newsletter_name, email=text_slot("email"))
+    footer = ["-- ", *wrap(why),
+              f"{words['text_view']}: {text_slot('view_url')}",
+              f"{words['text_unsubscribe']}: {text_slot('unsubscribe_url')}",
+              f"{words['text_preferences']}: {text_slot('preferences_url')}"]
+    if settings.postal_address:
+        footer.extend(wrap(settings.postal_address))
+    return "\n".join([*head, "", body.rstrip("\n"), "", *footer]) + "\n"
+
+
+def web_html(page: _PageValues, environment: jinja2.Environment, images: dict[str, InlineImage]) -> str:
+    """A standalone page of the issue for the archive; local images become data: URIs."""
+    content = page.content
+    for cid, image in images.items():
+        content = content.replace(f'src="cid:{cid}"', f'src="{image.data_uri}"')
+    archive_url = page.settings.base_url.rstrip("/") + "/issues"
+    values = _common(page, environment) | {"content": content, "archive_url": archive_url}
+    return environment.get_template("issue_web.html.j2").render(values)
