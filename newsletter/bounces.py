@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import normalize_address
 from newsletter.errors import InvalidAddress
+from newsletter.links import domain_of
 from newsletter.models import Delivery, Event, Subscriber, SubscriberStatus, utcnow
 from newsletter.settings import Settings
 from newsletter.subscriptions import SUPPRESSED_STATUSES, change_status, record_event
@@ -214,3 +215,95 @@ def _soft_bounce_counted(session: Session, delivery_id: int | None) -> bool:
         return False
     query = exists().where(Event.delivery_id == delivery_id, Event.kind == FeedbackKind.SOFT_BOUNCE)
     return bool(session.scalar(select(query)))
+
+
+# RFC 3463 3: the subject.detail codes bounces carry most, in the editor's words.
+STATUS_MEANINGS = {
+    "1.1": "no such mailbox",
+    "1.2": "no such domain",
+    "1.10": "no such recipient",
+    "2.1": "mailbox disabled",
+    "2.2": "mailbox full",
+    "2.3": "message too large",
+    "3.0": "receiving system error",
+    "4.1": "no answer from host",
+    "4.4": "unable to route",
+    "4.7": "delivery time expired",
+    "7.1": "refused by policy",
+}
+
+
+@dataclass
+class Counts:
+    hard: int = 0
+    soft: int = 0
+    complaints: int = 0
+
+
+@dataclass(frozen=True)
+class Suppression:
+    email: str
+    status: str
+    at: dt.datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class BounceReport:
+    """Bounces and complaints since a moment, grouped by reason and by domain, and who was suppressed."""
+
+    since: dt.datetime
+    by_reason: dict[str, Counts]
+    by_domain: dict[str, Counts]
+    suppressed: list[Suppression]
+
+
+def bounce_report(session: Session, since: dt.datetime) -> BounceReport:
+    """Every bounce and complaint logged since `since`, and the subscribers they suppressed."""
+    kinds = (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE, FeedbackKind.COMPLAINT)
+    rows = session.execute(
+        select(Event.kind, Event.reason, Event.payload, Subscriber.email)
+        .join(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.created_at >= since, Event.kind.in_(kinds))
+        .execution_options(yield_per=1000)
+    )
+    by_reason: dict[str, Counts] = {}
+    by_domain: dict[str, Counts] = {}
+    for kind, reason, payload, email in rows:
+        for key, table in ((reason_group(kind, reason, payload), by_reason), (domain_of(email), by_domain)):
+            counts = table.setdefault(key, Counts())
+            if kind == FeedbackKind.COMPLAINT:
+                counts.complaints += 1
+            elif kind == FeedbackKind.HARD_BOUNCE:
+                counts.hard += 1
+            else:
+                counts.soft += 1
+    suppressed = [
+        Suppression(email, status or "", at, reason or "")
+        for email, status, at, reason in session.execute(
+            select(Subscriber.email, Event.new_status, Event.created_at, Event.reason)
+            .join(Subscriber, Subscriber.id == Event.subscriber_id)
+            .where(Event.created_at >= since, Event.kind == "status",
+                   Event.new_status.in_((SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)))
+            .order_by(Event.created_at, Event.id)
+        )
+    ]
+    return BounceReport(since, _by_count(by_reason), _by_count(by_domain), suppressed)
+
+
+def reason_group(kind: str, reason: str | None, payload: dict[str, Any] | None) -> str:
+    """The group a report falls in: a complaint's feedback type, or a bounce's status code and its meaning."""
+    payload = payload or {}
+    if kind == FeedbackKind.COMPLAINT:
+        return f"complaint ({payload.get('feedback_type') or 'abuse'})"
+    code = str(payload.get("status") or "")
+    if not code and reason:
+        code = reason.split(" ", 1)[0] if reason[:1] in "245" and reason[1:2] == "." else ""
+    if not code:
+        return "other"
+    meaning = STATUS_MEANINGS.get(code.partition(".")[2], "")
+    return f"{code} {meaning}".strip()
+
+
+def _by_count(table: dict[str, Counts]) -> dict[str, Counts]:
+    return dict(sorted(table.items(), key=lambda item: -(item[1].hard + item[1].soft + item[1].complaints)))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
-from newsletter import database, roster, subscriptions
+from newsletter import bounces, database, mailboxes, roster, subscriptions
 from newsletter.errors import NewsletterError
-from newsletter.models import SubscriberSource, SubscriberStatus
+from newsletter.models import SubscriberSource, SubscriberStatus, utcnow
 from newsletter.settings import CONFIG_FILENAME, Settings, load_settings, setting_help
 
 console = Console()
@@ -213,6 +216,87 @@ def subscribers_import(app: App, file: Path, status: str) -> None:
         error_console.print(f"line {rejection.line}: {rejection.email!r}: {rejection.reason}", markup=False)
     console.print(f"Imported {report.added}, already on the list {report.already_present}, "
                   f"rejected {len(report.rejected)}.")
+
+
+EX_TEMPFAIL = 75  # sysexits.h: the MTA (Postfix pipe(8), Exim's pipe transport) keeps the message and retries
+
+
+@main.command()
+@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Read a Maildir; each message read moves to cur/ flagged seen.")
+@click.option("--mbox", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read an mbox file (left unchanged; a second run records nothing twice).")
+@click.option("--imap", is_flag=True, help="Read the unseen mail of imap_folder on imap_host, flagging it seen.")
+@click.option("--pop3", is_flag=True, help="Read the mail on pop3_host, deleting each message once recorded.")
+@click.option("--watch", is_flag=True, help="Keep reading the mailbox every inbound_poll_seconds.")
+@click.option("--recipient", default=None, help="Envelope recipient of the message on stdin (Postfix: ${recipient}).")
+@pass_app
+def inbound(app: App, maildir: Path | None, mbox: Path | None, imap: bool, pop3: bool, watch: bool,
+            recipient: str | None) -> None:
+    """Read bounces, complaints and unsubscribe mail: one message on stdin (an MTA pipe), or a mailbox."""
+    chosen = [name for name, given in (("maildir", maildir), ("mbox", mbox), ("imap", imap), ("pop3", pop3)) if given]
+    if len(chosen) > 1:
+        raise click.UsageError("choose one of --maildir, --mbox, --imap and --pop3")
+    if not chosen:
+        if watch:
+            raise click.UsageError("--watch needs a mailbox: --maildir, --mbox, --imap or --pop3")
+        sys.exit(_inbound_stdin(app, recipient))
+    while True:
+        try:
+            tally = _read_mailbox(app, chosen[0], maildir or mbox)
+        except (NewsletterError, OperationalError) as error:
+            if not watch:
+                raise
+            error_console.print(f"{chosen[0]}: {error}", markup=False)
+        else:
+            verdicts = ", ".join(f"{count} {verdict}" for verdict, count in sorted(tally.verdicts.items()))
+            console.print(f"Read {tally.messages} message{'s' if tally.messages != 1 else ''}"
+                          f"{': ' + verdicts if verdicts else ''}. Recorded {tally.recorded}, "
+                          f"already recorded {tally.duplicates}, suppressed {tally.suppressed}.", markup=False)
+        if not watch:
+            return
+        time.sleep(app.settings.inbound_poll_seconds)
+
+
+def _read_mailbox(app: App, source: str, path: Path | None) -> mailboxes.Tally:
+    engine = app.ready_engine()
+    if source == "imap":
+        return mailboxes.read_imap(engine, app.settings)
+    if source == "pop3":
+        return mailboxes.read_pop3(engine, app.settings)
+    if source == "mbox":
+        return mailboxes.read_mbox(engine, app.settings, path or Path())
+    return mailboxes.read_maildir(engine, app.settings, path or Path())
+
+
+def _inbound_stdin(app: App, recipient: str | None) -> int:
+    try:
+        raw = mailboxes.read_capped(sys.stdin.buffer)
+        result = mailboxes.ingest_committed(app.ready_engine(), app.settings, raw, "stdin", recipient)
+    except Exception as error:  # whatever failed (database, settings), the MTA keeps the mail and retries
+        error_console.print(f"newsletter inbound: {error}", markup=False)
+        return EX_TEMPFAIL
+    console.print(f"{result.verdict}: {result.note}"[:300], markup=False)
+    return 0
+
+
+@main.command("bounces")
+@click.option("--since", "since_days", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Days to look back.")
+@pass_app
+def bounces_report(app: App, since_days: float) -> None:
+    """Bounces and complaints by reason and by recipient domain, and the subscribers they suppressed."""
+    with database.transaction(app.ready_engine()) as session:
+        report = bounces.bounce_report(session, utcnow() - dt.timedelta(days=since_days))
+    for title, groups in (("reason", report.by_reason), ("recipient domain", report.by_domain)):
+        table = Table(title, "hard", "soft", "complaints", title=f"By {title}, last {since_days:g} days")
+        for key, counts in groups.items():
+            table.add_row(key, str(counts.hard), str(counts.soft), str(counts.complaints))
+        console.print(table)
+    table = Table("email", "now", "since", "reason", title=f"Suppressed: {len(report.suppressed)}")
+    for row in report.suppressed:
+        table.add_row(row.email, row.status, row.at.strftime("%Y-%m-%d %H:%M"), row.reason[:80])
+    console.print(table)
 
 
 def _confirm(yes: bool, question: str) -> None:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from click.testing import CliRunner
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from newsletter import database
 from newsletter.bounces import (
     BouncePolicy,
     Feedback,
     FeedbackKind,
     apply_feedback,
+    bounce_report,
     record_bounce,
     record_complaint,
 )
-from newsletter.models import Delivery, Event, Issue, Subscriber, SubscriberStatus
+from newsletter.cli import main
+from newsletter.models import Delivery, Event, Issue, Subscriber, SubscriberStatus, utcnow
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
 
@@ -162,3 +167,35 @@ def test_policy_from_settings() -> None:
     assert policy == BouncePolicy(5, 7)
     assert policy.decayed(4.0, T0, T0 + dt.timedelta(days=7)) == pytest.approx(2.0)
     assert policy.decayed(4.0, T0, T0 - dt.timedelta(days=7)) == pytest.approx(4.0)
+
+
+def test_report_groups_by_reason_and_domain_and_lists_the_suppressed(session: Session) -> None:
+    ann = add_subscriber(session, "ann@example.com")
+    bob = add_subscriber(session, "bob@example.net")
+    cho = add_subscriber(session, "cho@example.com")
+    record_bounce(session, ann, hard=True, source="dsn", reason="5.1.1 smtp; 550 User unknown",
+                  payload={"status": "5.1.1"})
+    record_bounce(session, bob, hard=False, source="dsn", reason="4.2.2 mailbox full", payload={"status": "4.2.2"})
+    record_complaint(session, cho, source="arf", reason="abuse", payload={"feedback_type": "abuse"})
+    old = add_subscriber(session, "old@example.org")
+    record_bounce(session, old, hard=True, source="dsn", reason="5.1.1", at=T0 - dt.timedelta(days=400))
+    report = bounce_report(session, utcnow() - dt.timedelta(days=30))
+    assert {key: (c.hard, c.soft, c.complaints) for key, c in report.by_reason.items()} == {
+        "5.1.1 no such mailbox": (1, 0, 0), "4.2.2 mailbox full": (0, 1, 0), "complaint (abuse)": (0, 0, 1)}
+    assert {key: (c.hard, c.soft, c.complaints) for key, c in report.by_domain.items()} == {
+        "example.com": (1, 0, 1), "example.net": (0, 1, 0)}
+    # A bounce dated long ago is out of the counts; the suppression it caused happened now.
+    assert [(row.email, row.status) for row in report.suppressed] == [
+        ("ann@example.com", "bounced"), ("cho@example.com", "complained"), ("old@example.org", "bounced")]
+
+
+def test_bounces_command_shows_the_report(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+    with database.transaction(engine) as session:
+        reader = add_subscriber(session, "reader@example.com")
+        record_bounce(session, reader, hard=True, source="smtp", reason="5.1.1 User unknown")
+    config = tmp_path / "newsletter.toml"
+    config.write_text(f'database_url = "{settings.database_url}"\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(config), "bounces", "--since", "7"])
+    assert result.exit_code == 0, result.output
+    assert "5.1.1 no such mailbox" in result.output and "reader@example.com" in result.output
+    assert "example.com" in result.output and "Suppressed: 1" in result.output
