@@ -270,7 +270,7 @@ def _close_link(parts: list[str], start: int, url: str, writer: TextWriter) -> N
     if not url or url.startswith("#"):
         return
     plain_url = url.removeprefix("mailto:")
-    if not text or text in (url, plain_url) or url.endswith(text):
+    if not text or text in (url, plain_url, url.removeprefix("http://"), url.removeprefix("https://")):
         parts[start:] = [url if not text else text]
         return
     parts.append(f" [{writer.reference(url)}]")

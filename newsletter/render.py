@@ -33,6 +33,7 @@ SLUG_RE = re.compile(r"[^\w.-]+")
 KANA_RE = re.compile("[\u3040-\u30ff]")
 HANGUL_RE = re.compile("[\uac00-\ud7af]")
 HAN_RE = re.compile("[\u4e00-\u9fff]")
+CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ def render_issue(
     Raises:
         IssueFormatError: the front matter is invalid, or no subject can be found.
     """
-    source = strip_slot_delimiters(source_text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n"))
+    source = source_text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    # Control characters are invalid in XML and HTML text (MRML refuses them) and invisible anyway.
+    source = strip_slot_delimiters(CONTROL_CHARS_RE.sub("", source))
     front = split_front_matter(source)
     parsed = parse_markdown(front.body, front.body_line)
     title = _subject(front, parsed, subject)
@@ -167,7 +170,7 @@ def _subject(front: FrontMatter, parsed: ParsedMarkdown, given: str | None) -> s
     candidates = [front.meta.get("subject"), front.meta.get("title"), given]
     candidates += [heading.text for heading in parsed.headings[:1]]
     for candidate in candidates:
-        text = " ".join((candidate or "").split())
+        text = " ".join(CONTROL_CHARS_RE.sub("", candidate or "").split())
         if text:
             return text
     raise IssueFormatError("the issue has no subject: add `subject:` front matter, pass --subject, "
