@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -30,13 +31,19 @@ class Context:
     csrf: Csrf
     stamp: FormStamp
     enqueue: Enqueue  # hands a stored outbound message's id to the queue, after the commit
+    # SQLite has one writer at a time; threads that queue here wait their turn instead of sleeping in
+    # SQLite's busy handler (whose back-off, up to 100 ms a try, is what made the p99 latency seconds).
+    sqlite_writer: threading.Lock = field(default_factory=threading.Lock)
 
     async def run(self, use_case: Callable[..., T], *args: Any) -> T:
         """Run a use case (a function taking a session first) in one transaction, on a worker thread."""
         return await run_in_threadpool(self._in_transaction, use_case, *args)
 
     def _in_transaction(self, use_case: Callable[..., T], *args: Any) -> T:
-        with database.transaction(self.engine) as session:
+        if self.engine.dialect.name != "sqlite":
+            with database.transaction(self.engine) as session:
+                return use_case(session, *args)
+        with self.sqlite_writer, database.transaction(self.engine) as session:
             return use_case(session, *args)
 
     async def send(self, outbound_id: int | None) -> None:

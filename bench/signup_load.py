@@ -1,0 +1,211 @@
+"""Load benchmark: concurrent sign-ups against `newsletter serve` on SQLite, on loopback only.
+
+    python bench/signup_load.py [--clients 100] [--seconds 30]
+
+Starts an aiosmtpd sink and `newsletter serve` (embedded queue: it sends the confirmation mails too),
+then has `--clients` concurrent clients post sign-ups with fresh addresses for `--seconds`. Prints
+sign-ups per second and latency percentiles, then proves that none was lost or doubled: every
+answered sign-up is exactly one subscriber row, one outbound confirmation and one mail at the sink,
+and a burst of the clients posting one same address at once leaves exactly one row. The rate limits
+and the fill-time check are off for the run (one client IP posts everything), and nothing leaves
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from aiosmtpd.controller import Controller
+from sqlalchemy import create_engine, func, select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from newsletter.models import OutboundMessage, Subscriber  # noqa: E402
+
+STAMP = re.compile(r'name="stamp" value="([^"]+)"')
+DRAIN_LIMIT_SECONDS = 180
+STARTUP_LIMIT_SECONDS = 30
+
+
+class Sink:
+    """Counts the messages the SMTP server accepts, per recipient."""
+
+    def __init__(self) -> None:
+        self.received: Counter[str] = Counter()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        for recipient in envelope.rcpt_tos:  # type: ignore[attr-defined]
+            self.received[recipient.lower()] += 1
+        return "250 OK"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def client_loop(http: httpx.AsyncClient, number: int, stop_at: float, latencies: list[float],
+                      answered: list[str], failures: Counter[str]) -> None:
+    form = await http.get("/subscribe")
+    stamp = STAMP.search(form.text)
+    assert stamp, "no stamp in the form"
+    sequence = 0
+    while time.monotonic() < stop_at:
+        address = f"load-{number}-{sequence}@example.com"
+        sequence += 1
+        started = time.perf_counter()
+        try:
+            answer = await http.post("/subscribe", data={"email": address, "stamp": stamp.group(1), "website": ""})
+        except httpx.HTTPError as error:
+            failures[type(error).__name__] += 1
+            continue
+        latencies.append(time.perf_counter() - started)
+        if answer.status_code == 200 and "Check your inbox" in answer.text:
+            answered.append(address)
+        else:
+            failures[f"HTTP {answer.status_code}"] += 1
+
+
+async def load(base_url: str, clients: int, seconds: float) -> tuple[list[float], list[str], Counter[str], float]:
+    latencies: list[float] = []
+    answered: list[str] = []
+    failures: Counter[str] = Counter()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+        started = time.monotonic()
+        stop_at = started + seconds
+        await asyncio.gather(*(client_loop(http, number, stop_at, latencies, answered, failures)
+                               for number in range(clients)))
+        elapsed = time.monotonic() - started
+    return latencies, answered, failures, elapsed
+
+
+async def same_address_burst(base_url: str, clients: int) -> int:
+    """All clients post one new address at once; returns how many answered normally."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60,
+                                 limits=httpx.Limits(max_connections=clients)) as http:
+        stamp = STAMP.search((await http.get("/subscribe")).text)
+        assert stamp
+        answers = await asyncio.gather(*(
+            http.post("/subscribe", data={"email": "same@example.com", "stamp": stamp.group(1)})
+            for _ in range(clients)))
+    return sum(1 for answer in answers if answer.status_code == 200)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="signup-load-") as directory:
+        return run(Path(directory), arguments.clients, arguments.seconds)
+
+
+def run(directory: Path, clients: int, seconds: float) -> int:
+    sink = Sink()
+    smtp_port, web_port = free_port(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    database_url = f"sqlite:///{directory / 'load.db'}"
+    base_url = f"http://127.0.0.1:{web_port}"
+    config = directory / "newsletter.toml"
+    config.write_text(
+        f'database_url = "{database_url}"\nsecret_key = "load-benchmark-secret-key-0123456789"\n'
+        f'from_address = "editor@example.org"\nbase_url = "{base_url}"\npostal_address = "1 Example Street"\n'
+        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtp_port}\nsignup_min_fill_seconds = 0\n'
+        "signup_limit_per_ip = 0\nsignup_limit_per_address = 0\n",
+        encoding="utf-8",
+    )
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
+    subprocess.run([*command, "db", "upgrade"], check=True, capture_output=True, cwd=directory)
+    server = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(web_port)], cwd=directory,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_server(base_url)
+        latencies, answered, failures, elapsed = asyncio.run(load(base_url, clients, seconds))
+        burst_ok = asyncio.run(same_address_burst(base_url, clients))
+        drained = wait_for_mail(sink, len(answered) + 1)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        controller.stop()
+    return report(database_url, sink, latencies, answered, failures, elapsed, clients, burst_ok, drained)
+
+
+def wait_for_server(base_url: str) -> None:
+    deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("newsletter serve did not start")
+
+
+def wait_for_mail(sink: Sink, expected: int) -> bool:
+    deadline = time.monotonic() + DRAIN_LIMIT_SECONDS
+    while time.monotonic() < deadline:
+        if sum(sink.received.values()) >= expected:
+            time.sleep(1)  # anything beyond the expected count would be a double: give it a moment
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def report(database_url: str, sink: Sink, latencies: list[float], answered: list[str], failures: Counter[str],
+           elapsed: float, clients: int, burst_ok: int, drained: bool) -> int:
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.scalar(select(func.count()).select_from(Subscriber)) or 0
+        distinct = connection.scalar(select(func.count(func.distinct(Subscriber.email_key)))) or 0
+        same_rows = connection.scalar(
+            select(func.count()).select_from(Subscriber).where(Subscriber.email_key == "same@example.com")) or 0
+        outbound = connection.scalar(select(func.count()).select_from(OutboundMessage)) or 0
+    engine.dispose()
+    unique_answered = set(answered)
+    load_rows = rows - same_rows
+    missing_mail = sum(1 for address in unique_answered if sink.received[address] == 0)
+    doubled_mail = sum(1 for address in unique_answered if sink.received[address] > 1)
+    lost = len(unique_answered) - load_rows
+    print(f"clients {clients}, {elapsed:.1f} s, SQLite, one `newsletter serve` process with its embedded queue")
+    print(f"sign-ups answered: {len(answered)}  ({len(answered) / elapsed:.1f} sign-ups/s)")
+    if latencies:
+        print(f"latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+    print(f"failed requests: {sum(failures.values())} {dict(failures) if failures else ''}")
+    print(f"subscriber rows for the answered addresses: {load_rows} of {len(unique_answered)} "
+          f"(lost {lost}, doubled {rows - distinct})")
+    print(f"confirmation mails queued: {outbound}; received at the SMTP sink: {sum(sink.received.values())} "
+          f"(answered sign-ups without a mail: {missing_mail}, with more than one: {doubled_mail}; "
+          f"queue drained: {drained})")
+    print(f"one address posted by {clients} clients at once: {burst_ok} answers, {same_rows} row, "
+          f"{sink.received['same@example.com']} mail(s)")
+    correct = (lost == 0 and rows == distinct and missing_mail == 0 and doubled_mail == 0 and same_rows == 1
+               and not failures and drained)
+    print("none lost, none doubled" if correct else "MISMATCH: see the counts above")
+    return 0 if correct else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
