@@ -1,0 +1,86 @@
+"""ESP webhooks (Amazon SES via SNS, Postmark, SendGrid, Mailgun): each verified, then fed to the bounce policy.
+
+Every provider module has the same shape: pure functions that verify a request and parse its events into
+`Feedback`, and `handle(settings, session, headers, body)` that the web app's route calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from newsletter.bounces import BouncePolicy, Feedback, apply_feedback
+from newsletter.errors import NewsletterError
+from newsletter.settings import Settings
+
+MAX_BODY_BYTES = 1024 * 1024  # SNS messages are at most 256 KiB; SendGrid batches stay well under 1 MiB
+MAX_CLOCK_SKEW_SECONDS = 10 * 60  # a signed timestamp older (or newer) than this is a replay, not a retry
+
+
+class WebhookRejected(NewsletterError):
+    """A webhook request that is not believed: bad signature or credentials, stale, malformed, or unknown."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """What one accepted request did."""
+
+    recorded: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    ignored: int = 0  # events about no subscriber on the list, or of kinds that change nothing
+    note: str = ""
+
+
+def apply_events(session: Session, settings: Settings, feedback: list[Feedback], ignored: int = 0) -> WebhookResult:
+    """Record each verified event through the same policy as inbound mail."""
+    policy = BouncePolicy.from_settings(settings)
+    results = [apply_feedback(session, item, policy) for item in feedback]
+    found = [result for result in results if result is not None]
+    return WebhookResult(
+        recorded=sum(1 for result in found if not result.duplicate),
+        duplicates=sum(1 for result in found if result.duplicate),
+        suppressed=sum(1 for result in found if result.suppressed),
+        ignored=ignored + len(results) - len(found),
+    )
+
+
+def lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def json_body(body: bytes) -> Any:
+    """The request body as JSON; too large or not JSON is a 400."""
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookRejected("request body too large", 413)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRejected("request body is not JSON", 400) from None
+
+
+def check_fresh(timestamp: dt.datetime, now: dt.datetime | None = None) -> None:
+    """Reject a signed timestamp too far from now: a captured request replayed later is refused."""
+    now = now or dt.datetime.now(dt.UTC)
+    if abs((now - timestamp).total_seconds()) > MAX_CLOCK_SKEW_SECONDS:
+        raise WebhookRejected(f"stale timestamp {timestamp.isoformat()}")
+
+
+def recipient_id(provider: str, event_id: str, recipient: str) -> str:
+    """The external id of one recipient of one provider event (an event may name several recipients)."""
+    return f"{provider}:{event_id[:150]}:{hashlib.sha256(recipient.encode()).hexdigest()[:16]}"
+
+
+def text(value: Any, limit: int = 500) -> str:
+    """A JSON value as a short string (providers put numbers, nulls or objects where text is expected)."""
+    return ("" if value is None else str(value))[:limit]
