@@ -20,7 +20,7 @@ from newsletter.errors import DatabaseNotReady, InvalidAddress, NewsletterError
 from newsletter.optin import TokenUsed, TooManySignups
 from newsletter.settings import Settings
 from newsletter.tokens import Signer, TokenExpired, TokenInvalid
-from subscribers import archive, leaving, signup
+from subscribers import archive, leaving, signup, webhooks
 from subscribers.context import Context, Enqueue, context_of, error_page
 from subscribers.logs import redact
 from subscribers.pages import Pages, web_templates_dir
@@ -58,6 +58,7 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
         *leaving.routes,
         Route("/issues", lambda request: RedirectResponse("/issues/", status_code=308), methods=["GET"]),
         *archive.routes,
+        *webhooks.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/static", StaticFiles(directory=web_templates_dir() / "static"), name="static"),
     ]

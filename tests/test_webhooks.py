@@ -15,12 +15,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from inbound_mail import Sent, make_sent
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
+from webflow import client_for
 
 from newsletter.models import Event, SubscriberStatus
 from newsletter.settings import Settings
 from newsletter.webhooks import WebhookRejected, mailgun, postmark, sendgrid, ses
+from subscribers.app import create_app
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
@@ -315,3 +317,22 @@ def test_mailgun_forged_and_stale(session: Session, sent: Sent) -> None:
         mailgun.handle(sent.settings, session, {}, mailgun_body(FAILED))
     assert unset.value.status == 503
     assert set(statuses(sent).values()) == {"active"}
+
+
+@pytest.mark.anyio
+async def test_webhook_routes_on_the_web_app(session: Session, sent: Sent, engine: Engine) -> None:
+    session.commit()
+    settings = sent.settings.replace(mailgun_webhook_signing_key=MAILGUN_KEY, **POSTMARK_SETTINGS)
+    async with client_for(create_app(settings, engine), settings.base_url) as client:
+        accepted = await client.post("/webhooks/mailgun", content=mailgun_body(FAILED))
+        assert accepted.status_code == 200 and accepted.json()["suppressed"] == 1
+        forged = await client.post("/webhooks/mailgun", content=mailgun_body(FAILED, key="key-guessed"))
+        assert forged.status_code == 403 and "does not verify" in forged.json()["error"]
+        unauthorized = await client.post("/webhooks/postmark", content=b"{}", headers=basic("postmark", "no"))
+        assert unauthorized.status_code == 401
+        unset = await client.post("/webhooks/sendgrid", content=b"[]")
+        assert unset.status_code == 503
+        assert (await client.post("/webhooks/elsewhere", content=b"{}")).status_code == 404
+        assert (await client.get("/webhooks/mailgun")).status_code == 405
+    session.expire_all()
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.BOUNCED
