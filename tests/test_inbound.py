@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from inbound_mail import Sent, arf, dsn, failed, make_sent
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.inbound import Verdict, ingest
 from newsletter.models import Event, SubscriberStatus, UnrecognizedMessage
 from newsletter.settings import Settings
+from tests.inbound_mail import Sent, arf, dsn, failed, make_sent
 
 
 @pytest.fixture

@@ -22,13 +22,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from inbound_mail import Sent, arf, dsn, failed, make_sent
 from sqlalchemy.orm import Session
 
 from newsletter import mailboxes
 from newsletter.cli import EX_TEMPFAIL, main
 from newsletter.models import SubscriberStatus
 from newsletter.settings import Settings
+from tests.inbound_mail import Sent, arf, dsn, failed, make_sent
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 

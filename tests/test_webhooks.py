@@ -14,15 +14,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from inbound_mail import Sent, make_sent
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
-from webflow import client_for
 
 from newsletter.models import Event, SubscriberStatus
 from newsletter.settings import Settings
 from newsletter.webhooks import WebhookRejected, mailgun, postmark, sendgrid, ses
 from subscribers.app import create_app
+from tests.inbound_mail import Sent, make_sent
+from tests.webflow import client_for
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
