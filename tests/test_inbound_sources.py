@@ -367,3 +367,30 @@ def test_imap_through_the_cli(tmp_path: Path, session: Session, sent: Sent, dove
     assert result.exit_code == 0, result.output
     assert "Read 3 messages" in result.output
     assert_list_cleaned(session, sent)
+
+
+class StopWatching(Exception):
+    pass
+
+
+def test_watch_keeps_reading_and_survives_a_missing_mailbox(tmp_path: Path, session: Session, sent: Sent,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    session.commit()
+    maildir = tmp_path / "Maildir"
+    config = write_config(tmp_path, sent.settings, inbound_poll_seconds=0.01)
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 1:  # the mailbox appears between two polls
+            make_maildir(maildir, messages_for(sent))
+        if len(polls) == 3:
+            raise StopWatching
+
+    monkeypatch.setattr("newsletter.cli.time.sleep", sleep)
+    result = CliRunner().invoke(main, ["--config", str(config), "inbound", "--maildir", str(maildir), "--watch"])
+    assert isinstance(result.exception, StopWatching)
+    assert polls == [0.01, 0.01, 0.01]
+    assert "not a Maildir" in result.output
+    assert "Read 3 messages" in result.output and "Read 0 messages" in result.output
+    assert_list_cleaned(session, sent)
