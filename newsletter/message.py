@@ -9,6 +9,7 @@ import html
 import re
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime
@@ -23,6 +24,7 @@ from newsletter.slots import SlotTemplate
 CRLF = b"\r\n"
 HEADER_LINE_CHARS = 76  # RFC 5322 2.1.1: SHOULD stay within 78 characters
 BASE64_LINE_CHARS = 76  # RFC 2045 6.8
+BASE64_LINE_OCTETS = 57  # RFC 2045 6.8: 57 octets are 19 groups of 3, one line of 76 characters
 SOFT_BREAK = b"=\r\n"  # RFC 2045 6.7 rule 5: a soft line break joins the lines around it
 QP_LINE_CHARS = 76  # RFC 2045 6.7 rule 5, the "=" of a soft break included
 QP_SHORT_CHARS = 72
@@ -55,10 +57,22 @@ def quoted_printable(text: str) -> bytes:
         not text or text[-1] != " "
     ):
         return text.encode("ascii")  # the common slot value (a URL, an address) is already valid as it is
-    data = LINE_ENDING_RE.sub(b"\r\n", text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8"))
-    encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+    encoded = binascii.b2a_qp(canonical_text(text), quotetabs=False, istext=True, header=False)
     # b2a_qp breaks soft lines with LF when its input holds no CRLF; SMTP wants CRLF everywhere.
     return LINE_ENDING_RE.sub(b"\r\n", encoded)
+
+
+def canonical_text(text: str) -> bytes:
+    """UTF-8 text with CRLF line breaks, the canonical form a text part is encoded from (RFC 2045 6.8)."""
+    return LINE_ENDING_RE.sub(b"\r\n", text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8"))
+
+
+def base64_lines(data: bytes) -> bytes:
+    """Base64 (RFC 2045 6.8) in lines of 76 characters joined by CRLF, with no line break after the last."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    if len(encoded) <= BASE64_LINE_CHARS:
+        return encoded
+    return CRLF.join([encoded[i : i + BASE64_LINE_CHARS] for i in range(0, len(encoded), BASE64_LINE_CHARS)])
 
 
 def with_soft_break(encoded: bytes) -> bytes:
@@ -75,32 +89,87 @@ def with_soft_break(encoded: bytes) -> bytes:
 class _QuotedPrintableSlots:
     """A text part as fixed quoted-printable segments with slots between them."""
 
-    def __init__(self, template: str) -> None:
-        compiled = SlotTemplate(template)
-        self.fixed = [with_soft_break(quoted_printable(piece)) for piece in compiled.fixed]
-        self.slots = compiled.slots
+    content_transfer_encoding = b"quoted-printable"
 
-    def encode(self, values: dict[str, str], out: list[bytes], cache: dict[tuple[str, bool], bytes]) -> None:
+    def __init__(self, fixed: Sequence[str], slots: Sequence[tuple[str, bool]]) -> None:
+        self.fixed = [with_soft_break(quoted_printable(piece)) for piece in fixed]
+        self.slots = tuple(slots)
+        self.fixed_bytes = sum(map(len, self.fixed))
+
+    def encode(self, values: Mapping[str, str], out: list[bytes]) -> None:
         out.append(self.fixed[0])
-        for index, key in enumerate(self.slots, 1):
-            encoded = cache.get(key)
-            if encoded is None:
-                value = values.get(key[0], "")
-                encoded = cache[key] = with_soft_break(quoted_printable(html.escape(value) if key[1] else value))
-            out.append(encoded)
+        for index, (name, escaped) in enumerate(self.slots, 1):
+            value = values.get(name, "")
+            out.append(with_soft_break(quoted_printable(html.escape(value) if escaped else value)))
             out.append(self.fixed[index])
+
+
+class _Base64Slots:
+    """A text part in base64: its slot-free prefix encoded once, only the rest encoded per recipient."""
+
+    content_transfer_encoding = b"base64"
+
+    def __init__(self, fixed: Sequence[str], slots: Sequence[tuple[str, bool]]) -> None:
+        prefix = canonical_text(fixed[0])
+        # RFC 2045 6.8: base64 encodes groups of 3 octets, so text encoded apart joins up unchanged only
+        # at a multiple of 3; at a multiple of 57 the joint also falls at the end of a 76-character line.
+        cut = len(prefix) - len(prefix) % BASE64_LINE_OCTETS
+        self.encoded_prefix = base64_lines(prefix[:cut])
+        self.leftover = prefix[cut:]
+        self.fixed = [canonical_text(piece) for piece in fixed[1:]]
+        self.slots = tuple(slots)
+        octets = len(prefix) + sum(map(len, self.fixed))
+        lines = -(-octets // BASE64_LINE_OCTETS)
+        self.fixed_bytes = -(-octets // 3) * 4 + len(CRLF) * max(lines - 1, 0)
+
+    def encode(self, values: Mapping[str, str], out: list[bytes]) -> None:
+        rest = [self.leftover]
+        for index, (name, escaped) in enumerate(self.slots):
+            value = html.escape(values.get(name, "")) if escaped else values.get(name, "")
+            # A printable value holds no line break, so it is canonical as it is: skip the regex.
+            rest.append(value.encode("utf-8") if value.isprintable() else canonical_text(value))
+            rest.append(self.fixed[index])
+        remainder = b"".join(rest)
+        if self.encoded_prefix:
+            out.append(self.encoded_prefix)
+            if remainder:
+                out.append(CRLF)
+        out.append(base64_lines(remainder))
+
+
+def _encoded_part(template: str, issue_values: Mapping[str, str]) -> _QuotedPrintableSlots | _Base64Slots:
+    """A rendered part in whichever of quoted-printable and base64 is shorter (RFC 2045 6.7, 6.8)."""
+    # Quoted-printable keeps ASCII at its size but triples UTF-8 beyond it (a CJK character is 3 octets,
+    # each "=XX"); base64 is 4/3 of anything. Slot values are short, so the fixed text decides.
+    fixed, slots = _recipient_pieces(template, issue_values)
+    quoted = _QuotedPrintableSlots(fixed, slots)
+    based = _Base64Slots(fixed, slots)
+    return based if based.fixed_bytes < quoted.fixed_bytes else quoted
+
+
+def _recipient_pieces(template: str, issue_values: Mapping[str, str]) -> tuple[list[str], list[tuple[str, bool]]]:
+    """The template split at its per-recipient slots, with the slots in `issue_values` filled in."""
+    compiled = SlotTemplate(template)
+    fixed = [compiled.fixed[0]]
+    slots: list[tuple[str, bool]] = []
+    for (name, escaped), piece in zip(compiled.slots, compiled.fixed[1:], strict=True):
+        if name in issue_values:
+            fixed[-1] += (html.escape(issue_values[name]) if escaped else issue_values[name]) + piece
+        else:
+            slots.append((name, escaped))
+            fixed.append(piece)
+    return fixed, slots
 
 
 class MessageTemplate:
     """An issue's message with the per-recipient parts left open; `fill` returns RFC 5322 bytes."""
 
-    def __init__(self, head: bytes, text: _QuotedPrintableSlots, html_part: _QuotedPrintableSlots,
-                 between: tuple[bytes, bytes, bytes], view_url: str) -> None:
+    def __init__(self, head: bytes, text: _QuotedPrintableSlots | _Base64Slots,
+                 html_part: _QuotedPrintableSlots | _Base64Slots, between: tuple[bytes, bytes, bytes]) -> None:
         self._head = head
         self._text = text
         self._html = html_part
         self._before_text, self._before_html, self._tail = between
-        self._view_url = view_url
         self._date_second = -1
         self._date = b""
 
@@ -121,10 +190,13 @@ class MessageTemplate:
             b"Auto-Submitted: auto-generated",  # RFC 3834 5
             b"MIME-Version: 1.0",
         ]
-        alternative = f"=_alt_{secrets.token_hex(12)}"  # "=_" never occurs in quoted-printable text
-        part_head = b"Content-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-        before_text = f"--{alternative}\r\n".encode() + part_head % b"plain"
-        before_html = f"\r\n--{alternative}\r\n".encode() + part_head % b"html"
+        issue_values = {"view_url": links.issue_url(settings, issue.slug)}
+        text, html_part = _encoded_part(issue.text, issue_values), _encoded_part(issue.html, issue_values)
+        # RFC 2045 6.7, 6.8: "=_" occurs neither in quoted-printable text nor in base64.
+        alternative = f"=_alt_{secrets.token_hex(12)}"
+        part_head = b"Content-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: %s\r\n\r\n"
+        before_text = f"--{alternative}\r\n".encode() + part_head % (b"plain", text.content_transfer_encoding)
+        before_html = f"\r\n--{alternative}\r\n".encode() + part_head % (b"html", html_part.content_transfer_encoding)
         tail = f"\r\n--{alternative}--\r\n".encode()
         if issue.images:
             related = f"=_rel_{secrets.token_hex(12)}"
@@ -135,9 +207,7 @@ class MessageTemplate:
             tail += b"".join(_image_part(related, image) for image in issue.images) + f"--{related}--\r\n".encode()
         else:
             head.append(f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"'.encode())
-        return cls(CRLF.join(head) + CRLF + CRLF, _QuotedPrintableSlots(issue.text),
-                   _QuotedPrintableSlots(issue.html), (before_text, before_html, tail),
-                   links.issue_url(settings, issue.slug))
+        return cls(CRLF.join(head) + CRLF + CRLF, text, html_part, (before_text, before_html, tail))
 
     def fill(self, recipient: Recipient) -> bytes:
         """The complete message for one recipient, CRLF line endings, ready to sign and send.
@@ -151,7 +221,7 @@ class MessageTemplate:
         mailto = _checked(recipient.unsubscribe_mailto, URI_FORBIDDEN_RE, "unsubscribe mailto URI")
         message_id = _checked(recipient.message_id.strip().strip("<>"), ADDRESS_FORBIDDEN_RE, "Message-ID")
         values = {"email": email, "name": name, "unsubscribe_url": unsubscribe,
-                  "preferences_url": recipient.preferences_url, "view_url": self._view_url}
+                  "preferences_url": recipient.preferences_url}
         out = [
             b"To: ", _address_header(name, email, len("To: ")), CRLF,
             b"Date: ", self._now(), CRLF,
@@ -161,10 +231,9 @@ class MessageTemplate:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", CRLF,
             self._head, self._before_text,
         ]
-        cache: dict[tuple[str, bool], bytes] = {}
-        self._text.encode(values, out, cache)
+        self._text.encode(values, out)
         out.append(self._before_html)
-        self._html.encode(values, out, cache)
+        self._html.encode(values, out)
         out.append(self._tail)
         return b"".join(out)
 
@@ -235,8 +304,7 @@ def encoded_words(text: str) -> bytes:
 
 
 def _image_part(boundary: str, image: InlineImage) -> bytes:
-    encoded = base64.b64encode(image.data)
-    lines = CRLF.join(encoded[i : i + BASE64_LINE_CHARS] for i in range(0, len(encoded), BASE64_LINE_CHARS))
+    lines = base64_lines(image.data)
     filename = image.filename.replace('"', "")
     if not filename.isascii():
         filename = "image" + (image.filename[image.filename.rfind("."):] if "." in image.filename else "")

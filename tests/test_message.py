@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import email
 import email.policy
 import email.utils
+import json
 import re
+from collections.abc import Callable
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from newsletter.cli import main
 from newsletter.links import issue_url, list_id
 from newsletter.message import MessageTemplate, Recipient, UnsafeHeaderValue, quoted_printable, with_soft_break
+from newsletter.preflight import GMAIL_CLIP_BYTES
 from newsletter.render import RenderedIssue, render_issue, render_issue_file
 from newsletter.settings import Settings
+from newsletter.slots import fill_slots, html_slot, text_slot
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "issues"
 
@@ -175,3 +183,84 @@ def test_quoted_printable_round_trips(text: str) -> None:
     assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
     expected = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
     assert quopri.decodestring(encoded) == expected
+
+
+def text_and_html(message: EmailMessage) -> tuple[EmailMessage, EmailMessage]:
+    text_part, html_part = message.get_body(("plain",)), message.get_body(("html",))
+    assert isinstance(text_part, EmailMessage) and isinstance(html_part, EmailMessage)
+    return text_part, html_part
+
+
+def test_cjk_issue_gets_base64_parts(settings: Settings) -> None:
+    issue = render_issue_file(SAMPLES / "ai-briefing-2020-11-06.md", settings)
+    raw = MessageTemplate.build(issue, settings).fill(recipient())
+    assert [part["Content-Transfer-Encoding"] for part in text_and_html(parse(raw))] == ["base64", "base64"]
+    assert len(raw) < GMAIL_CLIP_BYTES
+
+
+def test_ascii_issue_keeps_quoted_printable(settings: Settings) -> None:
+    settings = settings.replace(newsletter_name="AI Briefing")
+    issue = render_issue("# First issue\n\nHello, **reader**. See https://example.org/a and more.\n" * 3, settings)
+    message = parse(MessageTemplate.build(issue, settings).fill(recipient()))
+    assert [part["Content-Transfer-Encoding"] for part in text_and_html(message)] == ["quoted-printable"] * 2
+
+
+def test_preview_of_the_cjk_sample_is_not_clipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no newsletter.toml here: the defaults apply
+    sample = SAMPLES / "ai-briefing-2020-11-06.md"
+    result = CliRunner().invoke(main, ["preview", str(sample), "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    eml = (tmp_path / "ai-briefing-2020-11-06.eml").read_bytes()
+    assert report["message_bytes"] == len(eml) < GMAIL_CLIP_BYTES  # the encoded message, not its text
+    assert b"Content-Transfer-Encoding: base64" in eml
+    assert "gmail-clip" not in {warning["code"] for warning in report["warnings"]}
+
+
+# 57 octets make one 76-character base64 line: the slot-free prefix ends on, just after and just before one.
+PREFIX_OFFSETS = (0, 1, 2, 56, 57, 58)
+NAMES = st.text(st.sampled_from(list("张三李 \"'<>&;\\éß"))
+                | st.characters(min_codepoint=0x1F300, max_codepoint=0x1F64F)  # emoji, 4 UTF-8 octets each
+                | st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), max_size=40)
+
+
+def cjk_octets(octets: int) -> str:
+    """Text of exactly `octets` UTF-8 octets, CJK where it can be."""
+    return "读" * (octets // 3) + "x" * (octets % 3)
+
+
+def slotted(prefix: str, slot: Callable[[str], str]) -> str:
+    body = "\n".join(f"第{i}段：人工智能与机器学习的新进展。" for i in range(60))
+    return (f"{prefix}{slot('name')}，你好！\n{body}\n{slot('email')}\n{slot('view_url')}\n"
+            f"{slot('unsubscribe_url')} {slot('preferences_url')}\n")
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.integers(0, 30), offset=st.sampled_from(PREFIX_OFFSETS), name=NAMES)
+def test_base64_parts_decode_to_the_filled_template(issue: RenderedIssue, settings: Settings, lines: int,
+                                                   offset: int, name: str) -> None:
+    prefix = cjk_octets(57 * lines + offset)
+    issue = dataclasses.replace(issue, text=slotted(prefix, text_slot), html=slotted(prefix, html_slot), images=())
+    reader = recipient(name=name, unsubscribe_url="https://news.example.org/u/x?a=1&b=2")
+    raw = MessageTemplate.build(issue, settings).fill(reader)
+    values = {"email": reader.email, "name": " ".join(name.split()), "unsubscribe_url": reader.unsubscribe_url,
+              "preferences_url": reader.preferences_url, "view_url": issue_url(settings, issue.slug)}
+    assert_wire_lines(raw)
+    for part, template in zip(text_and_html(parse(raw)), (issue.text, issue.html), strict=True):
+        assert part["Content-Transfer-Encoding"] == "base64"
+        assert part.get_content().replace("\r\n", "\n") == fill_slots(template, values)
+        # The prefix encoded at build time and the rest encoded per recipient join as one encoding would.
+        lines_on_wire = str(part.get_payload()).splitlines()
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes) and b"\n" not in payload.replace(b"\r\n", b"")
+        assert "".join(lines_on_wire) == base64.b64encode(payload).decode("ascii")
+        assert all(len(line) == 76 for line in lines_on_wire[:-1]) and 0 < len(lines_on_wire[-1]) <= 76
+
+
+def assert_wire_lines(raw: bytes) -> None:
+    """CRLF everywhere, body lines within 76 characters (RFC 2045 6.7, 6.8), headers within 78 (RFC 5322 2.1.1)."""
+    assert raw.endswith(b"\r\n")
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if not line.startswith(b"List-Unsubscribe: <"))
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))
