@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,6 +22,7 @@ from subscribers.pages import Pages
 from subscribers.security import Csrf, FormStamp
 
 T = TypeVar("T")
+SQLITE_THREADS = 4
 Enqueue = Callable[[int], None]
 
 
@@ -34,10 +38,15 @@ class Context:
     # SQLite has one writer at a time; threads that queue here wait their turn instead of sleeping in
     # SQLite's busy handler (whose back-off, up to 100 ms a try, is what made the p99 latency seconds).
     sqlite_writer: threading.Lock = field(default_factory=threading.Lock)
+    sqlite_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(SQLITE_THREADS))
 
     async def run(self, use_case: Callable[..., T], *args: Any) -> T:
         """Run a use case (a function taking a session first) in one transaction, on a worker thread."""
-        return await run_in_threadpool(self._in_transaction, use_case, *args)
+        if self.engine.dialect.name != "sqlite":
+            return await run_in_threadpool(self._in_transaction, use_case, *args)
+        # One writer at a time anyway: more threads would only fight over the GIL while they wait.
+        return await anyio.to_thread.run_sync(partial(self._in_transaction, use_case, *args),
+                                              limiter=self.sqlite_threads)
 
     def _in_transaction(self, use_case: Callable[..., T], *args: Any) -> T:
         if self.engine.dialect.name != "sqlite":
