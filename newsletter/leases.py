@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import record_bounce
@@ -52,13 +52,43 @@ class Unfinished:
     ready_at: dt.datetime | None
 
 
-def _claimable(now: dt.datetime, lease_seconds: float) -> ColumnElement[bool]:
-    expired = now - dt.timedelta(seconds=lease_seconds)
-    due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
-    return or_(
-        and_(Delivery.status == DeliveryStatus.PENDING, due),
-        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < expired),
+# Built once: a worker runs these for every group, and SQLAlchemy then reuses their compiled SQL.
+_CLAIM = (
+    update(Delivery)
+    .where(
+        Delivery.issue_id == bindparam("issue"),
+        Delivery.id.in_(bindparam("ids", expanding=True)),
+        or_(
+            and_(
+                Delivery.status == DeliveryStatus.PENDING,
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= bindparam("now")),
+            ),
+            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < bindparam("expired")),
+        ),
     )
+    .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"), attempts=Delivery.attempts + 1)
+    .returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts)
+)
+_PEOPLE = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status).where(
+    Subscriber.id.in_(bindparam("ids", expanding=True))
+)
+_SKIP = (
+    update(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .values(status=DeliveryStatus.SKIPPED, claimed_at=None)
+)
+_RECORD = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("delivery_id"), Delivery.status == DeliveryStatus.SENDING)
+    .values(
+        status=bindparam("new_status"),
+        last_reply=bindparam("reply"),
+        message_id=bindparam("message"),
+        sent_at=bindparam("sent"),
+        next_attempt_at=bindparam("next_attempt"),
+        claimed_at=None,
+    )
+)
 
 
 def claim(
@@ -73,22 +103,14 @@ def claim(
     if not delivery_ids:
         return []
     now = utcnow()
-    taken = session.execute(
-        update(Delivery)
-        .where(Delivery.issue_id == issue_id, Delivery.id.in_(list(delivery_ids)), _claimable(now, lease_seconds))
-        .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=Delivery.attempts + 1)
-        .returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts)
-    ).all()
+    connection = session.connection()
+    taken = connection.execute(_CLAIM, {
+        "issue": issue_id, "ids": list(delivery_ids), "now": now,
+        "expired": now - dt.timedelta(seconds=lease_seconds),
+    }).all()
     if not taken:
         return []
-    people = {
-        row.id: row
-        for row in session.execute(
-            select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status).where(
-                Subscriber.id.in_([subscriber_id for _, subscriber_id, _ in taken])
-            )
-        )
-    }
+    people = {row.id: row for row in connection.execute(_PEOPLE, {"ids": [row[1] for row in taken]})}
     claims: list[Claim] = []
     left: list[int] = []
     for delivery_id, subscriber_id, attempts in sorted(taken):
@@ -98,9 +120,7 @@ def claim(
         else:
             claims.append(Claim(delivery_id, subscriber_id, person.email, person.name, attempts))
     if left:
-        session.execute(
-            update(Delivery).where(Delivery.id.in_(left)).values(status=DeliveryStatus.SKIPPED, claimed_at=None)
-        )
+        connection.execute(_SKIP, {"ids": left})
     return claims
 
 
@@ -119,19 +139,7 @@ def record(session: Session, settings: Settings, issue_id: int, results: Sequenc
         return
     now = utcnow()
     rows = [_row(settings, result, now) for result in results]
-    statement = (
-        update(Delivery)
-        .where(Delivery.id == bindparam("delivery_id"), Delivery.status == DeliveryStatus.SENDING)
-        .values(
-            status=bindparam("new_status"),
-            last_reply=bindparam("reply"),
-            message_id=bindparam("message"),
-            sent_at=bindparam("sent"),
-            next_attempt_at=bindparam("next_attempt"),
-            claimed_at=None,
-        )
-    )
-    session.connection().execute(statement, rows)
+    session.connection().execute(_RECORD, rows)
     for result in results:
         if result.outcome == Outcome.PERMANENT:
             _record_hard_bounce(session, issue_id, result)

@@ -54,7 +54,8 @@ class Fault:
 class MailSink:
     """The aiosmtpd handler: keeps every accepted message, answers with the faults set for an address."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
         self.received: list[Received] = []
         self.faults: dict[str, Fault] = {}
         self.attempts: Counter[str] = Counter()
@@ -74,6 +75,13 @@ class MailSink:
                     return None
                 fault.times -= 1
             return fault
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:  # RFC 2920: aiosmtpd reads one command at a time, so it can offer it
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         with self._lock:

@@ -50,12 +50,6 @@ def send(engine: Engine, settings: Settings, issue: RenderedIssue, force: bool =
     return campaign.send_issue(engine, Queue(settings, engine), issue, force=force)
 
 
-def statuses(session: Session) -> dict[str, str]:
-    rows = session.execute(select(Subscriber.email, Delivery.status).join(Delivery.__table__,
-                                                                          Delivery.subscriber_id == Subscriber.id))
-    return dict(rows.tuples().all())
-
-
 def test_send_reaches_every_active_subscriber_once(engine: Engine, smtp_settings: Settings, smtpd: MailSink,
                                                    session: Session) -> None:
     addresses = add_people(engine, 7)

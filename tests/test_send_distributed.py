@@ -50,7 +50,7 @@ def distributed_settings(request: pytest.FixtureRequest, postgres_settings: Sett
     url = REDIS_URL if request.param == "redis" else RABBITMQ_URL
     settings = postgres_settings.replace(
         broker_url=url, queue_name=f"test_{uuid.uuid4().hex[:12]}", smtp_host="127.0.0.1", smtp_port=smtpd.port,
-        retry_delay_seconds=0.05, max_attempts=3, lease_seconds=30, smtp_connections=2, batch_size=4,
+        retry_delay_seconds=0.05, max_attempts=3, lease_seconds=3, smtp_connections=2, batch_size=4,
     )
     yield settings
     cleanup_broker(settings)

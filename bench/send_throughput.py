@@ -1,0 +1,207 @@
+"""Benchmark: send the sample issue to N subscribers (default 20,000; --large: 100,000).
+
+Sends to Postfix's `smtp-sink` (aiosmtpd when it is not installed) in the embedded mode (SQLite, the
+in-process worker) and in the distributed mode (PostgreSQL, Redis, two `newsletter worker` processes),
+and measures in the same run the raw baseline: one pre-built message sent N times over one smtplib
+connection to the same sink. Prints messages per second, the ratio to the baseline, and peak memory.
+
+Targets on a 2-core machine: distributed 1,000 messages/s or more and at least 1.0x the raw baseline;
+peak memory at 100,000 subscribers within 10% of that at 10,000.
+
+    python bench/send_throughput.py [--subscribers N | --large] [--mode both|embedded|distributed]
+                                    [--threads T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+
+from newsletter import campaign, database
+from newsletter.demo import SAMPLE_ISSUE
+from newsletter.message import MessageTemplate, Recipient
+from newsletter.models import Subscriber, SubscriberStatus, utcnow
+from newsletter.queue import Queue
+from newsletter.render import render_issue_file
+from newsletter.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS", "redis://127.0.0.1:6379/14")
+INSERT_CHUNK_ROWS = 10_000
+WORKER_PROCESSES = 2
+
+
+def bench_settings(port: int, **changes: Any) -> Settings:
+    return Settings(secret_key="bench-secret-key-bench-secret-key", from_address="editor@example.org",
+                    from_name="Bench", postal_address="1 Bench Street", base_url="https://news.example.org",
+                    smtp_host="127.0.0.1", smtp_port=port, **changes)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """smtp-sink when installed, else aiosmtpd in its own process; returns the process and its name."""
+    sink = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
+    if sink:
+        as_user = ["-u", "postfix"] if os.geteuid() == 0 else []  # smtp-sink refuses to keep root privileges
+        process = subprocess.Popen([sink, *as_user, f"127.0.0.1:{port}", "1000"])
+        name = "smtp-sink"
+    else:
+        code = ("import time\nfrom aiosmtpd.controller import Controller\nclass Sink:\n"
+                "    async def handle_DATA(self, server, session, envelope):\n        return '250 OK'\n"
+                f"Controller(Sink(), hostname='127.0.0.1', port={port}).start()\nwhile True: time.sleep(60)\n")
+        process = subprocess.Popen([sys.executable, "-c", code])
+        name = "aiosmtpd"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, name
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the SMTP sink did not start")
+
+
+def add_subscribers(settings: Settings, count: int) -> None:
+    engine = database.make_engine(settings)
+    database.upgrade(engine)
+    now = utcnow()
+    with database.transaction(engine) as session:
+        for start in range(0, count, INSERT_CHUNK_ROWS):
+            session.execute(insert(Subscriber), [
+                {"email": f"reader{n}@example.com", "email_key": f"reader{n}@example.com", "name": f"Reader {n}",
+                 "status": SubscriberStatus.ACTIVE, "source": "import", "bounce_score": 0.0, "attributes": {},
+                 "created_at": now, "confirmed_at": now}
+                for n in range(start, min(start + INSERT_CHUNK_ROWS, count))
+            ])
+    engine.dispose()
+
+
+def raw_baseline(port: int, count: int) -> float:
+    """Messages per second of one pre-built message sent `count` times over one smtplib connection."""
+    settings = bench_settings(port)
+    template = MessageTemplate.build(render_issue_file(SAMPLE_ISSUE, settings), settings)
+    message = template.fill(Recipient("reader0@example.com", "Reader 0", "<1.1.bench@example.org>",
+                                      "https://news.example.org/unsubscribe/x", "mailto:unsubscribe@example.org",
+                                      "https://news.example.org/preferences/x"))
+    smtp = smtplib.SMTP("127.0.0.1", port)
+    started = time.perf_counter()
+    for number in range(count):
+        smtp.sendmail("bounces@example.org", [f"reader{number}@example.com"], message)
+    seconds = time.perf_counter() - started
+    smtp.quit()
+    return count / seconds
+
+
+def run_embedded(port: int, count: int, threads: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as directory:
+        settings = bench_settings(port, database_url=f"sqlite:///{directory}/bench.db", smtp_connections=threads)
+        add_subscribers(settings, count)
+        engine = database.make_engine(settings)
+        issue = render_issue_file(SAMPLE_ISSUE, settings)
+        started = time.perf_counter()
+        counts = campaign.send_issue(engine, Queue(settings, engine), issue)
+        seconds = time.perf_counter() - started
+    assert counts["sent"] == count, counts.by_status
+    return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    settings = bench_settings(port, database_url=url, broker_url=REDIS_URL, queue_name=name,
+                              smtp_connections=threads * WORKER_PROCESSES)
+    try:
+        add_subscribers(settings, count)
+        env = {**os.environ, **{f"NEWSLETTER_{field.name.upper()}": str(getattr(settings, field.name))
+                                for field in dataclasses.fields(settings)}}
+        workers = [subprocess.Popen([sys.executable, "-c", "from newsletter.cli import main; main()", "worker",
+                                     "--threads", str(threads)], env=env) for _ in range(WORKER_PROCESSES)]
+        time.sleep(3)  # let the workers import and connect before the clock starts
+        engine = database.make_engine(settings)
+        issue = render_issue_file(SAMPLE_ISSUE, settings)
+        queue = Queue(settings, engine)
+        started = time.perf_counter()
+        counts = campaign.send_issue(engine, queue, issue)
+        seconds = time.perf_counter() - started
+        queue.stop()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=120)
+        engine.dispose()
+        assert counts["sent"] == count, counts.by_status
+        return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def child(mode: str, port: int, count: int, threads: int) -> dict[str, Any]:
+    """Run one mode in a fresh process, so its peak memory is its own."""
+    command = [sys.executable, __file__, "--child", mode, "--port", str(port), "--subscribers", str(count),
+               "--threads", str(threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--large", action="store_true", help="100,000 subscribers")
+    parser.add_argument("--mode", choices=["both", "embedded", "distributed"], default="both")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per process (embedded default 4; distributed default 2 per worker)")
+    parser.add_argument("--child", choices=["embedded", "distributed"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    count = 100_000 if args.large else args.subscribers
+    if args.child:
+        run = run_embedded if args.child == "embedded" else run_distributed
+        print(json.dumps(run(args.port, count, args.threads)))
+        return
+    port = free_port()
+    sink, sink_name = start_sink(port)
+    try:
+        baseline = raw_baseline(port, count)
+        print(f"{count:,} subscribers, sink {sink_name}, sample issue {SAMPLE_ISSUE.name}")
+        print(f"raw baseline (one smtplib connection, pre-built bytes): {baseline:,.0f} msg/s")
+        modes = ["embedded", "distributed"] if args.mode == "both" else [args.mode]
+        for mode in modes:
+            threads = args.threads or (4 if mode == "embedded" else 2)
+            result = child(mode, port, count, threads)
+            rate = count / result["seconds"]
+            extra = f", workers {result['worker_peak_mb']:.0f} MB" if "worker_peak_mb" in result else ""
+            print(f"{mode:<12} {rate:>8,.0f} msg/s  {rate / baseline:.2f}x baseline  "
+                  f"{result['seconds']:.1f} s  peak memory {result['peak_mb']:.0f} MB{extra}")
+    finally:
+        sink.terminate()
+        sink.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The SMTP connection and its one reply classifier, against aiosmtpd and smtp-sink on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from newsletter.settings import Settings
+from newsletter.smtp import (
+    CONNECTION_LOST,
+    Outcome,
+    PermanentFailure,
+    SmtpConnection,
+    TemporaryFailure,
+    classify,
+    is_throttling,
+)
+from tests.mailserver import DROP, MailSink, free_port, running_sink
+
+MESSAGE = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nline one\r\n.starts with a dot\r\n"
+
+
+@pytest.mark.parametrize(("code", "outcome"), [
+    (250, Outcome.SENT), (251, Outcome.SENT),
+    (421, Outcome.TEMPORARY), (450, Outcome.TEMPORARY), (451, Outcome.TEMPORARY), (452, Outcome.TEMPORARY),
+    (454, Outcome.TEMPORARY), (552, Outcome.TEMPORARY), (CONNECTION_LOST, Outcome.TEMPORARY),
+    (550, Outcome.PERMANENT), (551, Outcome.PERMANENT), (553, Outcome.PERMANENT), (554, Outcome.PERMANENT),
+])
+def test_classify_follows_rfc_5321(code: int, outcome: Outcome) -> None:
+    assert classify(code) == outcome
+
+
+def test_throttling_is_every_4xx_and_a_lost_connection() -> None:
+    assert is_throttling(421) and is_throttling(454) and is_throttling(CONNECTION_LOST)
+    assert not is_throttling(250) and not is_throttling(550)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_one_connection_carries_many_messages_and_survives_faults(settings: Settings, pipelining: bool) -> None:
+    with running_sink(MailSink(pipelining=pipelining)) as (sink, port):
+        connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=port))
+        sink.fail("rcpt-temp@example.com", "RCPT", "451 4.7.1 greylisted")
+        sink.fail("rcpt-perm@example.com", "RCPT", "550 5.1.1 no such user")
+        sink.fail("data-perm@example.com", "DATA", "554 5.7.1 refused")
+        sink.fail("data-drop@example.com", "DATA", DROP)
+        assert connection.send("bounces@example.org", "one@example.com", MESSAGE).code == 250
+        with pytest.raises(TemporaryFailure, match="451"):
+            connection.send("bounces@example.org", "rcpt-temp@example.com", MESSAGE)
+        with pytest.raises(PermanentFailure, match="550"):
+            connection.send("bounces@example.org", "rcpt-perm@example.com", MESSAGE)
+        with pytest.raises(PermanentFailure, match="554") as refused:
+            connection.send("bounces@example.org", "data-perm@example.com", MESSAGE)
+        assert refused.value.reply.stage == "DATA"
+        with pytest.raises(TemporaryFailure) as dropped:
+            connection.send("bounces@example.org", "data-drop@example.com", MESSAGE)
+        assert dropped.value.reply.code == CONNECTION_LOST
+        assert connection.send("bounces@example.org", "two@example.com", MESSAGE).code == 250  # reconnected
+        connection.close()
+        assert [message.recipient for message in sink.received] == ["one@example.com", "two@example.com"]
+        assert b"\r\n.starts with a dot\r\n" in sink.received[0].data, "dot-stuffing is undone by the server"
+
+
+def test_an_address_that_would_break_the_command_is_refused_before_sending(settings: Settings) -> None:
+    connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=free_port()))
+    with pytest.raises(PermanentFailure, match="cannot go into an SMTP command"):
+        connection.send("bounces@example.org", "evil@example.com>\r\nRCPT TO:<x@example.com", MESSAGE)
+
+
+def test_no_server_is_a_temporary_failure(settings: Settings) -> None:
+    connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=free_port(), smtp_timeout=2))
+    with pytest.raises(TemporaryFailure) as failure:
+        connection.send("bounces@example.org", "one@example.com", MESSAGE)
+    assert failure.value.reply.code == CONNECTION_LOST
+
+
+SMTP_SINK = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
+
+
+@pytest.mark.skipif(SMTP_SINK is None, reason="Postfix's smtp-sink is not installed")
+def test_smtp_sink_takes_pipelined_transactions(settings: Settings) -> None:
+    assert SMTP_SINK is not None
+    port = free_port()
+    as_user = ["-u", "postfix"] if os.geteuid() == 0 else []  # smtp-sink will not keep root privileges
+    process = subprocess.Popen([SMTP_SINK, *as_user, f"127.0.0.1:{port}", "10"])
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=port))
+        replies = [connection.send("bounces@example.org", f"r{n}@example.com", MESSAGE) for n in range(20)]
+        assert all(reply.code == 250 for reply in replies)
+        assert connection._smtp is not None and connection._smtp.has_extn("pipelining")
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait()
