@@ -16,6 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter.errors import NewsletterError
 
 MAX_BODY_BYTES = 64 * 1024  # the largest form here is an address and a name
+# ESP webhooks batch events: SendGrid posts up to thousands per request, an SNS message may be 256 KiB.
+WEBHOOK_MAX_BODY_BYTES = 8 * 1024 * 1024
+WEBHOOK_PATH_PREFIX = "/webhooks/"
 CSRF_COOKIE = "newsletter_csrf"
 CSRF_FIELD = "csrf_token"
 STAMP_FIELD = "stamp"
@@ -42,7 +45,7 @@ HEADERS = {
 
 
 class BodyTooLarge(NewsletterError):
-    """A request body larger than MAX_BODY_BYTES."""
+    """A request body larger than its route allows (MAX_BODY_BYTES, WEBHOOK_MAX_BODY_BYTES)."""
 
 
 class FormExpired(NewsletterError):
@@ -69,10 +72,11 @@ class SecurityHeaders:
                 headers.setdefault("cache-control", "no-store")
             await send(message)
 
-        await self.app(scope, _capped(receive), send_with_headers)
+        limit = WEBHOOK_MAX_BODY_BYTES if scope["path"].startswith(WEBHOOK_PATH_PREFIX) else MAX_BODY_BYTES
+        await self.app(scope, _capped(receive, limit), send_with_headers)
 
 
-def _capped(receive: Receive) -> Receive:
+def _capped(receive: Receive, limit: int) -> Receive:
     received = 0
 
     async def capped_receive() -> Message:
@@ -80,8 +84,8 @@ def _capped(receive: Receive) -> Receive:
         message = await receive()
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise BodyTooLarge(f"the request is larger than {MAX_BODY_BYTES // 1024} KiB")
+            if received > limit:
+                raise BodyTooLarge(f"the request is larger than {limit // 1024} KiB")
         return message
 
     return capped_receive

@@ -336,3 +336,21 @@ async def test_webhook_routes_on_the_web_app(session: Session, sent: Sent, engin
         assert (await client.get("/webhooks/mailgun")).status_code == 405
     session.expire_all()
     assert sent.subscribers["ann@example.com"].status == SubscriberStatus.BOUNCED
+
+
+@pytest.mark.anyio
+async def test_a_large_signed_batch_passes_the_web_app_body_cap(session: Session, sent: Sent, engine: Engine) -> None:
+    session.commit()
+    keys = SendGridKeys()
+    settings = sent.settings.replace(sendgrid_webhook_public_key=keys.public)
+    events = [{"email": f"reader{i}@example.org", "event": "delivered", "sg_event_id": f"d{i}",
+               "timestamp": 1767603600} for i in range(3000)]  # ~300 KiB, as SendGrid batches
+    body = json.dumps(events).encode()
+    assert len(body) > 64 * 1024
+    async with client_for(create_app(settings, engine), settings.base_url) as client:
+        accepted = await client.post("/webhooks/sendgrid", content=body, headers=keys.headers(body))
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["ignored"] == 3000
+        too_big = await client.post("/subscribe", content=b"email=" + b"a" * 70_000,
+                                    headers={"content-type": "application/x-www-form-urlencoded"})
+        assert too_big.status_code == 413
