@@ -1,0 +1,73 @@
+"""DKIM: every message of a send is signed, and the signature covers the one-click unsubscribe headers."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import Engine
+
+from newsletter import campaign, database
+from newsletter.errors import ConfigError
+from newsletter.queue import Queue
+from newsletter.render import render_issue
+from newsletter.settings import Settings
+from newsletter.signing import DkimSigner
+from newsletter.subscriptions import add_subscriber
+from tests.mailserver import MailSink
+
+ISSUE = "---\nsubject: Signed notes\nslug: signed-1\n---\n\n# Signed notes\n\nHello.\n"
+
+
+@pytest.fixture(scope="module")
+def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A fresh RSA key: the PEM file the settings name, and the TXT record DNS would publish."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                       serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_a_sent_issue_verifies_and_signs_the_unsubscribe_headers(
+    engine: Engine, settings: Settings, smtpd: MailSink, key_pair: tuple[Path, bytes]
+) -> None:
+    path, record = key_pair
+    signing = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, dkim_private_key_path=str(path),
+                               dkim_selector="news2026")
+    with database.transaction(engine) as session:
+        add_subscriber(session, "signed@example.com", "Signed Reader")
+    campaign.send_issue(engine, Queue(signing, engine), render_issue(ISSUE, signing))
+    [received] = smtpd.received
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"news2026._domainkey.example.org."
+        return record
+
+    assert dkim.verify(received.data, dnsfunc=dns)
+    signature = received.header("DKIM-Signature")
+    signed = re.search(r"h=([^;]+)", signature)
+    assert signed is not None
+    names = {name.strip().lower() for name in signed.group(1).replace(" ", "").split(":")}
+    assert {"from", "list-unsubscribe", "list-unsubscribe-post", "message-id", "subject"} <= names
+    assert "d=example.org" in signature
+    tampered = received.data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                                     b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks")
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_no_key_no_signer_and_a_bad_key_fails_at_start(settings: Settings, tmp_path: Path) -> None:
+    assert DkimSigner.from_settings(settings) is None
+    with pytest.raises(ConfigError, match="dkim_selector"):
+        DkimSigner.from_settings(settings.replace(dkim_private_key_path=str(tmp_path / "k.pem")))
+    with pytest.raises(ConfigError, match="cannot read"):
+        DkimSigner.from_settings(settings.replace(dkim_private_key_path=str(tmp_path / "k.pem"), dkim_selector="s"))
+    (tmp_path / "k.pem").write_text("not a key")
+    with pytest.raises(ConfigError, match="DKIM"):
+        DkimSigner.from_settings(settings.replace(dkim_private_key_path=str(tmp_path / "k.pem"), dkim_selector="s"))
