@@ -255,6 +255,10 @@ def email_html(page: _PageValues, environment: jinja2.Environment) -> str:
 
 def inline_css(html: str) -> str:
     """Inline the <style> rules, keeping media queries and !important (MJML's mobile layout needs both)."""
+    # premailer keeps the doctype only when it is spelled as lxml spells it; without one, browsers and
+    # webmail render in quirks mode.
+    if html[:15].lower() == "<!doctype html>":
+        html = "<!DOCTYPE html>" + html[15:]
     inliner = Premailer(
         html, allow_network=False, strip_important=False, keep_style_tags=False, remove_classes=False,
         disable_validation=True, cssutils_logging_level=logging.CRITICAL, exclude_pseudoclasses=True,

@@ -36,7 +36,7 @@ DROPPED_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed"
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ZOOM_RE = re.compile(r"zoom\s*:\s*([0-9.]+)\s*(%?)", re.IGNORECASE)
 PERCENT_RE = re.compile(r"^\s*([0-9.]+)\s*%\s*$")
-IMAGE_STYLE = "display:block;max-width:100%;height:auto;border:0;margin:0 auto;"
+IMAGE_STYLE = "display:block;height:auto;border:0;margin:0 auto;"
 
 _cleaner = nh3.Cleaner(
     tags=set(ALLOWED_TAGS),
@@ -89,7 +89,12 @@ def _fit_image(image: lxml_html.HtmlElement, resolve_image: Callable[[str], Imag
     # Outlook's Word engine ignores max-width and sizes images by the width attribute alone.
     image.set("width", str(width_px))
     image.attrib.pop("height", None)
-    css_width = f"width:{round(share * 100)}%;" if share is not None else f"width:{width_px}px;"
+    # A share of the column, never fixed pixels: an image a client blocks (Outlook, Thunderbird, Gmail with
+    # images off) keeps its box, and a fixed box wider than a phone would widen the whole message.
+    if share is not None:
+        css_width = f"width:{round(share * 100)}%;max-width:100%;"
+    else:
+        css_width = f"width:100%;max-width:{width_px}px;"
     image.set("style", css_width + IMAGE_STYLE)
     image.set("alt", image.get("alt", ""))
 

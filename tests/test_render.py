@@ -53,9 +53,13 @@ def test_sample_renders_as_the_author_saw_it(path: Path, settings: Settings) -> 
     assert issue.lang == "zh-CN"
     assert '<html lang="zh-CN"' in page
     assert len(issue.html.encode()) < 102 * 1024
+    assert page.startswith("<!DOCTYPE html>")  # no quirks mode
     for image in re.findall(r"<img\b[^>]*>", page):
-        assert "max-width:100%" in image.replace(" ", ""), image
-        assert re.search(r'\swidth="\d+"', image), image
+        style = image.replace(" ", "")
+        # Fluid within the column (a share of it, never fixed pixels), never wider than the column or itself.
+        assert re.search(r"max-width:(100%|\d+px)", style), image
+        assert re.search(r"(?<![-\w])width:\d+%", style), image
+        assert re.search(r'\swidth="\d+"', image), image  # Outlook sizes by the attribute
 
 
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda path: path.stem)
@@ -131,7 +135,7 @@ def test_raw_html_is_cleaned(dangerous: str, settings: Settings) -> None:
                                     "<mj-section>", "& < > \" '"])
 def test_markup_that_breaks_mrml_does_not_crash(source: str, settings: Settings) -> None:
     issue = render(f"# T\n\n{source}", settings)
-    assert issue.html.startswith("<html")
+    assert issue.html.startswith("<!DOCTYPE html>\n<html")
 
 
 def test_front_matter_yaml(settings: Settings) -> None:

@@ -26,7 +26,7 @@ RECIPIENT = Recipient("reader@example.com", "Reader", "<1.1.x@example.org>", "ht
 @given(source=markdown)
 def test_any_markdown_renders(settings: Settings, source: str) -> None:
     issue = render_issue(source, settings, subject="Subject", slug="s")
-    assert issue.html.startswith("<html")
+    assert issue.html.startswith("<!DOCTYPE html>\n<html")
     assert SlotTemplate(issue.html).names <= {"email", "name", "unsubscribe_url", "preferences_url", "view_url"}
     assert "<script" not in issue.html.lower()
     message = MessageTemplate.build(issue, settings).fill(RECIPIENT)
