@@ -82,7 +82,13 @@ def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def add_subscribers(settings: Settings, count: int) -> None:
-    engine = database.make_engine(settings)
+    """Fill the list in a separate process, so the peak memory measured is the send's alone."""
+    subprocess.run([sys.executable, __file__, "--child", "populate", "--database-url", settings.database_url,
+                    "--subscribers", str(count)], check=True)
+
+
+def populate(database_url: str, count: int) -> None:
+    engine = database.make_engine(Settings(database_url=database_url))
     database.upgrade(engine)
     now = utcnow()
     with database.transaction(engine) as session:
@@ -176,10 +182,14 @@ def main() -> None:
     parser.add_argument("--mode", choices=["both", "embedded", "distributed"], default="both")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads per process (embedded default 4; distributed default 2 per worker)")
-    parser.add_argument("--child", choices=["embedded", "distributed"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["embedded", "distributed", "populate"], help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     count = 100_000 if args.large else args.subscribers
+    if args.child == "populate":
+        populate(args.database_url, count)
+        return
     if args.child:
         run = run_embedded if args.child == "embedded" else run_distributed
         print(json.dumps(run(args.port, count, args.threads)))

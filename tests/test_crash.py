@@ -75,7 +75,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_within_the_window(
     smtpd: MailSink,
     workers: list[subprocess.Popen[bytes]],
 ) -> None:
-    settings = distributed_settings
+    settings = distributed_settings.replace(batch_size=50)  # enqueueing only; the workers need not know
     engine = postgres_engine
     add_subscribers(engine, SUBSCRIBERS)
     issue = render_issue(ISSUE, settings)
