@@ -164,7 +164,9 @@ def create_deliveries(session: Session, issue: Issue) -> int:
         literal(issue.id), Subscriber.id, literal(str(DeliveryStatus.PENDING)), literal(0), literal("")
     ).where(Subscriber.status == SubscriberStatus.ACTIVE, ~_has_delivery(issue.id))
     columns = ["issue_id", "subscriber_id", "status", "attempts", "message_id"]
-    result = session.execute(insert(Delivery).from_select(columns, recipients))
+    # preserve_rowcount: SQLAlchemy only keeps an INSERT's row count when asked (psycopg reports 0 otherwise).
+    statement = insert(Delivery).from_select(columns, recipients).execution_options(preserve_rowcount=True)
+    result = session.execute(statement)
     if issue.status == IssueStatus.DRAFT:
         issue.status = IssueStatus.SENDING
     return max(int(result.rowcount), 0)  # type: ignore[attr-defined]
