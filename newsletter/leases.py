@@ -77,6 +77,11 @@ _SKIP = (
     .where(Delivery.id.in_(bindparam("ids", expanding=True)))
     .values(status=DeliveryStatus.SKIPPED, claimed_at=None)
 )
+_RELEASE = (
+    update(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
+    .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=Delivery.attempts - 1)
+)
 _RECORD = (
     update(Delivery)
     .where(Delivery.id == bindparam("delivery_id"), Delivery.status == DeliveryStatus.SENDING)
@@ -172,6 +177,12 @@ def _record_hard_bounce(session: Session, issue_id: int, result: Result) -> None
     record_bounce(session, subscriber, hard=True, source=SMTP_BOUNCE_SOURCE, reason=result.reply,
                   delivery_id=result.claim.delivery_id, issue_id=issue_id,
                   external_id=f"smtp:{result.claim.delivery_id}")
+
+
+def release(session: Session, delivery_ids: Sequence[int]) -> None:
+    """Give back claimed rows that were not tried (the lease was running short): pending, the try uncounted."""
+    if delivery_ids:
+        session.connection().execute(_RELEASE, {"ids": list(delivery_ids)})
 
 
 def unfinished(session: Session, delivery_ids: Sequence[int], lease_seconds: float) -> Unfinished:

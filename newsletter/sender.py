@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -132,13 +133,32 @@ class Sender:
             group = delivery_ids[start:start + leases.GROUP_SIZE]
             with database.transaction(self.engine) as session:
                 claims = leases.claim(session, issue_id, group, self.settings.lease_seconds)
-            results = [self._send_one(template, issue_id, claim) for claim in claims]
+            results = self._send_group(template, issue_id, claims)
             with database.transaction(self.engine) as session:
                 leases.record(session, self.settings, issue_id, results)
+                leases.release(session, [claim.delivery_id for claim in claims[len(results):]])
         with database.transaction(self.engine) as session:
             left = leases.unfinished(session, delivery_ids, self.settings.lease_seconds)
             ledger.finish_issue(session, issue_id)
         return left
+
+    def _send_group(self, template: Template, issue_id: int, claims: list[Claim]) -> list[Result]:
+        """Send the claimed group in order, stopping before a message that could outlive half the lease.
+
+        A slow server (long throttling pauses, timeouts) must never let a lease run out while its rows are
+        still being sent: another worker would take them and send them a second time.
+        """
+        deadline = time.monotonic() + self.settings.lease_seconds / 2
+        results: list[Result] = []
+        for claim in claims:
+            if results and (self.stopping.is_set() or time.monotonic() + self._pause_ahead() > deadline):
+                break
+            results.append(self._send_one(template, issue_id, claim))
+        return results
+
+    def _pause_ahead(self) -> float:
+        pace: Pace | None = getattr(self._local, "pace", None)
+        return pace.pause_seconds if pace is not None else 0.0
 
     def template(self, issue_id: int) -> Template:
         """The issue's message template, built once per process and rebuilt when the stored issue changed."""

@@ -186,3 +186,17 @@ def test_sample_issue_renders_and_sends(engine: Engine, smtp_settings: Settings,
     counts = send(engine, smtp_settings, issue)
     assert counts[DeliveryStatus.SENT] == 2
     assert smtpd.received[0].message["Subject"]
+
+
+def test_a_throttling_server_never_outlives_a_lease_into_duplicates(engine: Engine, smtp_settings: Settings,
+                                                                      smtpd: MailSink, session: Session) -> None:
+    """Rows a slowed-down worker would reach after half its lease go back to the queue instead."""
+    addresses = add_people(engine, 6)
+    smtpd.fail(addresses[0], "RCPT", "421 4.7.0 slow down", times=1)
+    smtpd.fail(addresses[1], "RCPT", "421 4.7.0 slow down", times=1)
+    # One thread pauses 0.5 s then 1 s on the two throttles; its lease (1 s) would run out before it
+    # reaches its third row, which the other thread would then take when `send` re-enqueues stalled rows.
+    short_lease = smtp_settings.replace(lease_seconds=1.0, smtp_connections=2, batch_size=3)
+    counts = send(engine, short_lease, rendered(short_lease))
+    assert counts[DeliveryStatus.SENT] == 6
+    assert [len(smtpd.to(address)) for address in addresses] == [1] * 6
