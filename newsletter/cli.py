@@ -299,6 +299,47 @@ def bounces_report(app: App, since_days: float) -> None:
     console.print(table)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Run the web app: sign-up form, confirm and unsubscribe pages, preferences, archive."""
+    from subscribers.server import serve as serve_web  # the one place newsletter imports the web app
+
+    serve_web(app.settings, host, port)
+
+
+@main.command()
+@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Directory for <slug>.html, <slug>.txt and <slug>.eml.")
+@click.option("--subject", default=None, help="Subject when the issue's front matter names none.")
+@click.option("--json", "as_json", is_flag=True, help="Print the preflight report as JSON.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
+@pass_app
+def preview(app: App, issue: Path, out_dir: Path, subject: str | None, as_json: bool, open_browser: bool) -> None:
+    """Render ISSUE to HTML, text and .eml files and check it before sending."""
+    import json
+
+    from newsletter.preview import preview_issue
+
+    result = preview_issue(issue, app.settings, out_dir, subject=subject)
+    report = result.report
+    if as_json:
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(f"subject: {report.subject}\npreheader: {report.preheader}")
+        click.echo(f"HTML {report.html_bytes / 1024:.1f} KB, message {report.message_bytes / 1024:.1f} KB, "
+                   f"{len(report.links)} links, {len(report.images)} images")
+        for warning in report.warnings:
+            where = f"line {warning.line}: " if warning.line else ""
+            click.echo(f"warning [{warning.code}] {where}{warning.message}", err=True)
+        click.echo(f"wrote {result.html_path}, {result.text_path}, {result.eml_path}")
+    if open_browser:
+        click.launch(str(result.html_path.resolve()))
+
+
 def _confirm(yes: bool, question: str) -> None:
     if yes:
         return
@@ -439,44 +480,3 @@ def demo(directory: Path) -> None:
     console.print(f"Open them: {report.outbox}/*.eml", markup=False)
     console.print(f"Next: edit {report.config}, `newsletter status {report.slug}`, `newsletter preview ISSUE.md`.",
                   markup=False)
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@pass_app
-def serve(app: App, host: str, port: int) -> None:
-    """Run the web app: sign-up form, confirm and unsubscribe pages, preferences, archive."""
-    from subscribers.server import serve as serve_web  # the one place newsletter imports the web app
-
-    serve_web(app.settings, host, port)
-
-
-@main.command()
-@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Directory for <slug>.html, <slug>.txt and <slug>.eml.")
-@click.option("--subject", default=None, help="Subject when the issue's front matter names none.")
-@click.option("--json", "as_json", is_flag=True, help="Print the preflight report as JSON.")
-@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
-@pass_app
-def preview(app: App, issue: Path, out_dir: Path, subject: str | None, as_json: bool, open_browser: bool) -> None:
-    """Render ISSUE to HTML, text and .eml files and check it before sending."""
-    import json
-
-    from newsletter.preview import preview_issue
-
-    result = preview_issue(issue, app.settings, out_dir, subject=subject)
-    report = result.report
-    if as_json:
-        click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
-    else:
-        click.echo(f"subject: {report.subject}\npreheader: {report.preheader}")
-        click.echo(f"HTML {report.html_bytes / 1024:.1f} KB, message {report.message_bytes / 1024:.1f} KB, "
-                   f"{len(report.links)} links, {len(report.images)} images")
-        for warning in report.warnings:
-            where = f"line {warning.line}: " if warning.line else ""
-            click.echo(f"warning [{warning.code}] {where}{warning.message}", err=True)
-        click.echo(f"wrote {result.html_path}, {result.text_path}, {result.eml_path}")
-    if open_browser:
-        click.launch(str(result.html_path.resolve()))
