@@ -21,6 +21,9 @@ from newsletter.settings import CONFIG_FILENAME, load_settings
 from newsletter.subscriptions import add_subscriber, find_subscriber
 
 SAMPLE_ISSUE = PACKAGE_DIR / "samples" / "ai-briefing-2020-11-06.md"
+# The sample has no front matter and its first heading is a section ("AI"): give it the subject its
+# author used, as an editor would with `newsletter send --subject`.
+SAMPLE_SUBJECT = "AI 简报 20201106 期"
 OUTBOX_DIRNAME = "outbox"
 DEMO_SMTP_PORT = 2525  # what the config names; the demo itself listens on a free port for the run
 # RFC 2606: example.com and example.org never deliver anywhere.
@@ -98,7 +101,7 @@ def run_demo(directory: Path, progress: campaign.Progress | None = None) -> Demo
             for name, email in SAMPLE_SUBSCRIBERS:
                 if find_subscriber(session, email) is None:
                     add_subscriber(session, email, name)
-        issue = render_issue_file(SAMPLE_ISSUE, settings)
+        issue = render_issue_file(SAMPLE_ISSUE, settings, subject=SAMPLE_SUBJECT)
         counts = campaign.send_issue(engine, Queue(settings, engine), issue, progress=progress)
         engine.dispose()
     finally:

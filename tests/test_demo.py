@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from newsletter.cli import main
-from newsletter.demo import SAMPLE_ISSUE, SAMPLE_SUBSCRIBERS
+from newsletter.demo import SAMPLE_ISSUE, SAMPLE_SUBJECT, SAMPLE_SUBSCRIBERS
 
 
 def test_demo_sends_the_bundled_issue_to_the_sample_subscribers(tmp_path: Path) -> None:
@@ -22,6 +22,7 @@ def test_demo_sends_the_bundled_issue_to_the_sample_subscribers(tmp_path: Path) 
         address for _, address in SAMPLE_SUBSCRIBERS)
     assert len({message["Message-ID"] for message in messages}) == len(messages)
     assert all(message.get_body(("html",)) is not None for message in messages)
+    assert {message["Subject"] for message in messages} == {SAMPLE_SUBJECT}
     assert (tmp_path / "newsletter.toml").is_file() and (tmp_path / "newsletter.db").is_file()
     assert f"Sent {len(SAMPLE_SUBSCRIBERS)} messages" in result.output
 
