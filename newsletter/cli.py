@@ -446,6 +446,7 @@ def worker(app: App, threads: int | None) -> None:
     import signal
     import threading
 
+    from newsletter import outbox
     from newsletter.queue import Queue
 
     settings = app.settings
@@ -454,8 +455,11 @@ def worker(app: App, threads: int | None) -> None:
                                    "no worker is needed")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signal, _frame: stop.set())
-    queue = Queue(settings, app.ready_engine())
+    engine = app.ready_engine()
+    queue = Queue(settings, engine)
     queue.start_worker(threads)
+    # One-off mails whose enqueue was lost (a stopped web app, a broker that was down) go out now.
+    outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message)
     error_console.print(f"Worker on {settings.broker_url.split('@')[-1]}, queue {settings.queue_name!r}, "
                         f"{threads or settings.smtp_connections} threads. Ctrl-C stops it.", markup=False)
     try:

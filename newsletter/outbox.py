@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from newsletter import database
 from newsletter.leases import retry_delay_seconds
 from newsletter.models import DeliveryStatus, OutboundMessage, utcnow
 from newsletter.settings import Settings
 from newsletter.smtp import Outcome, Reply
+
+# A message re-enqueued for when a lease ends arrives a little after it, so the claim finds it expired.
+LEASE_MARGIN_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,34 @@ def store_message(session: Session, kind: str, envelope_from: str, recipient: st
     return row.id
 
 
+def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, dt.datetime | None]]:
+    """The messages a stopped queue may have dropped, each with when it can be claimed (None: now).
+
+    Pending ones can go at once; one still `sending` waits for its worker's lease to run out, since that
+    worker may be alive. Sent, bounced and failed ones are final and never listed.
+    """
+    rows = session.execute(
+        select(OutboundMessage.id, OutboundMessage.status, OutboundMessage.claimed_at)
+        .where(OutboundMessage.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)))
+        .order_by(OutboundMessage.id)
+    ).all()
+    lease = dt.timedelta(seconds=lease_seconds + LEASE_MARGIN_SECONDS)
+    return [(outbound_id, claimed_at + lease if status == DeliveryStatus.SENDING and claimed_at else None)
+            for outbound_id, status, claimed_at in rows]
+
+
+def requeue_unsent(engine: Engine, lease_seconds: float, enqueue: Callable[[int, dt.datetime | None], None]) -> int:
+    """Hand every unsent message to the queue again (claiming keeps a message from going twice); returns how many.
+
+    The embedded queue lives in memory: what it held when the process stopped is only in this table.
+    """
+    with database.transaction(engine) as session:
+        unsent = unsent_messages(session, lease_seconds)
+    for outbound_id, at in unsent:
+        enqueue(outbound_id, at)
+    return len(unsent)
+
+
 def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> Prepared | None:
     """Take a pending message (or one whose worker's lease ran out); None when it is not ours to send."""
     now = utcnow()
@@ -47,6 +80,15 @@ def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> P
                    OutboundMessage.attempts)
     ).first()
     return None if row is None else Prepared(row[0], row[1], row[2], row[3])
+
+
+def release_message(session: Session, outbound_id: int) -> None:
+    """Give back a claimed message that was not tried (the relay refused our session): pending, try uncounted."""
+    session.execute(
+        update(OutboundMessage)
+        .where(OutboundMessage.id == outbound_id, OutboundMessage.status == DeliveryStatus.SENDING)
+        .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=OutboundMessage.attempts - 1)
+    )
 
 
 def record_message(session: Session, settings: Settings, outbound_id: int, reply: Reply, attempts: int) -> float | None:

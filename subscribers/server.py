@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from newsletter import database
+from newsletter import database, outbox
 from newsletter.queue import Queue
 from newsletter.settings import Settings
 from subscribers.app import create_app
@@ -19,6 +19,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     queue = Queue(settings, engine)
     if queue.embedded:
         queue.start_worker()
+    # A confirmation stored just before the last stop may never have reached the queue (the embedded
+    # one lived in memory): every unsent one goes to the queue again, and claiming sends it once.
+    outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message)
     app = create_app(settings, engine, enqueue=queue.send_message)
     try:
         uvicorn.run(

@@ -1,0 +1,163 @@
+"""One-off messages outlive the process that stored them: a restarted queue sends each unsent one, once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, update
+
+from newsletter import confirmation, database, optin, outbox
+from newsletter.models import DeliveryStatus, OutboundMessage, utcnow
+from newsletter.queue import Queue
+from newsletter.settings import Settings
+from newsletter.tokens import Signer
+from tests.conftest import REDIS_URL, require_service
+from tests.mailserver import MailSink, free_port
+from tests.test_send_distributed import cleanup_broker
+
+MESSAGE = b"From: editor@example.org\r\nTo: x@example.com\r\nSubject: hello\r\n\r\nHello.\r\n"
+COMMAND = [sys.executable, "-c", "from newsletter.cli import main; main()"]
+
+
+def wait_until(condition: object, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def store(engine: Engine, recipient: str, status: DeliveryStatus = DeliveryStatus.PENDING,
+          claimed_ago_seconds: float | None = None) -> int:
+    """A stored one-off message that no queue holds, as a stopped process leaves it."""
+    with database.transaction(engine) as session:
+        outbound_id = outbox.store_message(session, "confirmation", "bounces@example.org", recipient, MESSAGE)
+        claimed_at = None if claimed_ago_seconds is None else utcnow() - dt.timedelta(seconds=claimed_ago_seconds)
+        session.execute(update(OutboundMessage).where(OutboundMessage.id == outbound_id)
+                        .values(status=status, claimed_at=claimed_at))
+    return outbound_id
+
+
+def store_confirmation(engine: Engine, settings: Settings, email: str) -> None:
+    """A sign-up committed by a web app that stopped before handing its mail to the queue."""
+    with database.transaction(engine) as session:
+        request = optin.subscribe(session, settings, email, None)
+        assert confirmation.store_confirmation(session, settings, Signer(settings.secret_key), request) is not None
+
+
+def status_of(engine: Engine, outbound_id: int) -> str:
+    with database.transaction(engine) as session:
+        row = session.get(OutboundMessage, outbound_id)
+        assert row is not None
+        return row.status
+
+
+def test_unsent_messages_lists_pending_and_sending_with_when_to_claim(engine: Engine) -> None:
+    pending = store(engine, "pending@example.com")
+    stuck = store(engine, "stuck@example.com", DeliveryStatus.SENDING, claimed_ago_seconds=3600)
+    busy = store(engine, "busy@example.com", DeliveryStatus.SENDING, claimed_ago_seconds=1)
+    for final in (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.FAILED):
+        store(engine, f"{final}@example.com", final)
+    with database.transaction(engine) as session:
+        unsent = dict(outbox.unsent_messages(session, lease_seconds=60))
+    assert set(unsent) == {pending, stuck, busy}
+    assert unsent[pending] is None
+    stuck_at, busy_at = unsent[stuck], unsent[busy]
+    assert stuck_at is not None and stuck_at < utcnow()
+    assert busy_at is not None and utcnow() + dt.timedelta(seconds=58) < busy_at < utcnow() + dt.timedelta(seconds=61)
+
+
+def test_a_restarted_queue_sends_each_unsent_message_once(settings: Settings, engine: Engine,
+                                                          smtpd: MailSink) -> None:
+    quick = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, lease_seconds=0.5)
+    pending = store(engine, "pending@example.com")
+    # A worker died holding this one: its lease must run out before another worker may send it.
+    busy = store(engine, "busy@example.com", DeliveryStatus.SENDING, claimed_ago_seconds=0)
+    sent = store(engine, "sent@example.com", DeliveryStatus.SENT)
+    queue = Queue(quick, engine)
+    queue.start_worker(1)
+    try:
+        assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_message) == 2
+        assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_message) == 2  # a second start
+        wait_until(lambda: status_of(engine, pending) == status_of(engine, busy) == DeliveryStatus.SENT)
+        time.sleep(0.3)
+    finally:
+        queue.stop()
+    assert sorted(message.recipient for message in smtpd.received) == ["busy@example.com", "pending@example.com"]
+    assert status_of(engine, sent) == DeliveryStatus.SENT
+
+
+@contextmanager
+def running(command: list[str], cwd: Path, ready: object) -> Iterator[None]:
+    """A `newsletter` process, until the block ends (SIGTERM, as a service manager stops it)."""
+    log = (cwd / "process.log").open("ab")
+    process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: ready() if callable(ready) else True)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def write_config(path: Path, settings: Settings, smtpd: MailSink, extra: str = "") -> Path:
+    config = path / "newsletter.toml"
+    config.write_text(
+        f'database_url = "{settings.database_url}"\nsecret_key = "{settings.secret_key}"\n'
+        f'from_address = "{settings.from_address}"\nbase_url = "{settings.base_url}"\n'
+        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtpd.port}\n{extra}',
+        encoding="utf-8",
+    )
+    return config
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_serve_sends_the_confirmations_it_stopped_before_sending(settings: Settings, engine: Engine,
+                                                                 smtpd: MailSink, tmp_path: Path) -> None:
+    store_confirmation(engine, settings, "reader@example.com")
+    already_sent = store(engine, "sent@example.com", DeliveryStatus.SENT)
+    port = free_port()
+    command = [*COMMAND, "--config", str(write_config(tmp_path, settings, smtpd)), "serve", "--host", "127.0.0.1",
+               "--port", str(port)]
+    for _start in range(2):  # started again after the mail went out: it does not go twice
+        with running(command, tmp_path, lambda: _healthy(f"http://127.0.0.1:{port}")):
+            wait_until(lambda: smtpd.to("reader@example.com"))
+            time.sleep(0.3)
+    [received] = smtpd.to("reader@example.com")
+    assert received.message["Subject"].startswith("Confirm your subscription")
+    assert [message.recipient for message in smtpd.received] == ["reader@example.com"]
+    assert status_of(engine, already_sent) == DeliveryStatus.SENT
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_worker_sends_the_confirmations_a_web_app_could_not_enqueue(postgres_settings: Settings,
+                                                                    postgres_engine: Engine, smtpd: MailSink,
+                                                                    tmp_path: Path) -> None:
+    require_service("redis")
+    settings = postgres_settings.replace(broker_url=REDIS_URL, queue_name=f"test_outbox_{free_port()}")
+    store_confirmation(postgres_engine, settings, "reader@example.com")
+    extra = f'broker_url = "{REDIS_URL}"\nqueue_name = "{settings.queue_name}"\n'
+    command = [*COMMAND, "--config", str(write_config(tmp_path, settings, smtpd, extra)), "worker", "--threads", "1"]
+    try:
+        with running(command, tmp_path, lambda: smtpd.to("reader@example.com")):
+            time.sleep(0.3)
+    finally:
+        cleanup_broker(settings)
+    assert [message.recipient for message in smtpd.received] == ["reader@example.com"]
