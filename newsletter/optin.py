@@ -15,7 +15,7 @@ from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.models import Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
 from newsletter.settings import Settings
-from newsletter.subscriptions import SUPPRESSED_STATUSES, record_event
+from newsletter.subscriptions import SUPPRESSED_STATUSES, is_forgotten, record_event
 from newsletter.tokens import Purpose, Signer, TokenInvalid
 
 CONFIRMATION_REQUESTED = "confirmation-requested"  # event kind: a confirmation mail was queued
@@ -137,7 +137,9 @@ def subscriber_for_unsubscribe(session: Session, signer: Signer, token: str) -> 
     subscriber_id = signer.loads_permanent(Purpose.UNSUBSCRIBE, token)
     if not isinstance(subscriber_id, int):
         raise TokenInvalid("this link is not valid")
-    return session.get(Subscriber, subscriber_id)
+    subscriber = session.get(Subscriber, subscriber_id)
+    # The anonymous row `forget` leaves is nobody's: an old link must not show it nor re-subscribe it.
+    return None if subscriber is None or is_forgotten(subscriber) else subscriber
 
 
 def unsubscribe_by_token(session: Session, signer: Signer, token: str, source: str = SOURCE_UNSUBSCRIBE) -> bool:

@@ -7,11 +7,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.errors import NewsletterError
 from newsletter.models import Delivery, Event, Issue, Subscriber
-from newsletter.subscriptions import forget
+from newsletter.subscriptions import forget, is_forgotten
 from newsletter.tokens import Purpose, Signer, TokenInvalid
 
 SOURCE_PREFERENCES = "preferences-page"
+
+
+class SubscriberErased(NewsletterError):
+    """The link names a subscriber whose data was erased: there is nothing left to show."""
 
 
 def subscriber_for_preferences(session: Session, signer: Signer, token: str) -> Subscriber:
@@ -19,11 +24,14 @@ def subscriber_for_preferences(session: Session, signer: Signer, token: str) -> 
 
     Raises:
         TokenInvalid: the token is not a preferences token of this key, or names nobody.
+        SubscriberErased: the subscriber's data was erased; the anonymous row left behind is nobody's.
     """
     subscriber_id = signer.loads_permanent(Purpose.PREFERENCES, token)
     subscriber = session.get(Subscriber, subscriber_id) if isinstance(subscriber_id, int) else None
     if subscriber is None:
         raise TokenInvalid("this link names nobody on the list")
+    if is_forgotten(subscriber):
+        raise SubscriberErased("the data behind this link was erased at your request; nothing about you is kept")
     return subscriber
 
 

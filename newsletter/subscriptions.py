@@ -122,6 +122,11 @@ def forget(session: Session, email: str, source: str = "cli") -> None:
                  new_status=SubscriberStatus.UNSUBSCRIBED)
 
 
+def is_forgotten(subscriber: Subscriber) -> bool:
+    """True for the anonymous row `forget` leaves behind."""
+    return subscriber.email_key.endswith(f"@{FORGOTTEN_DOMAIN}")
+
+
 def list_subscribers(session: Session, status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
     """Every subscriber (or those with `status`), oldest first, streamed."""
     query = select(Subscriber).order_by(Subscriber.id)

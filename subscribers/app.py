@@ -18,6 +18,7 @@ from newsletter import database
 from newsletter.archive import IssueNotFound
 from newsletter.errors import DatabaseNotReady, InvalidAddress, NewsletterError
 from newsletter.optin import TokenUsed, TooManySignups
+from newsletter.privacy import SubscriberErased
 from newsletter.settings import Settings
 from newsletter.tokens import Signer, TokenExpired, TokenInvalid
 from subscribers import archive, leaving, signup, webhooks
@@ -30,8 +31,8 @@ log = logging.getLogger("subscribers")
 
 # The status each error page carries, most specific first.
 ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
-    (TokenUsed, 410), (TokenExpired, 410), (TokenInvalid, 400), (IssueNotFound, 404), (FormExpired, 403),
-    (TooManySignups, 429), (BodyTooLarge, 413), (InvalidAddress, 422), (DatabaseNotReady, 503),
+    (TokenUsed, 410), (TokenExpired, 410), (SubscriberErased, 410), (TokenInvalid, 400), (IssueNotFound, 404),
+    (FormExpired, 403), (TooManySignups, 429), (BodyTooLarge, 413), (InvalidAddress, 422), (DatabaseNotReady, 503),
 ]
 RETRY_AFTER_SECONDS = 3600  # the sign-up limits count per hour
 

@@ -23,7 +23,9 @@ async def unsubscribe_page(request: Request) -> Response:
     """The page an unsubscribe link opens: one button (a GET from a mail scanner changes nothing)."""
     context = context_of(request)
     subscriber = await context.run(optin.subscriber_for_unsubscribe, context.signer, request.path_params["token"])
-    if subscriber is None or subscriber.status in SUPPRESSED_STATUSES:
+    if subscriber is None:  # erased: nobody to offer a way back to
+        return form_page(request, "unsubscribed.html", already=True, action=None)
+    if subscriber.status in SUPPRESSED_STATUSES:
         return form_page(request, "unsubscribed.html", already=True, action=_resubscribe_path(request))
     return form_page(request, "unsubscribe.html", email=subscriber.email)
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from newsletter import database, links
 from newsletter.settings import Settings
-from newsletter.subscriptions import add_subscriber
+from newsletter.subscriptions import add_subscriber, forget
 from newsletter.tokens import Purpose, Signer
 from tests.webflow import confirm_link, hidden, path_of, press_button, status_of, stored_message
 
@@ -110,5 +110,29 @@ async def test_preferences_show_export_and_erase(settings: Settings, engine: Eng
     assert erased.status_code == 200 and "erased" in erased.text
     assert status_of(engine, "ann@example.org") is None
     after = await client.get(preferences + "/export")
-    assert "ann@example.org" not in after.text and json.loads(after.text)["status"] == "unsubscribed"
+    assert after.status_code == 410 and "ann@example.org" not in after.text and "erased" in after.text
     assert (await client.get(preferences[:-3])).status_code == 400
+
+
+async def test_links_of_an_erased_subscriber_show_nothing_and_one_click_stays_harmless(
+        settings: Settings, engine: Engine, client: AsyncClient, queued: list[int]) -> None:
+    unsubscribe, preferences = reader(engine, settings)
+    csrf = hidden((await client.get(preferences)).text, "csrf_token")  # a page left open in a tab
+    with database.transaction(engine) as session:
+        forget(session, "ann@example.org")
+    for path in (preferences, preferences + "/export"):
+        gone = await client.get(path)
+        assert gone.status_code == 410 and "erased" in gone.text
+        assert "forgotten" not in gone.text and "unsubscribed" not in gone.text
+    assert (await client.post(preferences + "/erase", data={"csrf_token": csrf})).status_code == 410
+    left = await client.get(unsubscribe)
+    assert left.status_code == 200 and "not on the list" in left.text
+    assert "forgotten" not in left.text and "Subscribe again" not in left.text
+    assert (await client.post(unsubscribe, data={"csrf_token": csrf})).status_code == 200
+    back = await client.post(unsubscribe + "/resubscribe", data={"csrf_token": csrf})
+    assert back.status_code == 200 and queued == []  # no confirmation mail to the anonymous row
+    client.cookies.clear()
+    for _ in range(2):  # RFC 8058: providers retry a one-click POST; it must stay a quiet 200
+        answer = await client.post(settings.base_url + unsubscribe, content=b"List-Unsubscribe=One-Click",
+                                   headers={"content-type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 200 and not answer.is_redirect and "Unsubscribed" in answer.text
