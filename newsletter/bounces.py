@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -196,18 +197,39 @@ def apply_feedback(session: Session, feedback: Feedback, policy: BouncePolicy) -
                          delivery_id=delivery_id, issue_id=issue_id, policy=policy, **common)
 
 
+def apply_all(session: Session, feedback: Iterable[Feedback], policy: BouncePolicy) -> list[Recorded | None]:
+    """Record several reports, locking their subscribers in one global order.
+
+    Two multi-recipient reports naming the same subscribers in opposite orders would otherwise each
+    hold one lock and wait for the other's (PostgreSQL ends that with a deadlock error).
+    """
+    ordered = sorted(feedback, key=lambda item: (item.delivery_id or 0, item.subscriber_id or 0,
+                                                 (item.email or "").lower()))
+    return [apply_feedback(session, item, policy) for item in ordered]
+
+
 def _subscriber_of(session: Session, feedback: Feedback, delivery: Delivery | None) -> Subscriber | None:
+    """The subscriber a report is about, locked until commit.
+
+    Readers of several mailboxes and webhook retries record at the same time: without the lock two soft
+    bounces read one score and each writes it plus one, and the same report passes the duplicate check
+    twice. Locked, the second waits, then sees the first one's score and event.
+    """
     if delivery is not None:
-        return session.get(Subscriber, delivery.subscriber_id)
-    if feedback.subscriber_id is not None:
-        return session.get(Subscriber, feedback.subscriber_id)
-    if not feedback.email:
+        subscriber_id: int | None = delivery.subscriber_id
+    elif feedback.subscriber_id is not None:
+        subscriber_id = feedback.subscriber_id
+    elif feedback.email:
+        try:
+            _, key = normalize_address(feedback.email)
+        except InvalidAddress:
+            return None
+        subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
+    else:
         return None
-    try:
-        _, key = normalize_address(feedback.email)
-    except InvalidAddress:
+    if subscriber_id is None:
         return None
-    return session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+    return session.get(Subscriber, subscriber_id, with_for_update=True, populate_existing=True)
 
 
 def _soft_bounce_counted(session: Session, delivery_id: int | None) -> bool:

@@ -15,7 +15,7 @@ from flufl.bounce import all_failures
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_feedback
+from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_all
 from newsletter.links import bounce_base
 from newsletter.messages import addresses, header, message_digest, original_headers, parse
 from newsletter.models import UnrecognizedMessage, utcnow
@@ -101,7 +101,7 @@ def ingest(session: Session, settings: Settings, raw: bytes, *, source: str,
     if reading.verdict == Verdict.UNRECOGNIZED:
         return _keep_unrecognized(session, message, raw, digest, source, envelope_recipient, reading.note)
     policy = BouncePolicy.from_settings(settings)
-    results = [apply_feedback(session, _sourced(feedback, source), policy) for feedback in reading.feedback]
+    results = apply_all(session, (_sourced(feedback, source) for feedback in reading.feedback), policy)
     found = [result for result in results if result is not None]
     if not found:
         note = f"{reading.verdict} about no subscriber on the list: {reading.note}"

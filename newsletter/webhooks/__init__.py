@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from newsletter.bounces import BouncePolicy, Feedback, apply_feedback
+from newsletter.bounces import BouncePolicy, Feedback, apply_all
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
 
@@ -45,7 +45,7 @@ class WebhookResult:
 def apply_events(session: Session, settings: Settings, feedback: list[Feedback], ignored: int = 0) -> WebhookResult:
     """Record each verified event through the same policy as inbound mail."""
     policy = BouncePolicy.from_settings(settings)
-    results = [apply_feedback(session, item, policy) for item in feedback]
+    results = apply_all(session, feedback, policy)
     found = [result for result in results if result is not None]
     return WebhookResult(
         recorded=sum(1 for result in found if not result.duplicate),
