@@ -33,8 +33,9 @@ def clean_name(name: str | None) -> str | None:
     """A display name without control characters (CR/LF could inject headers), or None when empty."""
     if name is None:
         return None
-    cleaned = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in name)
-    cleaned = " ".join(cleaned.split())[:MAX_NAME_LENGTH]
+    if not name.isprintable():  # the common case skips the per-character look-up
+        name = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in name)
+    cleaned = " ".join(name.split())[:MAX_NAME_LENGTH]
     return cleaned or None
 
 
