@@ -80,10 +80,17 @@ def follow(engine: Engine, queue: Queue, issue_id: int, progress: Progress | Non
 
     When nothing moved for `lease_seconds` while due rows wait (a worker died holding its queue
     message, or a lease expired), those rows are enqueued again; claiming makes that harmless.
+
+    Raises:
+        SessionRefused: the in-process worker's relay refused our session (AUTH, TLS certificate); the
+            rows it had not sent stay unfinished for the next run.
     """
     lease_seconds = queue.settings.lease_seconds
     last_done, last_move = -1, time.monotonic()
     while True:
+        refused = queue.refused()
+        if refused is not None:
+            raise refused
         with database.transaction(engine) as session:
             counts = ledger.counts(session, issue_id)
             if counts.remaining == 0:

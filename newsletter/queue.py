@@ -28,9 +28,9 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
 from newsletter import database, outbox
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.models import utcnow
-from newsletter.sender import Sender, make_rate_limiter
+from newsletter.sender import SESSION_ERRORS, SESSION_RETRY_SECONDS, Sender, make_rate_limiter
 from newsletter.settings import Settings
 from newsletter.smtp import PermanentFailure, TemporaryFailure
 
@@ -87,6 +87,10 @@ class Queue:
     @property
     def embedded(self) -> bool:
         return isinstance(self.broker, StubBroker)
+
+    def refused(self) -> NewsletterError | None:
+        """Why the relay refused this process's SMTP session, if it did (None before any Sender exists)."""
+        return self._sender.refused if self._sender is not None else None
 
     def sender(self) -> Sender:
         with self._lock:
@@ -150,6 +154,11 @@ class Queue:
             reply = sender.send_bytes(prepared.envelope_from, prepared.recipient, prepared.message)
         except (TemporaryFailure, PermanentFailure) as failure:
             reply = failure.reply
+        except SESSION_ERRORS as refused:  # our setup is at fault, not the recipient: try again later
+            sender.refuse(refused)
+            with database.transaction(self.engine) as session:
+                outbox.release_message(session, outbound_id)
+            return SESSION_RETRY_SECONDS
         with database.transaction(self.engine) as session:
             return outbox.record_message(session, self.settings, outbound_id, reply, prepared.attempts)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -13,18 +15,31 @@ from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 from sqlalchemy import Engine
 
 from newsletter import database, leases, ledger, links
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.leases import Claim, Result
 from newsletter.message import MessageTemplate, Recipient
+from newsletter.models import utcnow
 from newsletter.render import RenderedIssue
 from newsletter.settings import Settings
 from newsletter.signing import DkimSigner
-from newsletter.smtp import PermanentFailure, Reply, SmtpConnection, TemporaryFailure, is_throttling
+from newsletter.smtp import (
+    PermanentFailure,
+    Reply,
+    SessionRefused,
+    SmtpConnection,
+    TemporaryFailure,
+    is_throttling,
+)
 from newsletter.tokens import Signer
 
 THROTTLE_FIRST_PAUSE_SECONDS = 0.5
 THROTTLE_MAX_PAUSE_SECONDS = 60.0
 RATE_POLL_SECONDS = 0.02
+# After the relay refused our session (AUTH, certificate): the wait before any batch tries to connect again.
+SESSION_RETRY_SECONDS = 60.0
+# What a connection raises when the sender's setup, not a recipient, is at fault: never a bounce.
+SESSION_ERRORS = (SessionRefused, ConfigError)
+LOGGER = logging.getLogger("newsletter.sender")
 
 
 class Template(Protocol):
@@ -123,12 +138,18 @@ class Sender:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._connections: list[SmtpConnection] = []
+        self.refused: NewsletterError | None = None  # the last SessionRefused (or unreadable smtp_ca_file)
+        self._refused_until: dt.datetime | None = None
 
     def send_deliveries(self, issue_id: int, delivery_ids: Sequence[int]) -> leases.Unfinished:
         """Send what can be sent now of `delivery_ids`; returns those still to go (retries, held rows)."""
+        if self._refused_until is not None and self._refused_until > utcnow():
+            # The relay refused our session a moment ago: leave the rows claimable and come back later,
+            # rather than try AUTH again for every batch in the queue.
+            return leases.Unfinished(list(delivery_ids), self._refused_until)
         template = self.template(issue_id)
         for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self._refused_until is not None:
                 break
             group = delivery_ids[start:start + leases.GROUP_SIZE]
             with database.transaction(self.engine) as session:
@@ -140,6 +161,8 @@ class Sender:
         with database.transaction(self.engine) as session:
             left = leases.unfinished(session, delivery_ids, self.settings.lease_seconds)
             ledger.finish_issue(session, issue_id)
+        if self._refused_until is not None and left.delivery_ids:
+            return leases.Unfinished(left.delivery_ids, max(self._refused_until, left.ready_at or utcnow()))
         return left
 
     def _send_group(self, template: Template, issue_id: int, claims: list[Claim]) -> list[Result]:
@@ -153,8 +176,19 @@ class Sender:
         for claim in claims:
             if results and (self.stopping.is_set() or time.monotonic() + self._pause_ahead() > deadline):
                 break
-            results.append(self._send_one(template, issue_id, claim))
+            try:
+                results.append(self._send_one(template, issue_id, claim))
+            except SESSION_ERRORS as refused:  # the rows from this one on are given back, their try uncounted
+                self.refuse(refused)
+                break
         return results
+
+    def refuse(self, refused: NewsletterError) -> None:
+        """Remember that the relay refused our session: no batch tries again for SESSION_RETRY_SECONDS."""
+        LOGGER.error("%s; trying again in %.0f s", refused, SESSION_RETRY_SECONDS)
+        with self._lock:
+            self.refused = refused
+            self._refused_until = utcnow() + dt.timedelta(seconds=SESSION_RETRY_SECONDS)
 
     def _pause_ahead(self) -> float:
         pace: Pace | None = getattr(self._local, "pace", None)
@@ -180,6 +214,7 @@ class Sender:
         Raises:
             TemporaryFailure: see SmtpConnection.send.
             PermanentFailure: see SmtpConnection.send.
+            SessionRefused: see SmtpConnection.send (and ConfigError for an unreadable smtp_ca_file).
         """
         connection, pace = self._thread_connection()
         if pace.pause_seconds:

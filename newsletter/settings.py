@@ -37,6 +37,9 @@ class Settings:
     smtp_username: str = setting("", "SMTP AUTH user name; empty sends without AUTH.")
     smtp_password: str = setting("", "SMTP AUTH password.")
     smtp_security: str = setting("none", "Transport security: none, starttls or ssl.")
+    smtp_ca_file: str = setting(
+        "", "PEM file of CA certificates trusted for the SMTP server's TLS certificate; empty trusts the system's."
+    )
     smtp_connections: int = setting(4, "Persistent SMTP connections across all worker threads.")
     smtp_timeout: float = setting(30.0, "Seconds to wait for the SMTP server before giving up.")
     from_address: str = setting("", "Address the issues come from (required to send).")

@@ -9,10 +9,13 @@ import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.settings import Settings
 
 CONNECTION_LOST = 0  # no reply at all: the server closed the connection or the network failed
+# One mechanism is tried, not each in turn as smtplib's login() does: another mechanism cannot make a wrong
+# password right, and every refused try counts towards the relay's lockout.
+AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 UNSAFE_ADDRESS_RE = re.compile(r"[\x00-\x20\x7f<>]")  # would break out of MAIL FROM:<...> or RCPT TO:<...>
 
 
@@ -55,6 +58,11 @@ class PermanentFailure(NewsletterError):
         self.reply = reply
 
 
+class SessionRefused(NewsletterError):
+    """The relay would not open a session for us (untrusted certificate, no TLS, AUTH refused): our setup is at
+    fault, not any recipient, so no delivery may be counted as bounced for it."""
+
+
 def classify(code: int) -> Outcome:
     """What an SMTP reply code means for the delivery (RFC 5321 4.2.1: the first digit decides)."""
     if 200 <= code < 300:
@@ -87,6 +95,8 @@ class SmtpConnection:
         Raises:
             TemporaryFailure: a 4xx or 552 reply, or the connection could not be made or was lost.
             PermanentFailure: a 5xx reply to MAIL, RCPT or DATA, or an address no command can carry.
+            SessionRefused: the server's certificate is not trusted, or it refused STARTTLS or AUTH for good.
+            ConfigError: `smtp_ca_file` cannot be read.
         """
         for address in (envelope_from, recipient):
             if UNSAFE_ADDRESS_RE.search(address):
@@ -109,9 +119,12 @@ class SmtpConnection:
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
             self.close()
             raise TemporaryFailure(Reply(CONNECTION_LOST, str(error) or type(error).__name__)) from None
-        except smtplib.SMTPResponseException as error:  # AUTH or STARTTLS refused while connecting
+        except smtplib.SMTPResponseException as error:  # a refusal of EHLO, STARTTLS or AUTH while connecting
             self.close()
             reply = self._reply(error.smtp_code, error.smtp_error, "connect")
+            if reply.outcome == Outcome.PERMANENT:  # about our session, never about the recipient
+                where = f"{self._settings.smtp_host}:{self._settings.smtp_port}"
+                raise SessionRefused(f"the SMTP server {where} refused the session: {reply}") from None
             raise TemporaryFailure(reply) from None
 
     def _envelope(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, utf8: bool) -> None:
@@ -157,25 +170,58 @@ class SmtpConnection:
         settings = self._settings
         # EHLO names this host; gethostname() never waits on DNS the way getfqdn() can.
         local_name = socket.gethostname() or "localhost"
+        context = tls_context(settings) if settings.smtp_security != "none" else None
         smtp: smtplib.SMTP
-        if settings.smtp_security == "ssl":
-            smtp = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
-                                    timeout=settings.smtp_timeout, context=ssl.create_default_context())
-        else:
-            smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
-                                timeout=settings.smtp_timeout)
         try:
-            smtp.ehlo()
-            if settings.smtp_security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()  # RFC 3207 4.2: forget what the server said before TLS, ask again
-            if settings.smtp_username:
-                smtp.login(settings.smtp_username, settings.smtp_password)
+            if settings.smtp_security == "ssl":
+                smtp = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
+                                        timeout=settings.smtp_timeout, context=context)
+            else:
+                smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
+                                    timeout=settings.smtp_timeout)
+        except ssl.SSLCertVerificationError as error:
+            raise _untrusted(settings, error) from None
+        try:
+            self._open_session(smtp, context)
         except BaseException:
             smtp.close()
             raise
         self._smtp = smtp
         return smtp
+
+    def _open_session(self, smtp: smtplib.SMTP, context: ssl.SSLContext | None) -> None:
+        """EHLO, STARTTLS and AUTH as configured; raises SessionRefused when our setup is what the server refuses."""
+        settings = self._settings
+        where = f"{settings.smtp_host}:{settings.smtp_port}"
+        smtp.ehlo()
+        if settings.smtp_security == "starttls":
+            if not smtp.has_extn("starttls"):
+                raise SessionRefused(f"the SMTP server {where} does not offer STARTTLS (smtp_security = starttls)")
+            try:
+                smtp.starttls(context=context)
+            except ssl.SSLCertVerificationError as error:
+                raise _untrusted(settings, error) from None
+            smtp.ehlo()  # RFC 3207 4.2: forget what the server said before TLS, ask again
+        if not settings.smtp_username:
+            return
+        advertised = smtp.esmtp_features.get("auth", "").upper().split()
+        if not advertised:
+            # RFC 4954 4: a server may offer AUTH only once the session is encrypted; never send it in the clear.
+            raise SessionRefused(f"the SMTP server {where} offers no AUTH (with smtp_security = "
+                                 f"{settings.smtp_security}); it may accept it only over starttls or ssl")
+        mechanism = next((name for name in AUTH_MECHANISMS if name in advertised), None)
+        if mechanism is None:
+            raise SessionRefused(f"the SMTP server {where} offers AUTH {' '.join(advertised)}, none of "
+                                 f"{', '.join(AUTH_MECHANISMS)}")
+        smtp.user, smtp.password = settings.smtp_username, settings.smtp_password
+        try:
+            smtp.auth(mechanism, getattr(smtp, "auth_" + mechanism.lower().replace("-", "_")))  # as login() does
+        except smtplib.SMTPResponseException as error:
+            if classify(error.smtp_code) != Outcome.PERMANENT:
+                raise  # RFC 4954 6: 454 is a temporary authentication failure, worth a retry
+            reply = self._reply(error.smtp_code, error.smtp_error, "AUTH")
+            raise SessionRefused(f"the SMTP server {where} refused AUTH as {settings.smtp_username!r}: {reply}; "
+                                 "check smtp_username and smtp_password") from None
 
     def _fail(self, reply: Reply) -> None:
         if reply.code == 421:
@@ -200,6 +246,25 @@ class SmtpConnection:
     def _reply(code: int, text: bytes | str, stage: str) -> Reply:
         shown = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
         return Reply(code if code > 0 else CONNECTION_LOST, " ".join(shown.split()), stage)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Certificate and host name checks always on; `smtp_ca_file` adds a private CA to the trusted ones.
+
+    Raises:
+        ConfigError: `smtp_ca_file` cannot be read as PEM certificates.
+    """
+    try:
+        return ssl.create_default_context(cafile=settings.smtp_ca_file or None)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"setting 'smtp_ca_file': cannot load {settings.smtp_ca_file!r}: {error}") from None
+
+
+def _untrusted(settings: Settings, error: ssl.SSLCertVerificationError) -> SessionRefused:
+    return SessionRefused(
+        f"the TLS certificate of the SMTP server {settings.smtp_host}:{settings.smtp_port} is not trusted "
+        f"({error.verify_message}); set smtp_ca_file to the CA that signed it"
+    )
 
 
 def _with_crlf(message: bytes) -> bytes:

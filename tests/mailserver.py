@@ -121,12 +121,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_sink(handler: MailSink | None = None) -> Iterator[tuple[MailSink, int]]:
-    """An aiosmtpd server on a free loopback port, with `handler` (a fresh MailSink by default)."""
+def running_sink(handler: MailSink | None = None, **options: Any) -> Iterator[tuple[MailSink, int]]:
+    """An aiosmtpd server on a free loopback port, with `handler` (a fresh MailSink by default).
+
+    `options` go to aiosmtpd's Controller: `ssl_context` for implicit TLS, `tls_context` and
+    `require_starttls` for STARTTLS, `authenticator` and `auth_require_tls` for AUTH.
+    """
     sink = handler or MailSink()
     port = sink.port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True,
-                            data_size_limit=50 * 1024 * 1024)
+                            data_size_limit=50 * 1024 * 1024, **options)
     controller.start()
     try:
         yield sink, port
