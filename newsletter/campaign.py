@@ -23,6 +23,10 @@ from newsletter.smtp import PermanentFailure, Reply, SmtpConnection, TemporaryFa
 from newsletter.tokens import Signer
 
 FOLLOW_POLL_SECONDS = 0.5
+FEED_POLL_SECONDS = 0.02
+# In-process queue messages waiting per worker thread: enough that no thread starves between two top-ups,
+# few enough that a send's memory does not grow with the list (each message carries batch_size ids).
+EMBEDDED_BACKLOG_PER_THREAD = 4
 TEST_SUBJECT_PREFIX = "[TEST] "
 TEST_SUBSCRIBER_ID = 0  # links in a test message name no subscriber: they open, and change nothing
 
@@ -75,11 +79,47 @@ def enqueue_unfinished(engine: Engine, queue: Queue, issue_id: int) -> int:
         return queue.enqueue_batches(issue_id, ids)
 
 
-def follow(engine: Engine, queue: Queue, issue_id: int, progress: Progress | None = None) -> ledger.Counts:
+class Feeder:
+    """Hands an issue's unfinished deliveries to the in-process queue a few batches at a time.
+
+    The in-process queue lives in memory: enqueueing every batch at once would make a send's memory grow
+    with the list, while a real broker keeps its messages elsewhere (and survives this process).
+    """
+
+    def __init__(self, engine: Engine, queue: Queue, issue_id: int) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.issue_id = issue_id
+        self._after_id = 0
+        self._exhausted = False
+
+    def top_up(self) -> None:
+        """Enqueue the next batches until EMBEDDED_BACKLOG_PER_THREAD wait per worker thread."""
+        settings = self.queue.settings
+        room = EMBEDDED_BACKLOG_PER_THREAD * settings.smtp_connections - self.queue.backlog()
+        if self._exhausted or room <= 0:
+            return
+        limit = room * settings.batch_size
+        with database.make_sessionmaker(self.engine)() as session:
+            ids = ledger.claimable_page(session, self.issue_id, settings.lease_seconds, self._after_id, limit)
+        self._exhausted = len(ids) < limit
+        if ids:
+            self._after_id = ids[-1]
+            self.queue.enqueue_batches(self.issue_id, ids)
+
+    def restart(self) -> None:
+        """Go over the unfinished deliveries again from the first (rows whose lease ran out)."""
+        self._after_id, self._exhausted = 0, False
+
+
+def follow(
+    engine: Engine, queue: Queue, issue_id: int, progress: Progress | None = None, feeder: Feeder | None = None
+) -> ledger.Counts:
     """Report progress from the database until no delivery is unfinished; returns the final counts.
 
     When nothing moved for `lease_seconds` while due rows wait (a worker died holding its queue
     message, or a lease expired), those rows are enqueued again; claiming makes that harmless.
+    With a `feeder` (the in-process queue), it keeps the queue topped up between two polls.
 
     Raises:
         SessionRefused: the in-process worker's relay refused our session (AUTH, TLS certificate); the
@@ -102,10 +142,28 @@ def follow(engine: Engine, queue: Queue, issue_id: int, progress: Progress | Non
         if counts.done != last_done:
             last_done, last_move = counts.done, time.monotonic()
         elif time.monotonic() - last_move > lease_seconds:
-            with database.make_sessionmaker(engine)() as session:
-                queue.enqueue_batches(issue_id, ledger.claimable_ids(session, issue_id, lease_seconds, due_only=True))
+            if feeder is not None:
+                feeder.restart()
+            else:
+                with database.make_sessionmaker(engine)() as session:
+                    due = ledger.claimable_ids(session, issue_id, lease_seconds, due_only=True)
+                    queue.enqueue_batches(issue_id, due)
             last_move = time.monotonic()
+        _wait(feeder)
+
+
+def _wait(feeder: Feeder | None) -> None:
+    """Sleep until the next poll, topping the in-process queue up meanwhile."""
+    if feeder is None:
         time.sleep(FOLLOW_POLL_SECONDS)
+        return
+    until = time.monotonic() + FOLLOW_POLL_SECONDS
+    while True:
+        feeder.top_up()
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(FEED_POLL_SECONDS, left))
 
 
 def send_issue(
@@ -117,15 +175,7 @@ def send_issue(
     interrupted; what is unfinished then goes out on the next run. Distributed: workers do the work and
     this only follows; an interrupt here loses nothing.
     """
-    issue_id = start(engine, rendered, force)
-    if queue.embedded:
-        queue.start_worker()
-    try:
-        enqueue_unfinished(engine, queue, issue_id)
-        return follow(engine, queue, issue_id, progress)
-    finally:
-        if queue.embedded:
-            queue.stop()
+    return deliver(engine, queue, start(engine, rendered, force), progress)
 
 
 def resend_failed(engine: Engine, queue: Queue, slug: str, progress: Progress | None = None) -> ledger.Counts:
@@ -134,14 +184,23 @@ def resend_failed(engine: Engine, queue: Queue, slug: str, progress: Progress | 
         issue = ledger.find_issue(session, slug)
         ledger.retry_failed(session, issue.id)
         issue_id = issue.id
-    if queue.embedded:
-        queue.start_worker()
-    try:
+    return deliver(engine, queue, issue_id, progress)
+
+
+def deliver(engine: Engine, queue: Queue, issue_id: int, progress: Progress | None = None) -> ledger.Counts:
+    """Enqueue the issue's unfinished deliveries and follow until none is left.
+
+    A real broker gets every batch at once; the in-process queue is fed a few batches at a time by the
+    worker that runs here, and stops with this function.
+    """
+    if not queue.embedded:
         enqueue_unfinished(engine, queue, issue_id)
         return follow(engine, queue, issue_id, progress)
+    queue.start_worker()
+    try:
+        return follow(engine, queue, issue_id, progress, Feeder(engine, queue, issue_id))
     finally:
-        if queue.embedded:
-            queue.stop()
+        queue.stop()
 
 
 @dataclass(frozen=True)

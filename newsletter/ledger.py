@@ -26,7 +26,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Exists, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Exists, Select, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import NewsletterError
@@ -180,21 +180,30 @@ def claimable_ids(session: Session, issue_id: int, lease_seconds: float, due_onl
 
     With `due_only`, rows waiting for a later retry are left out.
     """
+    query = _claimable(issue_id, lease_seconds, due_only).execution_options(yield_per=STREAM_ROWS)
+    yield from session.scalars(query)
+
+
+def claimable_page(session: Session, issue_id: int, lease_seconds: float, after_id: int, limit: int) -> list[int]:
+    """The next `limit` claimable delivery ids above `after_id`, oldest first (keyset paging: no cursor stays open)."""
+    query = _claimable(issue_id, lease_seconds, due_only=False).where(Delivery.id > after_id).limit(limit)
+    return list(session.scalars(query))
+
+
+def _claimable(issue_id: int, lease_seconds: float, due_only: bool) -> Select[int]:
     now = utcnow()
     expired = now - dt.timedelta(seconds=lease_seconds)
     pending = Delivery.status == DeliveryStatus.PENDING
     if due_only:
         pending = and_(pending, or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now))
-    query = (
+    return (
         select(Delivery.id)
         .where(
             Delivery.issue_id == issue_id,
             or_(pending, and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < expired)),
         )
         .order_by(Delivery.id)
-        .execution_options(yield_per=STREAM_ROWS)
     )
-    yield from session.scalars(query)
 
 
 def counts(session: Session, issue_id: int) -> Counts:

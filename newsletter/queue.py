@@ -88,6 +88,12 @@ class Queue:
     def embedded(self) -> bool:
         return isinstance(self.broker, StubBroker)
 
+    def backlog(self) -> int:
+        """Messages waiting in the in-process queue (retries waiting for their time not counted)."""
+        if not isinstance(self.broker, StubBroker):
+            raise TypeError("only the in-process queue can be counted; a real broker is shared")
+        return int(self.broker.queues[self.settings.queue_name].qsize())
+
     def refused(self) -> NewsletterError | None:
         """Why the relay refused this process's SMTP session, if it did (None before any Sender exists)."""
         return self._sender.refused if self._sender is not None else None

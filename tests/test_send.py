@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -200,3 +201,23 @@ def test_a_throttling_server_never_outlives_a_lease_into_duplicates(engine: Engi
     counts = send(engine, short_lease, rendered(short_lease))
     assert counts[DeliveryStatus.SENT] == 6
     assert [len(smtpd.to(address)) for address in addresses] == [1] * 6
+
+
+def test_the_in_process_queue_holds_a_few_batches_not_the_whole_list(engine: Engine, smtp_settings: Settings,
+                                                                     smtpd: MailSink,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    add_people(engine, 90)
+    queue = Queue(smtp_settings, engine)
+    backlog: list[int] = []
+    enqueue = queue.broker.enqueue
+
+    def counted(message: Any, *, delay: int | None = None) -> Any:
+        enqueued = enqueue(message, delay=delay)
+        backlog.append(queue.backlog())
+        return enqueued
+
+    monkeypatch.setattr(queue.broker, "enqueue", counted)
+    counts = campaign.send_issue(engine, queue, rendered(smtp_settings))
+    assert counts[DeliveryStatus.SENT] == 90 and len(smtpd.received) == 90
+    assert len(backlog) >= 90 // smtp_settings.batch_size
+    assert max(backlog) <= campaign.EMBEDDED_BACKLOG_PER_THREAD * smtp_settings.smtp_connections
