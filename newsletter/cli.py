@@ -439,7 +439,8 @@ def retry(app: App, slug: str) -> None:
 
 @main.command()
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="Worker threads, each with its own SMTP connection (default: smtp_connections).")
+              help="Worker threads, each with its own SMTP connection while it holds one of the fleet's "
+                   "smtp_connections slots (default: smtp_connections).")
 @pass_app
 def worker(app: App, threads: int | None) -> None:
     """Send what `newsletter send` enqueues on broker_url, until stopped (Ctrl-C or SIGTERM)."""

@@ -28,6 +28,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
 from newsletter import database, outbox
+from newsletter.connections import SLOT_RETRY_SECONDS, NoSlot, make_slots
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.models import utcnow
 from newsletter.sender import SESSION_ERRORS, SESSION_RETRY_SECONDS, Sender, make_rate_limiter
@@ -77,7 +78,7 @@ class Queue:
         self.engine = engine
         self.broker = broker if broker is not None else make_broker(settings)
         self._sender_factory = sender_factory or (
-            lambda: Sender(settings, engine, rate_limiter=make_rate_limiter(settings))
+            lambda: Sender(settings, engine, rate_limiter=make_rate_limiter(settings), slots=make_slots(settings))
         )
         self._sender: Sender | None = None
         self._lock = threading.Lock()
@@ -165,11 +166,21 @@ class Queue:
             with database.transaction(self.engine) as session:
                 outbox.release_message(session, outbound_id)
             return SESSION_RETRY_SECONDS
+        except NoSlot:  # every SMTP connection of the fleet is open elsewhere
+            with database.transaction(self.engine) as session:
+                outbox.release_message(session, outbound_id)
+            return SLOT_RETRY_SECONDS
         with database.transaction(self.engine) as session:
             return outbox.record_message(session, self.settings, outbound_id, reply, prepared.attempts)
 
     def start_worker(self, threads: int | None = None) -> dramatiq.Worker:
-        """Run a Dramatiq worker in this process: one thread, and one SMTP connection, per `threads`."""
+        """Run a Dramatiq worker in this process: one thread, and one SMTP connection, per `threads`.
+
+        Raises:
+            ConfigError: the workers have no Redis to share their rate limit or connection count in.
+        """
+        if not self.embedded:
+            self.sender()  # a worker that cannot share smtp_connections says so now, not at its first message
         worker = dramatiq.Worker(self.broker, worker_threads=threads or self.settings.smtp_connections,
                                  worker_timeout=100 if self.embedded else 1000)
         worker.start()

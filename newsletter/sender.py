@@ -15,6 +15,14 @@ from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 from sqlalchemy import Engine
 
 from newsletter import database, leases, ledger, links
+from newsletter.connections import (
+    CONNECTION_IDLE_SECONDS,
+    SLOT_RETRY_SECONDS,
+    SLOT_WAIT_SECONDS,
+    NoSlot,
+    Slot,
+    Slots,
+)
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.leases import Claim, Result
 from newsletter.message import MessageTemplate, Recipient
@@ -118,6 +126,42 @@ class Pace:
             self.pause_seconds = halved if halved >= THROTTLE_FIRST_PAUSE_SECONDS / 4 else 0.0
 
 
+class Lane:
+    """One worker thread's SMTP connection, its pace, and the slot it holds while the connection may be open."""
+
+    def __init__(self, connection: SmtpConnection) -> None:
+        self.connection = connection
+        self.pace = Pace()
+        self.slot: Slot | None = None
+        self.used = time.monotonic()
+        self.busy = threading.Lock()  # held by the thread while it sends; the keeper only takes it when free
+
+    @property
+    def holds_slot(self) -> bool:
+        return self.slot is not None and not self.slot.lost
+
+    def drop_slot(self) -> None:
+        """Close the connection, then give the slot back."""
+        self.connection.close()
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.give_back()
+
+    def tend(self) -> None:
+        """The keeper's round: renew the slot; close the connection if it sat idle or lost its slot."""
+        slot = self.slot
+        if slot is None:
+            return
+        slot.renew()
+        if not self.busy.acquire(blocking=False):
+            return  # sending right now: hardly idle, and a lost slot is seen before the next message
+        try:
+            if self.slot is not None and (self.slot.lost or time.monotonic() - self.used > CONNECTION_IDLE_SECONDS):
+                self.drop_slot()
+        finally:
+            self.busy.release()
+
+
 class Sender:
     """Sends the deliveries a queue message names: claim, compose, SMTP, record, in small groups."""
 
@@ -127,49 +171,62 @@ class Sender:
         engine: Engine,
         template_factory: TemplateFactory = build_template,
         rate_limiter: RateLimiter | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.composer = Composer(settings, DkimSigner.from_settings(settings))
         self.rate_limiter = rate_limiter
+        self.slots = slots
         self.stopping = threading.Event()
         self._template_factory = template_factory
         self._templates: dict[tuple[int, str], Template] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._connections: list[SmtpConnection] = []
+        self._lanes: list[Lane] = []
+        self._closed = threading.Event()
+        self._keeper: threading.Thread | None = None
+        if slots is not None:
+            self._keeper = threading.Thread(target=self._keep_slots, name="newsletter-slots", daemon=True)
+            self._keeper.start()
         self.refused: NewsletterError | None = None  # the last SessionRefused (or unreadable smtp_ca_file)
         self._refused_until: dt.datetime | None = None
 
     def send_deliveries(self, issue_id: int, delivery_ids: Sequence[int]) -> leases.Unfinished:
         """Send what can be sent now of `delivery_ids`; returns those still to go (retries, held rows)."""
-        if self._refused_until is not None and self._refused_until > utcnow():
-            # The relay refused our session a moment ago: leave the rows claimable and come back later,
-            # rather than try AUTH again for every batch in the queue.
-            return leases.Unfinished(list(delivery_ids), self._refused_until)
+        resume_at = self._held_back_until()
+        if resume_at is None and not self.hold_slot():
+            resume_at = utcnow() + dt.timedelta(seconds=SLOT_RETRY_SECONDS)
+        if resume_at is not None:
+            # No slot free, or the relay refused our session a moment ago: the rows stay claimable, untouched,
+            # and the batch comes back later (rather than try AUTH again for every batch in the queue).
+            return leases.Unfinished(list(delivery_ids), resume_at)
         template = self.template(issue_id)
         for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
-            if self.stopping.is_set() or self._refused_until is not None:
+            if self.stopping.is_set() or resume_at is not None:
                 break
             group = delivery_ids[start:start + leases.GROUP_SIZE]
             with database.transaction(self.engine) as session:
                 claims = leases.claim(session, issue_id, group, self.settings.lease_seconds)
-            results = self._send_group(template, issue_id, claims)
+            results, resume_at = self._send_group(template, issue_id, claims)
             with database.transaction(self.engine) as session:
                 leases.record(session, self.settings, issue_id, results)
                 leases.release(session, [claim.delivery_id for claim in claims[len(results):]])
         with database.transaction(self.engine) as session:
             left = leases.unfinished(session, delivery_ids, self.settings.lease_seconds)
             ledger.finish_issue(session, issue_id)
-        if self._refused_until is not None and left.delivery_ids:
-            return leases.Unfinished(left.delivery_ids, max(self._refused_until, left.ready_at or utcnow()))
+        if resume_at is not None and left.delivery_ids:
+            return leases.Unfinished(left.delivery_ids, max(resume_at, left.ready_at or resume_at))
         return left
 
-    def _send_group(self, template: Template, issue_id: int, claims: list[Claim]) -> list[Result]:
+    def _send_group(
+        self, template: Template, issue_id: int, claims: list[Claim]
+    ) -> tuple[list[Result], dt.datetime | None]:
         """Send the claimed group in order, stopping before a message that could outlive half the lease.
 
         A slow server (long throttling pauses, timeouts) must never let a lease run out while its rows are
-        still being sent: another worker would take them and send them a second time.
+        still being sent: another worker would take them and send them a second time. Returns the results
+        and, when the group was cut short by our side (no slot, session refused), when to resume.
         """
         deadline = time.monotonic() + self.settings.lease_seconds / 2
         results: list[Result] = []
@@ -179,20 +236,23 @@ class Sender:
             try:
                 results.append(self._send_one(template, issue_id, claim))
             except SESSION_ERRORS as refused:  # the rows from this one on are given back, their try uncounted
-                self.refuse(refused)
-                break
-        return results
+                return results, self.refuse(refused)
+            except NoSlot:
+                return results, utcnow() + dt.timedelta(seconds=SLOT_RETRY_SECONDS)
+        return results, None
 
-    def refuse(self, refused: NewsletterError) -> None:
+    def refuse(self, refused: NewsletterError) -> dt.datetime:
         """Remember that the relay refused our session: no batch tries again for SESSION_RETRY_SECONDS."""
         LOGGER.error("%s; trying again in %.0f s", refused, SESSION_RETRY_SECONDS)
         with self._lock:
             self.refused = refused
             self._refused_until = utcnow() + dt.timedelta(seconds=SESSION_RETRY_SECONDS)
+            return self._refused_until
 
-    def _pause_ahead(self) -> float:
-        pace: Pace | None = getattr(self._local, "pace", None)
-        return pace.pause_seconds if pace is not None else 0.0
+    def _held_back_until(self) -> dt.datetime | None:
+        with self._lock:
+            until = self._refused_until
+        return until if until is not None and until > utcnow() else None
 
     def template(self, issue_id: int) -> Template:
         """The issue's message template, built once per process and rebuilt when the stored issue changed."""
@@ -216,17 +276,42 @@ class Sender:
             PermanentFailure: see SmtpConnection.send.
             SessionRefused: see SmtpConnection.send (and ConfigError for an unreadable smtp_ca_file).
         """
-        connection, pace = self._thread_connection()
-        if pace.pause_seconds:
-            self.stopping.wait(pace.pause_seconds)
+        lane = self._lane()
+        with lane.busy:
+            if lane.slot is not None and lane.slot.lost:  # it expired under us: the connection must not stay open
+                lane.drop_slot()
+            if self.slots is not None and lane.slot is None:
+                lane.slot = self.slots.wait(self.stopping, SLOT_WAIT_SECONDS)
+                if lane.slot is None:
+                    raise NoSlot(f"all {self.settings.smtp_connections} SMTP connections are open elsewhere")
+            try:
+                return self._send_paced(lane, envelope_from, recipient, message)
+            finally:
+                lane.used = time.monotonic()
+
+    def _send_paced(self, lane: Lane, envelope_from: str, recipient: str, message: bytes) -> Reply:
+        if lane.pace.pause_seconds:
+            self.stopping.wait(lane.pace.pause_seconds)
         self._wait_for_rate()
         try:
-            reply = connection.send(envelope_from, recipient, message)
+            reply = lane.connection.send(envelope_from, recipient, message)
         except (TemporaryFailure, PermanentFailure) as failure:
-            pace.after(failure.reply)
+            lane.pace.after(failure.reply)
             raise
-        pace.after(reply)
+        lane.pace.after(reply)
         return reply
+
+    def hold_slot(self) -> bool:
+        """Make sure this thread holds one of the fleet's connection slots (always true in-process)."""
+        if self.slots is None:
+            return True
+        lane = self._lane()
+        with lane.busy:
+            if not lane.holds_slot:
+                lane.drop_slot()
+                lane.slot = self.slots.wait(self.stopping, SLOT_WAIT_SECONDS)
+            lane.used = time.monotonic()
+            return lane.slot is not None
 
     def _send_one(self, template: Template, issue_id: int, claim: Claim) -> Result:
         composed = self.composer.compose(template, issue_id, claim)
@@ -245,19 +330,39 @@ class Sender:
                     return
             self.stopping.wait(RATE_POLL_SECONDS)
 
-    def _thread_connection(self) -> tuple[SmtpConnection, Pace]:
-        connection: SmtpConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = SmtpConnection(self.settings)
-            self._local.pace = Pace()
+    def _lane(self) -> Lane:
+        lane: Lane | None = getattr(self._local, "lane", None)
+        if lane is None:
+            lane = self._local.lane = Lane(SmtpConnection(self.settings))
             with self._lock:
-                self._connections.append(connection)
-        return connection, self._local.pace
+                self._lanes.append(lane)
+        return lane
+
+    def _pause_ahead(self) -> float:
+        lane: Lane | None = getattr(self._local, "lane", None)
+        return lane.pace.pause_seconds if lane is not None else 0.0
+
+    def _keep_slots(self) -> None:
+        """Renew the slots this process holds, and close the connections that sat idle (giving their slot back)."""
+        assert self.slots is not None
+        interval = min(self.slots.ttl_seconds, CONNECTION_IDLE_SECONDS) / 3
+        while not self._closed.wait(interval):
+            with self._lock:
+                lanes = list(self._lanes)
+            for lane in lanes:
+                try:
+                    lane.tend()
+                except Exception:  # Redis away for a moment: the next round tries again, the ttl allows it
+                    LOGGER.exception("could not renew an SMTP connection slot")
 
     def close(self) -> None:
-        """Close every thread's SMTP connection (QUIT)."""
+        """Close every thread's SMTP connection (QUIT) and give its slot back."""
         self.stopping.set()
+        self._closed.set()
+        if self._keeper is not None:
+            self._keeper.join()
         with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()
+            lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            with lane.busy:
+                lane.drop_slot()

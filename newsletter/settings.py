@@ -40,7 +40,9 @@ class Settings:
     smtp_ca_file: str = setting(
         "", "PEM file of CA certificates trusted for the SMTP server's TLS certificate; empty trusts the system's."
     )
-    smtp_connections: int = setting(4, "Persistent SMTP connections across all worker threads.")
+    smtp_connections: int = setting(
+        4, "Persistent SMTP connections open at once across all workers and their threads (counted in Redis)."
+    )
     smtp_timeout: float = setting(30.0, "Seconds to wait for the SMTP server before giving up.")
     from_address: str = setting("", "Address the issues come from (required to send).")
     from_name: str = setting("", "Display name beside the From address.")
@@ -63,7 +65,8 @@ class Settings:
     batch_size: int = setting(200, "Deliveries per queue message.")
     rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")
     rate_limit_url: str = setting(
-        "", "Redis URL where workers share the rate_limit count; empty uses broker_url when it is redis://."
+        "", "Redis URL where workers share the rate_limit count and the smtp_connections slots; empty uses "
+        "broker_url when it is redis:// (a RabbitMQ deployment needs it)."
     )
     queue_name: str = setting("newsletter", "Dramatiq queue the sending messages travel on (send and workers agree).")
     lease_seconds: float = setting(

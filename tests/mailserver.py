@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 DROP = "drop"  # a fault that closes the connection instead of replying
 
@@ -60,7 +61,14 @@ class MailSink:
         self.faults: dict[str, Fault] = {}
         self.attempts: Counter[str] = Counter()
         self.port = 0
+        self.open_connections = 0
+        self.peak_connections = 0  # the most connections that were open at the same moment
         self._lock = threading.Lock()
+
+    def connected(self, change: int) -> None:
+        with self._lock:
+            self.open_connections += change
+            self.peak_connections = max(self.peak_connections, self.open_connections)
 
     def fail(self, address: str, stage: str, reply: str, times: int | None = None) -> None:
         self.faults[address.lower()] = Fault(stage, reply, times)
@@ -114,6 +122,24 @@ class MailSink:
             return [message for message in self.received if message.recipient.lower() == address.lower()]
 
 
+class CountingSMTP(SMTP):
+    """aiosmtpd's SMTP protocol, telling its MailSink when a client connects and when it is gone."""
+
+    def connection_made(self, transport: Any) -> None:
+        if self._original_transport is None:  # a second call is the same connection after STARTTLS
+            self.event_handler.connected(+1)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.event_handler.connected(-1)
+        super().connection_lost(error)
+
+
+class CountingController(Controller):
+    def factory(self) -> SMTP:
+        return CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -129,9 +155,10 @@ def running_sink(handler: MailSink | None = None, **options: Any) -> Iterator[tu
     """
     sink = handler or MailSink()
     port = sink.port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True,
-                            data_size_limit=50 * 1024 * 1024, **options)
+    controller = CountingController(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True,
+                                    data_size_limit=50 * 1024 * 1024, **options)
     controller.start()
+    sink.peak_connections = sink.open_connections  # the controller's own probe connection is not a client's
     try:
         yield sink, port
     finally:

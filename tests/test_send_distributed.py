@@ -21,12 +21,19 @@ from tests.mailserver import DROP, MailSink
 ISSUE = "---\nsubject: Distributed notes\nslug: distributed-1\n---\n\n# Distributed notes\n\nHello from a worker.\n"
 BACKENDS = [
     pytest.param("redis", marks=[pytest.mark.postgres, pytest.mark.redis], id="redis"),
-    pytest.param("rabbitmq", marks=[pytest.mark.postgres, pytest.mark.rabbitmq], id="rabbitmq"),
+    # Workers share their smtp_connections slots in Redis whatever the broker (rate_limit_url).
+    pytest.param("rabbitmq", marks=[pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis], id="rabbitmq"),
 ]
 
 
 def cleanup_broker(settings: Settings) -> None:
-    """Remove the test's queues, so runs never see each other's messages."""
+    """Remove the test's queues and connection slots, so runs never see each other's messages."""
+    slots_url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
+    if slots_url:
+        client = redis.Redis.from_url(slots_url)
+        for key in client.scan_iter(f"newsletter:{settings.queue_name}:*"):
+            client.delete(key)
+        client.close()
     if settings.broker_url.startswith("redis"):
         client = redis.Redis.from_url(settings.broker_url)
         for key in client.scan_iter(f"dramatiq:{settings.queue_name}*"):
@@ -47,10 +54,12 @@ def distributed_settings(request: pytest.FixtureRequest, postgres_settings: Sett
                          smtpd: MailSink) -> Iterator[Settings]:
     """PostgreSQL settings with a broker and a queue name of this test's own."""
     require_service(request.param)
+    require_service("redis")
     url = REDIS_URL if request.param == "redis" else RABBITMQ_URL
     settings = postgres_settings.replace(
-        broker_url=url, queue_name=f"test_{uuid.uuid4().hex[:12]}", smtp_host="127.0.0.1", smtp_port=smtpd.port,
-        retry_delay_seconds=0.05, max_attempts=3, lease_seconds=3, smtp_connections=2, batch_size=4,
+        broker_url=url, rate_limit_url=REDIS_URL, queue_name=f"test_{uuid.uuid4().hex[:12]}", smtp_host="127.0.0.1",
+        smtp_port=smtpd.port, retry_delay_seconds=0.05, max_attempts=3, lease_seconds=3, smtp_connections=2,
+        batch_size=4,
     )
     yield settings
     cleanup_broker(settings)
