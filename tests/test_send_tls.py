@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import campaign
+from newsletter import campaign, database
+from newsletter import sender as sender_module
 from newsletter.models import Delivery, DeliveryStatus, Event, Subscriber, SubscriberStatus
 from newsletter.queue import Queue
+from newsletter.sender import Sender
 from newsletter.settings import Settings
 from newsletter.smtp import SessionRefused, SmtpConnection
 from tests.mailserver import MailSink, running_sink
@@ -96,6 +99,7 @@ class Credentials:
     """An aiosmtpd authenticator for one user; records every attempt and whether it came over TLS."""
 
     def __init__(self) -> None:
+        self.password = PASSWORD
         self.attempts: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
 
@@ -104,7 +108,7 @@ class Credentials:
         encrypted = server.transport.get_extra_info("ssl_object") is not None
         with self._lock:
             self.attempts.append((login, password, encrypted))
-        return AuthResult(success=(login, password) == (USERNAME, PASSWORD), handled=False)
+        return AuthResult(success=(login, password) == (USERNAME, self.password), handled=False)
 
 
 class AuthenticatedSink(MailSink):
@@ -202,3 +206,28 @@ def test_auth_is_never_sent_over_a_plain_connection(settings: Settings, certific
         with pytest.raises(SessionRefused, match="offers no AUTH"):
             connection.send("bounces@example.org", "one@example.com", MESSAGE)
     assert credentials.attempts == [] and sink.received == []
+
+
+def test_a_worker_connects_again_once_the_wait_after_a_refusal_is_over(engine: Engine, settings: Settings,
+                                                                       secure_smtpd: SecureServer,
+                                                                       certificates: Certificates,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sender_module, "SESSION_RETRY_SECONDS", 0.3)
+    config = secure_settings(settings, secure_smtpd, certificates)
+    add_people(engine, 3)
+    issue_id = campaign.start(engine, rendered(config))
+    with database.transaction(engine) as session:
+        ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+    secure_smtpd.credentials.password = "changed on the server"
+    sender = Sender(config, engine)
+    try:
+        first = sender.send_deliveries(issue_id, ids)
+        assert first.delivery_ids == ids and first.ready_at is not None
+        assert sender.send_deliveries(issue_id, ids).delivery_ids == ids
+        assert len(secure_smtpd.credentials.attempts) == 1, "no AUTH again before the wait is over"
+        secure_smtpd.credentials.password = PASSWORD
+        time.sleep(0.35)
+        assert sender.send_deliveries(issue_id, ids).delivery_ids == []
+        assert len(secure_smtpd.sink.received) == 3
+    finally:
+        sender.close()
