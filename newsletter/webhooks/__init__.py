@@ -84,3 +84,12 @@ def recipient_id(provider: str, event_id: str, recipient: str) -> str:
 def text(value: Any, limit: int = 500) -> str:
     """A JSON value as a short string (providers put numbers, nulls or objects where text is expected)."""
     return ("" if value is None else str(value))[:limit]
+
+
+def event_time(value: Any) -> dt.datetime | None:
+    """An ISO 8601 time from a provider's event, in UTC and never in the future; None when unreadable."""
+    try:
+        parsed = dt.datetime.fromisoformat(text(value, 40).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return min(parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC), dt.datetime.now(dt.UTC))

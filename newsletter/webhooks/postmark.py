@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import hmac
 from typing import Any
 
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.settings import Settings
-from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, json_body, lower_keys, text
+from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, event_time, json_body, lower_keys, text
 
 # postmarkapp.com/developer/api/bounce-api#bounce-types: which types say the address is gone for good.
 HARD_TYPES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
@@ -71,12 +70,5 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
     reason = " ".join(filter(None, (text(event.get("Type"), 40), text(event.get("Description")),
                                     text(event.get("Details")))))
     return [Feedback(kind, "postmark", reason or record_type, f"postmark:{record_type}:{event_id}", email=email,
-                     at=_time(at), payload={"type": text(event.get("Type"), 40), "type_code": event.get("TypeCode")})]
-
-
-def _time(value: Any) -> dt.datetime | None:
-    try:
-        parsed = dt.datetime.fromisoformat(text(value, 40).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return min(parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC), dt.datetime.now(dt.UTC))
+                     at=event_time(at),
+                     payload={"type": text(event.get("Type"), 40), "type_code": event.get("TypeCode")})]

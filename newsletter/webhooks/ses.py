@@ -23,7 +23,7 @@ from newsletter.inbound import addressee_of
 from newsletter.links import bounce_base
 from newsletter.settings import Settings
 from newsletter.tokens import Signer
-from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, json_body, recipient_id, text
+from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, event_time, json_body, recipient_id, text
 
 Fetch = Callable[[str], bytes]
 FETCH_TIMEOUT_SECONDS = 10
@@ -138,7 +138,7 @@ def _bounces(bounce: Any, delivery_id: int | None) -> list[Feedback]:
         Feedback(kind, "ses", " ".join(filter(None, (text(item.get("status")), text(item.get("diagnosticCode")))))
                  or text(bounce.get("bounceSubType")), recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
                  email=text(item.get("emailAddress"), 320), delivery_id=delivery_id if len(recipients) == 1 else None,
-                 at=_time(bounce.get("timestamp")),
+                 at=event_time(bounce.get("timestamp")),
                  payload={"status": text(item.get("status"), 20), "bounce_type": text(bounce.get("bounceType"), 40),
                           "bounce_subtype": text(bounce.get("bounceSubType"), 40)})
         for item in recipients
@@ -155,17 +155,9 @@ def _complaints(complaint: Any, delivery_id: int | None) -> list[Feedback]:
         Feedback(FeedbackKind.COMPLAINT, "ses", f"{feedback_type} report from {text(complaint.get('userAgent'), 200)}",
                  recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
                  email=text(item.get("emailAddress"), 320), delivery_id=delivery_id if len(recipients) == 1 else None,
-                 at=_time(complaint.get("timestamp")), payload={"feedback_type": feedback_type})
+                 at=event_time(complaint.get("timestamp")), payload={"feedback_type": feedback_type})
         for item in recipients
     ]
-
-
-def _time(value: Any) -> dt.datetime | None:
-    try:
-        parsed = dt.datetime.fromisoformat(text(value, 40).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return min(parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC), dt.datetime.now(dt.UTC))
 
 
 def fetch_https(url: str) -> bytes:
