@@ -11,13 +11,13 @@ from email.utils import formataddr, formatdate, make_msgid
 from html import escape
 
 import mjml
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, StrictUndefined
 from sqlalchemy.orm import Session
 
 from newsletter import links, outbox
 from newsletter.models import Subscriber
 from newsletter.optin import ConfirmationRequest, confirmation_token
-from newsletter.resources import resource_path
+from newsletter.resources import template_loader
 from newsletter.settings import Settings
 from newsletter.tokens import Signer
 
@@ -45,7 +45,7 @@ def confirmation_message(
     settings.require("from_address", "secret_key")
     url = f"{settings.base_url.rstrip('/')}/confirm/{confirmation_token(signer, request)}"
     valid_days = max(1, math.floor(settings.confirm_max_age_seconds / 86400))
-    html = _html_template(str(resource_path("templates")), settings.newsletter_name, settings.postal_address,
+    html = _html_template(settings.template_dir, settings.newsletter_name, settings.postal_address,
                           valid_days)
     values = {"greeting": _greeting(subscriber), "email": subscriber.email, "confirm_url": url}
     for slot, value in values.items():
@@ -102,9 +102,9 @@ def store_confirmation(
 
 
 @functools.lru_cache(maxsize=8)
-def _html_template(templates_dir: str, newsletter_name: str, postal_address: str, valid_days: int) -> str:
+def _html_template(template_dir: str, newsletter_name: str, postal_address: str, valid_days: int) -> str:
     """The confirmation mail's HTML with slot markers: Jinja2 and MJML run once per process and settings."""
-    environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=True, undefined=StrictUndefined)
+    environment = Environment(loader=template_loader(template_dir), autoescape=True, undefined=StrictUndefined)
     mjml_text = environment.get_template(TEMPLATE_NAME).render(
         subject=f"Confirm your subscription to {newsletter_name}",
         preview=f"One click to start receiving {newsletter_name}.",

@@ -21,7 +21,7 @@ from newsletter.frontmatter import FrontMatter, split_front_matter
 from newsletter.images import InlineImage, is_remote, load_local_image
 from newsletter.markdown import Heading, ParsedMarkdown, Reference, inline_text, parse_markdown, render_markdown_html
 from newsletter.plaintext import display_width, markdown_to_text, wrap
-from newsletter.resources import resource_path
+from newsletter.resources import template_loader
 from newsletter.sanitizer import ImageSource, clean_html
 from newsletter.settings import Settings
 from newsletter.slots import SlotMarker, SlotTemplate, fill_slots, strip_slot_delimiters, text_slot
@@ -211,11 +211,8 @@ def make_slug(text: str) -> str:
 
 @cache
 def _templates(template_dir: str) -> jinja2.Environment:
-    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(resource_path("templates")))]
-    if template_dir:
-        loaders.insert(0, jinja2.FileSystemLoader(template_dir))
     # Markup templates escape what they are given; the CSS templates must not (a font name's quotes).
-    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=_escapes_markup,
+    return jinja2.Environment(loader=template_loader(template_dir), autoescape=_escapes_markup,
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jinja2
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -13,3 +15,14 @@ def resource_path(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"the {name}/ directory is missing from the installation")
+
+
+def template_dirs(template_dir: str, subdir: str = "") -> list[Path]:
+    """Where templates are looked up: the editor's `template_dir` first (when set), then the shipped ones."""
+    shipped = resource_path("templates") / subdir
+    return [Path(template_dir) / subdir, shipped] if template_dir else [shipped]
+
+
+def template_loader(template_dir: str, subdir: str = "") -> jinja2.BaseLoader:
+    """A Jinja2 loader in which a template the editor put in `template_dir` wins over the shipped one."""
+    return jinja2.FileSystemLoader([str(path) for path in template_dirs(template_dir, subdir)])

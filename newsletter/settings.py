@@ -60,7 +60,8 @@ class Settings:
         "", "Sender's physical postal address for the footer, as CAN-SPAM asks (required to send)."
     )
     template_dir: str = setting(
-        "", "Directory of templates that override the shipped ones (issue.mjml.j2 ...); empty uses the shipped."
+        "", "Directory whose templates win over the shipped ones (issue.mjml.j2, confirm.mjml.j2, web/*.html, "
+        "web/static/); empty uses the shipped."
     )
     batch_size: int = setting(200, "Deliveries per queue message.")
     rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")

@@ -24,7 +24,7 @@ from newsletter.tokens import Signer, TokenExpired, TokenInvalid
 from subscribers import archive, leaving, signup, webhooks
 from subscribers.context import Context, Enqueue, context_of, error_page
 from subscribers.logs import redact
-from subscribers.pages import Pages, web_templates_dir
+from subscribers.pages import Pages, static_dir
 from subscribers.security import BodyTooLarge, Csrf, FormExpired, FormStamp, SecurityHeaders
 
 log = logging.getLogger("subscribers")
@@ -61,7 +61,7 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
         *archive.routes,
         *webhooks.routes,
         Route("/healthz", healthz, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=web_templates_dir() / "static"), name="static"),
+        Mount("/static", StaticFiles(directory=static_dir(settings)), name="static"),
     ]
     app = Starlette(
         routes=routes,

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, StrictUndefined, select_autoescape
 from starlette.responses import HTMLResponse
 
-from newsletter.resources import resource_path
+from newsletter.resources import template_dirs, template_loader
 from newsletter.settings import Settings
 
 
-def web_templates_dir() -> Path:
-    return resource_path("templates") / "web"
+def static_dir(settings: Settings) -> Path:
+    """The pages' static files: the editor's `template_dir`/web/static when it exists, else the shipped ones."""
+    return next(path / "static" for path in template_dirs(settings.template_dir, "web") if (path / "static").is_dir())
 
 
 class Pages:
@@ -21,7 +22,7 @@ class Pages:
 
     def __init__(self, settings: Settings) -> None:
         self.environment = Environment(
-            loader=FileSystemLoader(web_templates_dir()),
+            loader=template_loader(settings.template_dir, "web"),
             autoescape=select_autoescape(["html", "xml", "j2"], default_for_string=True, default=True),
             undefined=StrictUndefined,
             trim_blocks=True,
