@@ -13,6 +13,7 @@ from typing import Protocol
 from dramatiq.rate_limits import BucketRateLimiter, RateLimiter
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from newsletter import database, leases, ledger, links
 from newsletter.connections import (
@@ -202,22 +203,30 @@ class Sender:
             # and the batch comes back later (rather than try AUTH again for every batch in the queue).
             return leases.Unfinished(list(delivery_ids), resume_at)
         template = self.template(issue_id)
+        sent: tuple[list[Claim], list[Result]] = ([], [])  # the last group's outcomes, committed with what follows
         for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
             if self.stopping.is_set() or resume_at is not None:
                 break
             group = delivery_ids[start:start + leases.GROUP_SIZE]
+            # One transaction records the group just sent and claims the next: the outcomes still commit
+            # before another message goes out, so the duplicate window stays one group per thread.
             with database.transaction(self.engine) as session:
+                self._record(session, issue_id, *sent)
                 claims = leases.claim(session, issue_id, group, self.settings.lease_seconds)
             results, resume_at = self._send_group(template, issue_id, claims)
-            with database.transaction(self.engine) as session:
-                leases.record(session, self.settings, issue_id, results)
-                leases.release(session, [claim.delivery_id for claim in claims[len(results):]])
+            sent = (claims, results)
         with database.transaction(self.engine) as session:
+            self._record(session, issue_id, *sent)
             left = leases.unfinished(session, delivery_ids, self.settings.lease_seconds)
             ledger.finish_issue(session, issue_id)
         if resume_at is not None and left.delivery_ids:
             return leases.Unfinished(left.delivery_ids, max(resume_at, left.ready_at or resume_at))
         return left
+
+    def _record(self, session: Session, issue_id: int, claims: list[Claim], results: list[Result]) -> None:
+        """Record a sent group's outcomes and give back the claimed rows it did not try."""
+        leases.record(session, self.settings, issue_id, results)
+        leases.release(session, [claim.delivery_id for claim in claims[len(results):]])
 
     def _send_group(
         self, template: Template, issue_id: int, claims: list[Claim]
