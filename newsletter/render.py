@@ -28,6 +28,7 @@ from newsletter.slots import SlotMarker, SlotTemplate, fill_slots, strip_slot_de
 
 __all__ = ["InlineImage", "RenderedIssue", "SlotTemplate", "fill_slots", "render_issue", "render_issue_file"]
 
+MAX_ISSUE_BYTES = 2 * 1_048_576  # far past what any inbox shows; a bigger file is a mistake, not an issue
 PREHEADER_COLUMNS = 140  # inbox lists show roughly the first 90-140 characters after the subject
 SLUG_RE = re.compile(r"[^\w.-]+")
 KANA_RE = re.compile("[\u3040-\u30ff]")
@@ -78,6 +79,11 @@ def render_issue_file(path: Path, settings: Settings, *, subject: str | None = N
         IssueFormatError: the file cannot be read as UTF-8 text, or the issue cannot be rendered.
     """
     try:
+        size = path.stat().st_size
+        if size > MAX_ISSUE_BYTES:
+            raise IssueFormatError(
+                f"{path} is {size / 1_048_576:.1f} MiB; an issue is at most {MAX_ISSUE_BYTES // 1_048_576} MiB "
+                "of Markdown (Gmail already clips a message past 102 KB)")
         source = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise IssueFormatError(f"cannot read {path}: {error}") from None

@@ -45,6 +45,18 @@ def test_unusable_input_is_one_line_and_non_zero(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0 and "no subject" in result.stderr
     result = CliRunner().invoke(main, ["preview", str(tmp_path / "missing.md")])
     assert result.exit_code != 0 and "cannot read" in result.stderr
+    (tmp_path / "binary.md").write_bytes(b"\xff\xfe\x00 not text")
+    result = CliRunner().invoke(main, ["preview", str(tmp_path / "binary.md"), "-o", str(tmp_path)])
+    assert result.exit_code != 0 and "cannot read" in result.stderr
+
+
+def test_a_huge_file_is_refused_before_rendering(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.md"
+    huge.write_text("# Big\n\n" + "words and more words\n\n" * 150_000, encoding="utf-8")  # 3.3 MB
+    result = CliRunner().invoke(main, ["preview", str(huge), "-o", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert result.stderr.strip().count("\n") == 0 and "at most 2 MiB" in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def codes(source: str, settings: Settings, message_bytes: int = 1000) -> set[str]:
