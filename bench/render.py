@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.mime import MessageTemplate, Recipient
 from newsletter.render import RenderedIssue, SlotTemplate, render_issue_file
 from newsletter.settings import Settings
 

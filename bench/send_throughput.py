@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, insert, text
 
 from newsletter import campaign, database
 from newsletter.demo import SAMPLE_ISSUE
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.mime import MessageTemplate, Recipient
 from newsletter.models import Subscriber, SubscriberStatus, utcnow
 from newsletter.queue import Queue
 from newsletter.render import render_issue_file

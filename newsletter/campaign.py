@@ -11,14 +11,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter import database, ledger, links
+from newsletter.domainkeys import DkimSigner
 from newsletter.leases import Claim
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.mime import MessageTemplate, Recipient
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, Subscriber
 from newsletter.queue import Queue
 from newsletter.render import RenderedIssue
 from newsletter.sender import Composer
 from newsletter.settings import Settings
-from newsletter.signing import DkimSigner
 from newsletter.smtp import PermanentFailure, Reply, SmtpConnection, TemporaryFailure
 from newsletter.tokens import Signer
 
@@ -34,7 +34,7 @@ Progress = Callable[[ledger.Counts], None]
 
 
 @dataclass(frozen=True)
-class Preflight:
+class SendPlan:
     """What `send` is about to do."""
 
     slug: str
@@ -45,7 +45,7 @@ class Preflight:
     status: str  # the stored issue's status, or "new"
 
 
-def preflight(engine: Engine, rendered: RenderedIssue, force: bool = False) -> Preflight:
+def plan(engine: Engine, rendered: RenderedIssue, force: bool = False) -> SendPlan:
     """Count who would receive the issue, without changing anything.
 
     Raises:
@@ -57,10 +57,10 @@ def preflight(engine: Engine, rendered: RenderedIssue, force: bool = False) -> P
         if issue is not None and issue.source_hash != rendered.source_hash and not force:
             ledger.store_issue(session, rendered, force=False)  # raises IssueChanged with the explanation
         if issue is None:
-            return Preflight(rendered.slug, rendered.subject, ledger.count_recipients(session, None), 0, 0, "new")
+            return SendPlan(rendered.slug, rendered.subject, ledger.count_recipients(session, None), 0, 0, "new")
         counts = ledger.counts(session, issue.id)
         new = 0 if issue.status == IssueStatus.SENT else ledger.count_recipients(session, issue.id)
-        return Preflight(rendered.slug, rendered.subject, new, counts.remaining,
+        return SendPlan(rendered.slug, rendered.subject, new, counts.remaining,
                          counts[DeliveryStatus.SENT], issue.status)
 
 

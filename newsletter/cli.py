@@ -372,8 +372,8 @@ def send(app: App, issue_file: Path, yes: bool, dry_run: bool, test_addresses: t
             console.print(f"{outcome.address}: {outcome.reply}", markup=False)
         return
     engine = app.ready_engine()
-    check = campaign.preflight(engine, issue, force)
-    console.print(progress.preflight_table(check, settings, embedded=not settings.broker_url))
+    check = campaign.plan(engine, issue, force)
+    console.print(progress.plan_table(check, settings, embedded=not settings.broker_url))
     if check.new_recipients + check.unfinished == 0:
         console.print("Nothing to send: every recipient has been dealt with (or no subscriber is active).")
         return

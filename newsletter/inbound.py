@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_all
 from newsletter.links import bounce_base
-from newsletter.messages import addresses, header, message_digest, original_headers, parse
 from newsletter.models import UnrecognizedMessage, utcnow
+from newsletter.received import addresses, header, message_digest, original_headers, parse
 from newsletter.reports import FeedbackReport, RecipientStatus, delivery_statuses, feedback_report, is_report
 from newsletter.settings import Settings
 from newsletter.tokens import Purpose, Signer, TokenInvalid

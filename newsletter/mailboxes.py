@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from newsletter import database
 from newsletter.errors import NewsletterError
 from newsletter.inbound import Ingested, ingest
-from newsletter.messages import MAX_MESSAGE_BYTES
+from newsletter.received import MAX_MESSAGE_BYTES
 from newsletter.settings import Settings
 
 MAILDIR_SEEN_FLAG = "S"  # Maildir flags (cr.yp.to/proto/maildir.html): S means seen

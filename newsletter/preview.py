@@ -7,7 +7,7 @@ from email.utils import make_msgid
 from pathlib import Path
 
 from newsletter import links
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.mime import MessageTemplate, Recipient
 from newsletter.preflight import PreflightReport, Warning, preflight
 from newsletter.render import RenderedIssue, fill_slots, render_issue_file
 from newsletter.settings import Settings

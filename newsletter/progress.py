@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.table import Table
 from rich.text import Text
 
-from newsletter.campaign import Preflight
+from newsletter.campaign import SendPlan
 from newsletter.ledger import Counts, Failure
 from newsletter.models import DeliveryStatus
 from newsletter.settings import Settings
@@ -54,7 +54,7 @@ class SendProgress:
                               sent=counts[DeliveryStatus.SENT], failed=failed, remaining=counts.remaining)
 
 
-def preflight_table(check: Preflight, settings: Settings, embedded: bool) -> Table:
+def plan_table(check: SendPlan, settings: Settings, embedded: bool) -> Table:
     table = Table(show_header=False, box=None)
     table.add_row("issue", check.slug)
     table.add_row("subject", check.subject)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from newsletter.messages import decoded, find_part, header_blocks
+from newsletter.received import decoded, find_part, header_blocks
 
 DELIVERY_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")  # RFC 6533: UTF-8
 FEEDBACK_REPORT_TYPE = "message/feedback-report"

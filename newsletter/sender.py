@@ -24,13 +24,13 @@ from newsletter.connections import (
     Slot,
     Slots,
 )
+from newsletter.domainkeys import DkimSigner
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.leases import Claim, Result
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.mime import MessageTemplate, Recipient
 from newsletter.models import utcnow
 from newsletter.render import RenderedIssue
 from newsletter.settings import Settings
-from newsletter.signing import DkimSigner
 from newsletter.smtp import (
     PermanentFailure,
     Reply,

@@ -18,7 +18,11 @@ from newsletter.settings import Settings
 from tests.mailserver import MailSink, running_sink
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "samples" / "issues"
+# The two real issues the first editor wrote, bundled in the package (the demo sends one of them).
+SAMPLES = ROOT / "newsletter" / "samples"
+SAMPLE_FILES = sorted(SAMPLES.glob("*.md"))
+# A test parametrized over no samples would skip; a checkout without them is broken, so say so.
+assert len(SAMPLE_FILES) >= 2, f"the sample issues are missing from {SAMPLES}"
 POSTGRES_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS", "redis://127.0.0.1:6379/15")
 RABBITMQ_URL = os.environ.get("NEWSLETTER_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")

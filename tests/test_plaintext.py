@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from newsletter.markdown import parse_markdown
 from newsletter.plaintext import TEXT_WIDTH_COLUMNS, display_width, markdown_to_text, wrap
+from tests.conftest import SAMPLE_FILES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "issues"
 URL_RE = re.compile(r"https?://\S+")
 
 
@@ -60,7 +60,7 @@ def test_closing_punctuation_never_starts_a_line() -> None:
         assert line[0] not in "，。、）"
 
 
-@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.md")), ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda path: path.stem)
 def test_samples_wrap_within_76_columns(path: Path) -> None:
     text = markdown_to_text(parse_markdown(path.read_text(encoding="utf-8")))
     assert "**" not in text and "[TOC]" not in text and "](" not in text

@@ -14,8 +14,7 @@ from newsletter.cli import main
 from newsletter.preflight import preflight
 from newsletter.render import render_issue
 from newsletter.settings import Settings
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "issues"
+from tests.conftest import SAMPLES
 
 
 def test_preview_writes_html_text_and_eml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

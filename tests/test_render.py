@@ -16,9 +16,8 @@ from newsletter.errors import IssueFormatError
 from newsletter.render import RenderedIssue, SlotTemplate, fill_slots, render_issue, render_issue_file
 from newsletter.settings import Settings
 from newsletter.slots import SLOT_DELIMITERS, SLOT_NAMES
+from tests.conftest import SAMPLE_FILES, SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "issues"
-SAMPLE_FILES = sorted(SAMPLES.glob("*.md"))
 MARKDOWN_LINK_RE = re.compile(r"(?<!!)\[[^\]\n]*\]\((https?://[^)\s]+)\)")
 MARKDOWN_IMAGE_RE = re.compile(r"!\[[^\]\n]*\]\((https?://[^)\s]+)\)|<img src=\"([^\"]+)\"")
 BARE_URL_RE = re.compile(r"(?<![(\"])https?://[^\s)）\"<>，。*]+")

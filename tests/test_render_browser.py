@@ -11,9 +11,9 @@ import pytest
 
 from newsletter.render import fill_slots, render_issue_file
 from newsletter.settings import Settings
+from tests.conftest import SAMPLE_FILES, SAMPLES
 
 CHROMIUM = Path("/usr/bin/chromium")
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "issues"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
@@ -55,7 +55,7 @@ def _block_images(route: Any) -> None:
 
 @pytest.mark.parametrize("images", ["loaded", "blocked"])
 @pytest.mark.parametrize("width", [375, 600])
-@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.md")), ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda path: path.stem)
 def test_no_horizontal_scroll(browser: Any, settings: Settings, path: Path, width: int, images: str) -> None:
     issue = render_issue_file(path, settings)
     page = browser.new_page(viewport={"width": width, "height": 800})

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.mime import MessageTemplate, Recipient
 from newsletter.render import render_issue
 from newsletter.settings import Settings
 from newsletter.slots import SlotTemplate

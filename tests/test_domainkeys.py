@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine
 
 from newsletter import campaign, database
+from newsletter.domainkeys import DkimSigner
 from newsletter.errors import ConfigError
 from newsletter.queue import Queue
 from newsletter.render import render_issue
 from newsletter.settings import Settings
-from newsletter.signing import DkimSigner
 from newsletter.subscriptions import add_subscriber
 from tests.mailserver import MailSink
 

@@ -22,13 +22,12 @@ from hypothesis import strategies as st
 
 from newsletter.cli import main
 from newsletter.links import issue_url, list_id
-from newsletter.message import MessageTemplate, Recipient, UnsafeHeaderValue, quoted_printable, with_soft_break
+from newsletter.mime import MessageTemplate, Recipient, UnsafeHeaderValue, quoted_printable, with_soft_break
 from newsletter.preflight import GMAIL_CLIP_BYTES
 from newsletter.render import RenderedIssue, render_issue, render_issue_file
 from newsletter.settings import Settings
 from newsletter.slots import fill_slots, html_slot, text_slot
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "issues"
+from tests.conftest import SAMPLE_FILES, SAMPLES
 
 
 def recipient(**changes: str | None) -> Recipient:
@@ -146,7 +145,7 @@ def test_inline_images_make_multipart_related(settings: Settings, tmp_path: Path
     assert html_part is not None and f"cid:{issue.images[0].cid}" in html_part.get_content()
 
 
-@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.md")), ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda path: path.stem)
 def test_sample_message_parses_with_both_alternatives(path: Path, settings: Settings) -> None:
     issue = render_issue_file(path, settings)
     message = parse(MessageTemplate.build(issue, settings).fill(recipient()))
