@@ -30,10 +30,14 @@ def populate(engine_url: str, count: int) -> None:
     """N active subscribers, made by the database itself (generate_series): the setup is not what is timed."""
     engine = create_engine(engine_url)
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO subscribers (email, email_key, status, source, bounce_score, attributes, created_at) "
-            "SELECT 'reader' || n || '@example.org', 'reader' || n || '@example.org', 'active', 'import', 0, "
-            "'{}', now() FROM generate_series(1, :count) AS n"), {"count": count})
+        connection.execute(
+            text(
+                "INSERT INTO subscribers (email, email_key, status, source, bounce_score, attributes, created_at) "
+                "SELECT 'reader' || n || '@example.org', 'reader' || n || '@example.org', 'active', 'import', 0, "
+                "'{}', now() FROM generate_series(1, :count) AS n"
+            ),
+            {"count": count},
+        )
         connection.execute(text("ANALYZE subscribers"))
     engine.dispose()
 
@@ -48,8 +52,9 @@ def main() -> None:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
     try:
-        settings = Settings(database_url=url, secret_key="bench", from_address="editor@example.org",
-                            postal_address="1 Example Street")
+        settings = Settings(
+            database_url=url, secret_key="bench", from_address="editor@example.org", postal_address="1 Example Street"
+        )
         engine = database.make_engine(settings)
         database.upgrade(engine)
         populate(url, args.subscribers)

@@ -20,9 +20,14 @@ FILL_TARGET_PER_SECOND = 20_000
 
 
 def main(paths: list[Path]) -> int:
-    settings = Settings(from_address="editor@example.org", from_name="编辑部", newsletter_name="AI 简报",
-                        base_url="https://news.example.org", postal_address="1 Example Street, Springfield",
-                        secret_key="bench")
+    settings = Settings(
+        from_address="editor@example.org",
+        from_name="编辑部",
+        newsletter_name="AI 简报",
+        base_url="https://news.example.org",
+        postal_address="1 Example Street, Springfield",
+        secret_key="bench",
+    )
     render_issue_file(paths[0], settings)  # warm up imports and template caches
     ok = True
     issues = []
@@ -34,8 +39,10 @@ def main(paths: list[Path]) -> int:
             timings.append((time.perf_counter() - started) * 1000)
         median = statistics.median(timings)
         ok &= median < RENDER_TARGET_MS
-        print(f"render {path.name}: median {median:.0f} ms, best {min(timings):.0f} ms "
-              f"(target < {RENDER_TARGET_MS} ms), HTML {len(issue.html.encode()) / 1024:.1f} KB")
+        print(
+            f"render {path.name}: median {median:.0f} ms, best {min(timings):.0f} ms "
+            f"(target < {RENDER_TARGET_MS} ms), HTML {len(issue.html.encode()) / 1024:.1f} KB"
+        )
         issues.append((path, issue))
     # Every sample: the fill cost follows the size of the issue and the encoding its parts get.
     for path, issue in issues:
@@ -48,16 +55,27 @@ def main(paths: list[Path]) -> int:
 def fill_rates(issue: RenderedIssue, settings: Settings) -> dict[str, float]:
     """Slot fills per second: the HTML alone, and the complete MIME message of one recipient."""
     html = SlotTemplate(issue.html)
-    values = {"email": "reader@example.com", "name": "张三", "unsubscribe_url": "https://news.example.org/u/x",
-              "preferences_url": "https://news.example.org/p/x", "view_url": "https://news.example.org/issues/s"}
+    values = {
+        "email": "reader@example.com",
+        "name": "张三",
+        "unsubscribe_url": "https://news.example.org/u/x",
+        "preferences_url": "https://news.example.org/p/x",
+        "view_url": "https://news.example.org/issues/s",
+    }
     rates = {"HTML slot fill": _rate(lambda i: html.fill(values | {"email": f"reader{i}@example.com"}))}
     template = MessageTemplate.build(issue, settings)
 
     def fill_message(i: int) -> None:
-        template.fill(Recipient(f"reader{i}@example.com", "张三", f"<{i}.1.abc@example.org>",
-                                f"https://news.example.org/unsubscribe/token{i}",
-                                f"mailto:unsubscribe+{i:x}-abc@example.org?subject=unsubscribe",
-                                f"https://news.example.org/preferences/token{i}"))
+        template.fill(
+            Recipient(
+                f"reader{i}@example.com",
+                "张三",
+                f"<{i}.1.abc@example.org>",
+                f"https://news.example.org/unsubscribe/token{i}",
+                f"mailto:unsubscribe+{i:x}-abc@example.org?subject=unsubscribe",
+                f"https://news.example.org/preferences/token{i}",
+            )
+        )
 
     rates["complete message fill"] = _rate(fill_message)
     return rates

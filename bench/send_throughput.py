@@ -48,9 +48,16 @@ WORKER_PROCESSES = 2
 
 
 def bench_settings(port: int, **changes: Any) -> Settings:
-    return Settings(secret_key="bench-secret-key-bench-secret-key", from_address="editor@example.org",
-                    from_name="Bench", postal_address="1 Bench Street", base_url="https://news.example.org",
-                    smtp_host="127.0.0.1", smtp_port=port, **changes)
+    return Settings(
+        secret_key="bench-secret-key-bench-secret-key",
+        from_address="editor@example.org",
+        from_name="Bench",
+        postal_address="1 Bench Street",
+        base_url="https://news.example.org",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        **changes,
+    )
 
 
 def free_port() -> int:
@@ -67,9 +74,11 @@ def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
         process = subprocess.Popen([sink, *as_user, f"127.0.0.1:{port}", "1000"])
         name = "smtp-sink"
     else:
-        code = ("import time\nfrom aiosmtpd.controller import Controller\nclass Sink:\n"
-                "    async def handle_DATA(self, server, session, envelope):\n        return '250 OK'\n"
-                f"Controller(Sink(), hostname='127.0.0.1', port={port}).start()\nwhile True: time.sleep(60)\n")
+        code = (
+            "import time\nfrom aiosmtpd.controller import Controller\nclass Sink:\n"
+            "    async def handle_DATA(self, server, session, envelope):\n        return '250 OK'\n"
+            f"Controller(Sink(), hostname='127.0.0.1', port={port}).start()\nwhile True: time.sleep(60)\n"
+        )
         process = subprocess.Popen([sys.executable, "-c", code])
         name = "aiosmtpd"
     for _ in range(100):
@@ -83,8 +92,19 @@ def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
 
 def add_subscribers(settings: Settings, count: int) -> None:
     """Fill the list in a separate process, so the peak memory measured is the send's alone."""
-    subprocess.run([sys.executable, __file__, "--child", "populate", "--database-url", settings.database_url,
-                    "--subscribers", str(count)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "populate",
+            "--database-url",
+            settings.database_url,
+            "--subscribers",
+            str(count),
+        ],
+        check=True,
+    )
 
 
 def populate(database_url: str, count: int) -> None:
@@ -93,12 +113,23 @@ def populate(database_url: str, count: int) -> None:
     now = utcnow()
     with database.transaction(engine) as session:
         for start in range(0, count, INSERT_CHUNK_ROWS):
-            session.execute(insert(Subscriber), [
-                {"email": f"reader{n}@example.com", "email_key": f"reader{n}@example.com", "name": f"Reader {n}",
-                 "status": SubscriberStatus.ACTIVE, "source": "import", "bounce_score": 0.0, "attributes": {},
-                 "created_at": now, "confirmed_at": now}
-                for n in range(start, min(start + INSERT_CHUNK_ROWS, count))
-            ])
+            session.execute(
+                insert(Subscriber),
+                [
+                    {
+                        "email": f"reader{n}@example.com",
+                        "email_key": f"reader{n}@example.com",
+                        "name": f"Reader {n}",
+                        "status": SubscriberStatus.ACTIVE,
+                        "source": "import",
+                        "bounce_score": 0.0,
+                        "attributes": {},
+                        "created_at": now,
+                        "confirmed_at": now,
+                    }
+                    for n in range(start, min(start + INSERT_CHUNK_ROWS, count))
+                ],
+            )
     engine.dispose()
 
 
@@ -106,9 +137,16 @@ def raw_baseline(port: int, count: int) -> float:
     """Messages per second of one pre-built message sent `count` times over one smtplib connection."""
     settings = bench_settings(port)
     template = MessageTemplate.build(render_issue_file(SAMPLE_ISSUE, settings), settings)
-    message = template.fill(Recipient("reader0@example.com", "Reader 0", "<1.1.bench@example.org>",
-                                      "https://news.example.org/unsubscribe/x", "mailto:unsubscribe@example.org",
-                                      "https://news.example.org/preferences/x"))
+    message = template.fill(
+        Recipient(
+            "reader0@example.com",
+            "Reader 0",
+            "<1.1.bench@example.org>",
+            "https://news.example.org/unsubscribe/x",
+            "mailto:unsubscribe@example.org",
+            "https://news.example.org/preferences/x",
+        )
+    )
     smtp = smtplib.SMTP("127.0.0.1", port)
     started = time.perf_counter()
     for number in range(count):
@@ -137,14 +175,25 @@ def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
-    settings = bench_settings(port, database_url=url, broker_url=REDIS_URL, queue_name=name,
-                              smtp_connections=threads * WORKER_PROCESSES)
+    settings = bench_settings(
+        port, database_url=url, broker_url=REDIS_URL, queue_name=name, smtp_connections=threads * WORKER_PROCESSES
+    )
     try:
         add_subscribers(settings, count)
-        env = {**os.environ, **{f"NEWSLETTER_{field.name.upper()}": str(getattr(settings, field.name))
-                                for field in dataclasses.fields(settings)}}
-        workers = [subprocess.Popen([sys.executable, "-c", "from newsletter.cli import main; main()", "worker",
-                                     "--threads", str(threads)], env=env) for _ in range(WORKER_PROCESSES)]
+        env = {
+            **os.environ,
+            **{
+                f"NEWSLETTER_{field.name.upper()}": str(getattr(settings, field.name))
+                for field in dataclasses.fields(settings)
+            },
+        }
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", "from newsletter.cli import main; main()", "worker", "--threads", str(threads)],
+                env=env,
+            )
+            for _ in range(WORKER_PROCESSES)
+        ]
         time.sleep(3)  # let the workers import and connect before the clock starts
         engine = database.make_engine(settings)
         issue = render_issue_file(SAMPLE_ISSUE, settings)
@@ -159,8 +208,11 @@ def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
             worker.wait(timeout=120)
         engine.dispose()
         assert counts["sent"] == count, counts.by_status
-        return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+        return {
+            "seconds": seconds,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        }
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -169,8 +221,18 @@ def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
 
 def child(mode: str, port: int, count: int, threads: int) -> dict[str, Any]:
     """Run one mode in a fresh process, so its peak memory is its own."""
-    command = [sys.executable, __file__, "--child", mode, "--port", str(port), "--subscribers", str(count),
-               "--threads", str(threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--port",
+        str(port),
+        "--subscribers",
+        str(count),
+        "--threads",
+        str(threads),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
@@ -180,8 +242,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=20_000)
     parser.add_argument("--large", action="store_true", help="100,000 subscribers")
     parser.add_argument("--mode", choices=["both", "embedded", "distributed"], default="both")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads per process (embedded default 4; distributed default 2 per worker)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per process (embedded default 4; distributed default 2 per worker)",
+    )
     parser.add_argument("--child", choices=["embedded", "distributed", "populate"], help=argparse.SUPPRESS)
     parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -206,8 +272,10 @@ def main() -> None:
             result = child(mode, port, count, threads)
             rate = count / result["seconds"]
             extra = f", workers {result['worker_peak_mb']:.0f} MB" if "worker_peak_mb" in result else ""
-            print(f"{mode:<12} {rate:>8,.0f} msg/s  {rate / baseline:.2f}x baseline  "
-                  f"{result['seconds']:.1f} s  peak memory {result['peak_mb']:.0f} MB{extra}")
+            print(
+                f"{mode:<12} {rate:>8,.0f} msg/s  {rate / baseline:.2f}x baseline  "
+                f"{result['seconds']:.1f} s  peak memory {result['peak_mb']:.0f} MB{extra}"
+            )
     finally:
         sink.terminate()
         sink.wait()

@@ -76,7 +76,9 @@ class Connection:
         body = urlencode(fields).encode()
         self.writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -87,8 +89,15 @@ class Connection:
         self.writer.close()
 
 
-async def client_loop(base_url: str, stamp: str, number: int, stop_at: float, latencies: list[float],
-                      answered: list[str], failures: Counter[str]) -> None:
+async def client_loop(
+    base_url: str,
+    stamp: str,
+    number: int,
+    stop_at: float,
+    latencies: list[float],
+    answered: list[str],
+    failures: Counter[str],
+) -> None:
     connection = await Connection.open(base_url)
     sequence = 0
     try:
@@ -97,8 +106,9 @@ async def client_loop(base_url: str, stamp: str, number: int, stop_at: float, la
             sequence += 1
             started = time.perf_counter()
             try:
-                status, body = await connection.post_form("/subscribe", {"email": address, "stamp": stamp,
-                                                                         "website": ""})
+                status, body = await connection.post_form(
+                    "/subscribe", {"email": address, "stamp": stamp, "website": ""}
+                )
             except (OSError, asyncio.IncompleteReadError) as error:
                 failures[type(error).__name__] += 1
                 connection.close()
@@ -122,20 +132,26 @@ async def load(base_url: str, clients: int, seconds: float) -> tuple[list[float]
         assert stamp, "no stamp in the form"
     started = time.monotonic()
     stop_at = started + seconds
-    await asyncio.gather(*(client_loop(base_url, stamp.group(1), number, stop_at, latencies, answered, failures)
-                           for number in range(clients)))
+    await asyncio.gather(
+        *(
+            client_loop(base_url, stamp.group(1), number, stop_at, latencies, answered, failures)
+            for number in range(clients)
+        )
+    )
     return latencies, answered, failures, time.monotonic() - started
 
 
 async def same_address_burst(base_url: str, clients: int) -> int:
     """All clients post one new address at once; returns how many answered normally."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=60,
-                                 limits=httpx.Limits(max_connections=clients)) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=clients)) as http:
         stamp = STAMP.search((await http.get("/subscribe")).text)
         assert stamp
-        answers = await asyncio.gather(*(
-            http.post("/subscribe", data={"email": "same@example.com", "stamp": stamp.group(1)})
-            for _ in range(clients)))
+        answers = await asyncio.gather(
+            *(
+                http.post("/subscribe", data={"email": "same@example.com", "stamp": stamp.group(1)})
+                for _ in range(clients)
+            )
+        )
     return sum(1 for answer in answers if answer.status_code == 200)
 
 
@@ -170,8 +186,12 @@ def run(directory: Path, clients: int, seconds: float) -> int:
     )
     command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
     subprocess.run([*command, "db", "upgrade"], check=True, capture_output=True, cwd=directory)
-    server = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(web_port)], cwd=directory,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(web_port)],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_server(base_url)
         cpu_before, server_before = time.process_time(), server_cpu_seconds(server.pid)
@@ -183,8 +203,10 @@ def run(directory: Path, clients: int, seconds: float) -> int:
         server.terminate()
         server.wait(timeout=60)
         controller.stop()
-    print(f"CPU during the load: server {cpu[1]:.1f} s, load clients and SMTP sink {cpu[0]:.1f} s, "
-          f"over {elapsed:.1f} s on {os.cpu_count()} cores")
+    print(
+        f"CPU during the load: server {cpu[1]:.1f} s, load clients and SMTP sink {cpu[0]:.1f} s, "
+        f"over {elapsed:.1f} s on {os.cpu_count()} cores"
+    )
     return report(database_url, sink, latencies, answered, failures, elapsed, clients, burst_ok, drained)
 
 
@@ -216,14 +238,27 @@ def wait_for_mail(sink: Sink, expected: int) -> bool:
     return False
 
 
-def report(database_url: str, sink: Sink, latencies: list[float], answered: list[str], failures: Counter[str],
-           elapsed: float, clients: int, burst_ok: int, drained: bool) -> int:
+def report(
+    database_url: str,
+    sink: Sink,
+    latencies: list[float],
+    answered: list[str],
+    failures: Counter[str],
+    elapsed: float,
+    clients: int,
+    burst_ok: int,
+    drained: bool,
+) -> int:
     engine = create_engine(database_url)
     with engine.connect() as connection:
         rows = connection.scalar(select(func.count()).select_from(Subscriber)) or 0
         distinct = connection.scalar(select(func.count(func.distinct(Subscriber.email_key)))) or 0
-        same_rows = connection.scalar(
-            select(func.count()).select_from(Subscriber).where(Subscriber.email_key == "same@example.com")) or 0
+        same_rows = (
+            connection.scalar(
+                select(func.count()).select_from(Subscriber).where(Subscriber.email_key == "same@example.com")
+            )
+            or 0
+        )
         outbound = connection.scalar(select(func.count()).select_from(OutboundMessage)) or 0
     engine.dispose()
     unique_answered = set(answered)
@@ -234,18 +269,33 @@ def report(database_url: str, sink: Sink, latencies: list[float], answered: list
     print(f"clients {clients}, {elapsed:.1f} s, SQLite, one `newsletter serve` process with its embedded queue")
     print(f"sign-ups answered: {len(answered)}  ({len(answered) / elapsed:.1f} sign-ups/s)")
     if latencies:
-        print(f"latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+        print(
+            f"latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+            f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+        )
     print(f"failed requests: {sum(failures.values())} {dict(failures) if failures else ''}")
-    print(f"subscriber rows for the answered addresses: {load_rows} of {len(unique_answered)} "
-          f"(lost {lost}, doubled {rows - distinct})")
-    print(f"confirmation mails queued: {outbound}; received at the SMTP sink: {sum(sink.received.values())} "
-          f"(answered sign-ups without a mail: {missing_mail}, with more than one: {doubled_mail}; "
-          f"queue drained: {drained})")
-    print(f"one address posted by {clients} clients at once: {burst_ok} answers, {same_rows} row, "
-          f"{sink.received['same@example.com']} mail(s)")
-    correct = (lost == 0 and rows == distinct and missing_mail == 0 and doubled_mail == 0 and same_rows == 1
-               and not failures and drained)
+    print(
+        f"subscriber rows for the answered addresses: {load_rows} of {len(unique_answered)} "
+        f"(lost {lost}, doubled {rows - distinct})"
+    )
+    print(
+        f"confirmation mails queued: {outbound}; received at the SMTP sink: {sum(sink.received.values())} "
+        f"(answered sign-ups without a mail: {missing_mail}, with more than one: {doubled_mail}; "
+        f"queue drained: {drained})"
+    )
+    print(
+        f"one address posted by {clients} clients at once: {burst_ok} answers, {same_rows} row, "
+        f"{sink.received['same@example.com']} mail(s)"
+    )
+    correct = (
+        lost == 0
+        and rows == distinct
+        and missing_mail == 0
+        and doubled_mail == 0
+        and same_rows == 1
+        and not failures
+        and drained
+    )
     print("none lost, none doubled" if correct else "MISMATCH: see the counts above")
     return 0 if correct else 1
 

@@ -119,14 +119,25 @@ def record_bounce(
         subscriber.bounce_score_at = max(now, subscriber.bounce_score_at or now)
     kind = FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE
     details = {**(payload or {}), "score": round(subscriber.bounce_score, 3), "counted": counted}
-    event = record_event(session, subscriber, kind, source, reason=reason[:MAX_REASON_CHARS], payload=details,
-                         issue_id=issue_id, delivery_id=delivery_id, external_id=external_id, at=now)
+    event = record_event(
+        session,
+        subscriber,
+        kind,
+        source,
+        reason=reason[:MAX_REASON_CHARS],
+        payload=details,
+        issue_id=issue_id,
+        delivery_id=delivery_id,
+        external_id=external_id,
+        at=now,
+    )
     crossed = hard or subscriber.bounce_score >= policy.soft_threshold
     suppressed = False
     if crossed and subscriber.status not in SUPPRESSED_STATUSES:
         why = "hard bounce" if hard else f"soft bounce score {subscriber.bounce_score:.2f}"
-        suppressed = change_status(session, subscriber, SubscriberStatus.BOUNCED, source,
-                                   reason=f"{why}: {reason[:200]}")
+        suppressed = change_status(
+            session, subscriber, SubscriberStatus.BOUNCED, source, reason=f"{why}: {reason[:200]}"
+        )
     return Recorded(event, suppressed)
 
 
@@ -145,9 +156,18 @@ def record_complaint(
     """Log a spam complaint (RFC 5965 feedback or an ESP's) and make the subscriber `complained`."""
     if already_recorded(session, external_id):
         return Recorded(None)
-    event = record_event(session, subscriber, FeedbackKind.COMPLAINT, source, reason=reason[:MAX_REASON_CHARS],
-                         payload=payload, issue_id=issue_id, delivery_id=delivery_id, external_id=external_id,
-                         at=at)
+    event = record_event(
+        session,
+        subscriber,
+        FeedbackKind.COMPLAINT,
+        source,
+        reason=reason[:MAX_REASON_CHARS],
+        payload=payload,
+        issue_id=issue_id,
+        delivery_id=delivery_id,
+        external_id=external_id,
+        at=at,
+    )
     # A complaint outranks every other state: whoever marked the mail as spam is never mailed again.
     suppressed = change_status(session, subscriber, SubscriberStatus.COMPLAINED, source, reason=reason[:200])
     return Recorded(event, suppressed)
@@ -166,8 +186,16 @@ def record_unsubscribe_request(
     """Log a request to leave (a mail to the List-Unsubscribe mailto address) and unsubscribe."""
     if already_recorded(session, external_id):
         return Recorded(None)
-    event = record_event(session, subscriber, FeedbackKind.UNSUBSCRIBE, source, reason=reason[:MAX_REASON_CHARS],
-                         payload=payload, external_id=external_id, at=at)
+    event = record_event(
+        session,
+        subscriber,
+        FeedbackKind.UNSUBSCRIBE,
+        source,
+        reason=reason[:MAX_REASON_CHARS],
+        payload=payload,
+        external_id=external_id,
+        at=at,
+    )
     suppressed = False
     if subscriber.status not in SUPPRESSED_STATUSES:
         suppressed = change_status(session, subscriber, SubscriberStatus.UNSUBSCRIBED, source)
@@ -193,8 +221,15 @@ def apply_feedback(session: Session, feedback: Feedback, policy: BouncePolicy) -
     issue_id = delivery.issue_id if delivery is not None else None
     if feedback.kind == FeedbackKind.COMPLAINT:
         return record_complaint(session, subscriber, delivery_id=delivery_id, issue_id=issue_id, **common)
-    return record_bounce(session, subscriber, hard=feedback.kind == FeedbackKind.HARD_BOUNCE,
-                         delivery_id=delivery_id, issue_id=issue_id, policy=policy, **common)
+    return record_bounce(
+        session,
+        subscriber,
+        hard=feedback.kind == FeedbackKind.HARD_BOUNCE,
+        delivery_id=delivery_id,
+        issue_id=issue_id,
+        policy=policy,
+        **common,
+    )
 
 
 def apply_all(session: Session, feedback: Iterable[Feedback], policy: BouncePolicy) -> list[Recorded | None]:
@@ -203,8 +238,9 @@ def apply_all(session: Session, feedback: Iterable[Feedback], policy: BouncePoli
     Two multi-recipient reports naming the same subscribers in opposite orders would otherwise each
     hold one lock and wait for the other's (PostgreSQL ends that with a deadlock error).
     """
-    ordered = sorted(feedback, key=lambda item: (item.delivery_id or 0, item.subscriber_id or 0,
-                                                 (item.email or "").lower()))
+    ordered = sorted(
+        feedback, key=lambda item: (item.delivery_id or 0, item.subscriber_id or 0, (item.email or "").lower())
+    )
     return [apply_feedback(session, item, policy) for item in ordered]
 
 
@@ -305,8 +341,11 @@ def bounce_report(session: Session, since: dt.datetime) -> BounceReport:
         for email, status, at, reason in session.execute(
             select(Subscriber.email, Event.new_status, Event.created_at, Event.reason)
             .join(Subscriber, Subscriber.id == Event.subscriber_id)
-            .where(Event.created_at >= since, Event.kind == "status",
-                   Event.new_status.in_((SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)))
+            .where(
+                Event.created_at >= since,
+                Event.kind == "status",
+                Event.new_status.in_((SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)),
+            )
             .order_by(Event.created_at, Event.id)
         )
     ]

@@ -60,8 +60,9 @@ def plan(engine: Engine, rendered: RenderedIssue, force: bool = False) -> SendPl
             return SendPlan(rendered.slug, rendered.subject, ledger.count_recipients(session, None), 0, 0, "new")
         counts = ledger.counts(session, issue.id)
         new = 0 if issue.status == IssueStatus.SENT else ledger.count_recipients(session, issue.id)
-        return SendPlan(rendered.slug, rendered.subject, new, counts.remaining,
-                         counts[DeliveryStatus.SENT], issue.status)
+        return SendPlan(
+            rendered.slug, rendered.subject, new, counts.remaining, counts[DeliveryStatus.SENT], issue.status
+        )
 
 
 def start(engine: Engine, rendered: RenderedIssue, force: bool = False) -> int:
@@ -221,7 +222,9 @@ def send_test(settings: Settings, rendered: RenderedIssue, addresses: Sequence[s
     try:
         for number, address in enumerate(addresses, start=1):
             recipient = Recipient(
-                email=address, name=None, message_id=make_msgid(f"test.{number}", links.sender_domain(settings)),
+                email=address,
+                name=None,
+                message_id=make_msgid(f"test.{number}", links.sender_domain(settings)),
                 unsubscribe_url=links.unsubscribe_url(settings, signer, TEST_SUBSCRIBER_ID),
                 unsubscribe_mailto=links.unsubscribe_mailto(settings, signer, TEST_SUBSCRIBER_ID),
                 preferences_url=links.preferences_url(settings, signer, TEST_SUBSCRIBER_ID),

@@ -65,8 +65,13 @@ pass_app = click.make_pass_decorator(App)
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help=f"Settings file (default: ./{CONFIG_FILENAME}).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Settings file (default: ./{CONFIG_FILENAME}).",
+)
 @click.version_option(package_name="newsletter")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
@@ -156,8 +161,13 @@ def subscribers_list(app: App, status: str | None) -> None:
     count = 0
     with database.transaction(app.ready_engine()) as session:
         for subscriber in subscriptions.list_subscribers(session, SubscriberStatus(status) if status else None):
-            table.add_row(subscriber.email, subscriber.name or "", subscriber.status, subscriber.source,
-                          subscriber.created_at.strftime("%Y-%m-%d %H:%M"))
+            table.add_row(
+                subscriber.email,
+                subscriber.name or "",
+                subscriber.status,
+                subscriber.source,
+                subscriber.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
             count += 1
     console.print(table)
     console.print(f"{count} subscriber{'s' if count != 1 else ''}")
@@ -187,8 +197,13 @@ def subscribers_forget(app: App, email: str, yes: bool) -> None:
 
 
 @subscribers_group.command("export")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV file to write (default: standard output).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV file to write (default: standard output).",
+)
 @click.option("--status", type=STATUS_CHOICE, default=None, help="Only subscribers in this state.")
 @pass_app
 def subscribers_export(app: App, output: Path | None, status: str | None) -> None:
@@ -205,8 +220,13 @@ def subscribers_export(app: App, output: Path | None, status: str | None) -> Non
 
 @subscribers_group.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--status", type=click.Choice(["active", "pending"]), default="active", show_default=True,
-              help="State of the new subscribers (a `status` column in the file wins).")
+@click.option(
+    "--status",
+    type=click.Choice(["active", "pending"]),
+    default="active",
+    show_default=True,
+    help="State of the new subscribers (a `status` column in the file wins).",
+)
 @pass_app
 def subscribers_import(app: App, file: Path, status: str) -> None:
     """Import subscribers from a CSV file with an `email` column (all valid rows, or none)."""
@@ -214,25 +234,35 @@ def subscribers_import(app: App, file: Path, status: str) -> None:
         report = roster.import_csv(session, file, SubscriberStatus(status), SubscriberSource.IMPORT)
     for rejection in report.rejected:
         error_console.print(f"line {rejection.line}: {rejection.email!r}: {rejection.reason}", markup=False)
-    console.print(f"Imported {report.added}, already on the list {report.already_present}, "
-                  f"rejected {len(report.rejected)}.")
+    console.print(
+        f"Imported {report.added}, already on the list {report.already_present}, rejected {len(report.rejected)}."
+    )
 
 
 EX_TEMPFAIL = 75  # sysexits.h: the MTA (Postfix pipe(8), Exim's pipe transport) keeps the message and retries
 
 
 @main.command()
-@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Read a Maildir; each message read moves to cur/ flagged seen.")
-@click.option("--mbox", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Read an mbox file (left unchanged; a second run records nothing twice).")
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Read a Maildir; each message read moves to cur/ flagged seen.",
+)
+@click.option(
+    "--mbox",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read an mbox file (left unchanged; a second run records nothing twice).",
+)
 @click.option("--imap", is_flag=True, help="Read the unseen mail of imap_folder on imap_host, flagging it seen.")
 @click.option("--pop3", is_flag=True, help="Read the mail on pop3_host, deleting each message once recorded.")
 @click.option("--watch", is_flag=True, help="Keep reading the mailbox every inbound_poll_seconds.")
 @click.option("--recipient", default=None, help="Envelope recipient of the message on stdin (Postfix: ${recipient}).")
 @pass_app
-def inbound(app: App, maildir: Path | None, mbox: Path | None, imap: bool, pop3: bool, watch: bool,
-            recipient: str | None) -> None:
+def inbound(
+    app: App, maildir: Path | None, mbox: Path | None, imap: bool, pop3: bool, watch: bool, recipient: str | None
+) -> None:
     """Read bounces, complaints and unsubscribe mail: one message on stdin (an MTA pipe), or a mailbox."""
     chosen = [name for name, given in (("maildir", maildir), ("mbox", mbox), ("imap", imap), ("pop3", pop3)) if given]
     if len(chosen) > 1:
@@ -250,9 +280,12 @@ def inbound(app: App, maildir: Path | None, mbox: Path | None, imap: bool, pop3:
             error_console.print(f"{chosen[0]}: {error}", markup=False)
         else:
             verdicts = ", ".join(f"{count} {verdict}" for verdict, count in sorted(tally.verdicts.items()))
-            console.print(f"Read {tally.messages} message{'s' if tally.messages != 1 else ''}"
-                          f"{': ' + verdicts if verdicts else ''}. Recorded {tally.recorded}, "
-                          f"already recorded {tally.duplicates}, suppressed {tally.suppressed}.", markup=False)
+            console.print(
+                f"Read {tally.messages} message{'s' if tally.messages != 1 else ''}"
+                f"{': ' + verdicts if verdicts else ''}. Recorded {tally.recorded}, "
+                f"already recorded {tally.duplicates}, suppressed {tally.suppressed}.",
+                markup=False,
+            )
         if not watch:
             return
         time.sleep(app.settings.inbound_poll_seconds)
@@ -281,8 +314,9 @@ def _inbound_stdin(app: App, recipient: str | None) -> int:
 
 
 @main.command("bounces")
-@click.option("--since", "since_days", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Days to look back.")
+@click.option(
+    "--since", "since_days", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Days to look back."
+)
 @pass_app
 def bounces_report(app: App, since_days: float) -> None:
     """Bounces and complaints by reason and by recipient domain, and the subscribers they suppressed."""
@@ -312,8 +346,15 @@ def serve(app: App, host: str, port: int) -> None:
 
 @main.command()
 @click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Directory for <slug>.html, <slug>.txt and <slug>.eml.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Directory for <slug>.html, <slug>.txt and <slug>.eml.",
+)
 @click.option("--subject", default=None, help="Subject when the issue's front matter names none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the preflight report as JSON.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
@@ -330,8 +371,10 @@ def preview(app: App, issue: Path, out_dir: Path, subject: str | None, as_json: 
         click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
     else:
         click.echo(f"subject: {report.subject}\npreheader: {report.preheader}")
-        click.echo(f"HTML {report.html_bytes / 1024:.1f} KB, message {report.message_bytes / 1024:.1f} KB, "
-                   f"{len(report.links)} links, {len(report.images)} images")
+        click.echo(
+            f"HTML {report.html_bytes / 1024:.1f} KB, message {report.message_bytes / 1024:.1f} KB, "
+            f"{len(report.links)} links, {len(report.images)} images"
+        )
         for warning in report.warnings:
             where = f"line {warning.line}: " if warning.line else ""
             click.echo(f"warning [{warning.code}] {where}{warning.message}", err=True)
@@ -352,13 +395,25 @@ def _confirm(yes: bool, question: str) -> None:
 @click.argument("issue_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Send without asking (required when not on a terminal).")
 @click.option("--dry-run", is_flag=True, help="Do everything but the SMTP transaction, then keep nothing.")
-@click.option("--test", "test_addresses", multiple=True, metavar="ADDR",
-              help="Send only to ADDR (repeatable), subject prefixed [TEST]; nothing is recorded.")
+@click.option(
+    "--test",
+    "test_addresses",
+    multiple=True,
+    metavar="ADDR",
+    help="Send only to ADDR (repeatable), subject prefixed [TEST]; nothing is recorded.",
+)
 @click.option("--subject", default=None, help="Subject when the issue's front matter names none.")
 @click.option("--force", is_flag=True, help="Send a changed file under the slug of an issue already stored.")
 @pass_app
-def send(app: App, issue_file: Path, yes: bool, dry_run: bool, test_addresses: tuple[str, ...],
-         subject: str | None, force: bool) -> None:
+def send(
+    app: App,
+    issue_file: Path,
+    yes: bool,
+    dry_run: bool,
+    test_addresses: tuple[str, ...],
+    subject: str | None,
+    force: bool,
+) -> None:
     """Send ISSUE_FILE to every active subscriber; run it again to resume where it stopped."""
     from newsletter import campaign, progress
     from newsletter.queue import Queue
@@ -380,8 +435,10 @@ def send(app: App, issue_file: Path, yes: bool, dry_run: bool, test_addresses: t
     _confirm(yes, f"Send to {check.new_recipients + check.unfinished:,} recipients?")
     if dry_run:
         report = campaign.dry_run(engine, settings, issue, force)
-        console.print(f"Dry run: composed {report.messages:,} messages ({report.total_bytes / 1e6:,.1f} MB) "
-                      f"in {report.seconds:.1f} s; nothing was sent or kept.")
+        console.print(
+            f"Dry run: composed {report.messages:,} messages ({report.total_bytes / 1e6:,.1f} MB) "
+            f"in {report.seconds:.1f} s; nothing was sent or kept."
+        )
         return
     queue = Queue(settings, engine)
     try:
@@ -389,8 +446,10 @@ def send(app: App, issue_file: Path, yes: bool, dry_run: bool, test_addresses: t
             counts = campaign.send_issue(engine, queue, issue, force, bar.update)
     except KeyboardInterrupt:
         where = "run the same command again to resume" if queue.embedded else "the workers go on sending"
-        error_console.print(f"Interrupted: nothing is lost; {where}. `newsletter status {issue.slug}` shows where "
-                            "it stands.", markup=False)
+        error_console.print(
+            f"Interrupted: nothing is lost; {where}. `newsletter status {issue.slug}` shows where it stands.",
+            markup=False,
+        )
         raise SystemExit(130) from None
     console.print(progress.counts_table(counts))
 
@@ -409,9 +468,15 @@ def status(app: App, slug: str | None, limit: int) -> None:
             for issue in ledger.issues_by_recency(session):
                 counts = ledger.counts(session, issue.id)
                 failed = counts["failed"] + counts["bounced"]
-                table.add_row(issue.slug, issue.status, issue.subject, f"{counts['sent']:,}",
-                              f"{counts.remaining:,}", f"{failed:,}",
-                              issue.sent_at.strftime("%Y-%m-%d %H:%M") if issue.sent_at else "")
+                table.add_row(
+                    issue.slug,
+                    issue.status,
+                    issue.subject,
+                    f"{counts['sent']:,}",
+                    f"{counts.remaining:,}",
+                    f"{failed:,}",
+                    issue.sent_at.strftime("%Y-%m-%d %H:%M") if issue.sent_at else "",
+                )
             console.print(table)
             return
         issue = ledger.find_issue(session, slug)
@@ -438,9 +503,13 @@ def retry(app: App, slug: str) -> None:
 
 
 @main.command()
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="Worker threads, each with its own SMTP connection while it holds one of the fleet's "
-                   "smtp_connections slots (default: smtp_connections).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Worker threads, each with its own SMTP connection while it holds one of the fleet's "
+    "smtp_connections slots (default: smtp_connections).",
+)
 @pass_app
 def worker(app: App, threads: int | None) -> None:
     """Send what `newsletter send` enqueues on broker_url, until stopped (Ctrl-C or SIGTERM)."""
@@ -452,8 +521,9 @@ def worker(app: App, threads: int | None) -> None:
 
     settings = app.settings
     if not settings.broker_url:
-        raise click.ClickException("no broker_url is set: `newsletter send` sends in its own process, "
-                                   "no worker is needed")
+        raise click.ClickException(
+            "no broker_url is set: `newsletter send` sends in its own process, no worker is needed"
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signal, _frame: stop.set())
     engine = app.ready_engine()
@@ -461,8 +531,11 @@ def worker(app: App, threads: int | None) -> None:
     queue.start_worker(threads)
     # One-off mails whose enqueue was lost (a stopped web app, a broker that was down) go out now.
     outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message)
-    error_console.print(f"Worker on {settings.broker_url.split('@')[-1]}, queue {settings.queue_name!r}, "
-                        f"{threads or settings.smtp_connections} threads. Ctrl-C stops it.", markup=False)
+    error_console.print(
+        f"Worker on {settings.broker_url.split('@')[-1]}, queue {settings.queue_name!r}, "
+        f"{threads or settings.smtp_connections} threads. Ctrl-C stops it.",
+        markup=False,
+    )
     try:
         stop.wait()
     except KeyboardInterrupt:
@@ -480,8 +553,12 @@ def demo(directory: Path) -> None:
 
     with SendProgress(console) as bar:
         report = run_demo(directory, bar.update)
-    console.print(f"\nSent {report.sent} messages to {report.subscribers} sample subscribers through a local "
-                  f"SMTP server; {report.captured} captured.", markup=False)
+    console.print(
+        f"\nSent {report.sent} messages to {report.subscribers} sample subscribers through a local "
+        f"SMTP server; {report.captured} captured.",
+        markup=False,
+    )
     console.print(f"Open them: {report.outbox}/*.eml", markup=False)
-    console.print(f"Next: edit {report.config}, `newsletter status {report.slug}`, `newsletter preview ISSUE.md`.",
-                  markup=False)
+    console.print(
+        f"Next: edit {report.config}, `newsletter status {report.slug}`, `newsletter preview ISSUE.md`.", markup=False
+    )

@@ -45,8 +45,7 @@ def confirmation_message(
     settings.require("from_address", "secret_key")
     url = f"{settings.base_url.rstrip('/')}/confirm/{confirmation_token(signer, request)}"
     valid_days = max(1, math.floor(settings.confirm_max_age_seconds / 86400))
-    html = _html_template(settings.template_dir, settings.newsletter_name, settings.postal_address,
-                          valid_days)
+    html = _html_template(settings.template_dir, settings.newsletter_name, settings.postal_address, valid_days)
     values = {"greeting": _greeting(subscriber), "email": subscriber.email, "confirm_url": url}
     for slot, value in values.items():
         html = html.replace(SLOTS[slot], escape(value, quote=True))
@@ -82,8 +81,11 @@ def _multipart_alternative(headers: list[tuple[str, str]], text: str, html: str)
     for subtype, body in (("plain", text), ("html", html)):
         # base64 is encoded in C; quoted-printable of 15 kB of HTML costs milliseconds in pure Python.
         encoded = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
-        parts.append(f"--{boundary}\r\nContent-Type: text/{subtype}; charset=utf-8\r\n"
-                     "Content-Transfer-Encoding: base64\r\n\r\n".encode() + encoded)
+        parts.append(
+            f"--{boundary}\r\nContent-Type: text/{subtype}; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n".encode()
+            + encoded
+        )
     return head + b"\r\n" + b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
@@ -108,8 +110,13 @@ def _html_template(template_dir: str, newsletter_name: str, postal_address: str,
     mjml_text = environment.get_template(TEMPLATE_NAME).render(
         subject=f"Confirm your subscription to {newsletter_name}",
         preview=f"One click to start receiving {newsletter_name}.",
-        newsletter_name=newsletter_name, postal_address=postal_address, valid_days=valid_days, lang="en",
-        greeting=SLOTS["greeting"], email=SLOTS["email"], confirm_url=SLOTS["confirm_url"],
+        newsletter_name=newsletter_name,
+        postal_address=postal_address,
+        valid_days=valid_days,
+        lang="en",
+        greeting=SLOTS["greeting"],
+        email=SLOTS["email"],
+        confirm_url=SLOTS["confirm_url"],
     )
     return str(mjml.mjml2html(mjml_text, fonts={}))
 

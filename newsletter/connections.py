@@ -101,8 +101,10 @@ def make_slots(settings: Settings) -> Slots | None:
         return None
     url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
     if not url:
-        raise ConfigError("smtp_connections with a RabbitMQ broker needs rate_limit_url (a redis:// URL), "
-                          "where the workers share their count of open connections")
+        raise ConfigError(
+            "smtp_connections with a RabbitMQ broker needs rate_limit_url (a redis:// URL), "
+            "where the workers share their count of open connections"
+        )
     ttl_seconds = min(SLOT_MAX_TTL_SECONDS, settings.lease_seconds)
     backend = RedisBackend(url=url)
     return Slots(backend, f"newsletter:{settings.queue_name}:connections", settings.smtp_connections, ttl_seconds)

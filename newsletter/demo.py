@@ -88,8 +88,12 @@ def run_demo(directory: Path, progress: campaign.Progress | None = None) -> Demo
     outbox.mkdir(parents=True, exist_ok=True)
     config = directory / CONFIG_FILENAME
     if not config.exists():
-        config.write_text(DEMO_CONFIG.format(database=directory / "newsletter.db", secret=secrets.token_urlsafe(32),
-                                             port=DEMO_SMTP_PORT), encoding="utf-8")
+        config.write_text(
+            DEMO_CONFIG.format(
+                database=directory / "newsletter.db", secret=secrets.token_urlsafe(32), port=DEMO_SMTP_PORT
+            ),
+            encoding="utf-8",
+        )
     capture = Capture(outbox)
     controller = Controller(capture, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=True)
     controller.start()
@@ -106,8 +110,7 @@ def run_demo(directory: Path, progress: campaign.Progress | None = None) -> Demo
         engine.dispose()
     finally:
         controller.stop()
-    return DemoReport(config, outbox, issue.slug, len(SAMPLE_SUBSCRIBERS), counts[DeliveryStatus.SENT],
-                      capture.count)
+    return DemoReport(config, outbox, issue.slug, len(SAMPLE_SUBSCRIBERS), counts[DeliveryStatus.SENT], capture.count)
 
 
 def _free_port() -> int:

@@ -12,8 +12,17 @@ from newsletter.settings import Settings
 # RFC 8058 4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post, or receivers
 # ignore one-click. From is required by RFC 6376 5.4; the rest keep the visible message intact.
 SIGNED_HEADERS = (
-    b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"list-id", b"list-unsubscribe",
-    b"list-unsubscribe-post", b"mime-version", b"content-type",
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"mime-version",
+    b"content-type",
 )
 
 
@@ -53,8 +62,14 @@ class DkimSigner:
             ConfigError: the private key cannot sign.
         """
         try:
-            signature = dkim.sign(message, self._selector, self._domain, self._key,
-                                  canonicalize=(b"relaxed", b"relaxed"), include_headers=list(SIGNED_HEADERS))
+            signature = dkim.sign(
+                message,
+                self._selector,
+                self._domain,
+                self._key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=list(SIGNED_HEADERS),
+            )
         except (dkim.DKIMException, ValueError) as error:
             raise ConfigError(f"DKIM signing failed: {error}") from None
         return bytes(signature) + message

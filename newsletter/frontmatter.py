@@ -13,8 +13,22 @@ from newsletter.errors import IssueFormatError
 # Pelican's header lines are recognised only when the first one names a key an issue uses, so a
 # document that happens to open with "Note: ..." stays Markdown.
 KNOWN_KEYS = frozenset(
-    {"title", "subject", "preheader", "summary", "date", "slug", "lang", "author", "authors", "tags",
-     "category", "modified", "status", "description"}
+    {
+        "title",
+        "subject",
+        "preheader",
+        "summary",
+        "date",
+        "slug",
+        "lang",
+        "author",
+        "authors",
+        "tags",
+        "category",
+        "modified",
+        "status",
+        "description",
+    }
 )
 _PELICAN_LINE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\s*:\s*(.*)$")
 _YAML_FENCE_RE = re.compile(r"^---[ \t]*$")

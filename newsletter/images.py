@@ -62,8 +62,7 @@ def load_local_image(src: str, base_dir: Path | None) -> LocalImage:
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     cid = f"{hashlib.sha256(data).hexdigest()[:20]}@newsletter"
     dimensions = image_size(data)
-    return LocalImage(src, InlineImage(cid, path.name, content_type, data), "",
-                      dimensions[0] if dimensions else None)
+    return LocalImage(src, InlineImage(cid, path.name, content_type, data), "", dimensions[0] if dimensions else None)
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

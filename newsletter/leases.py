@@ -96,9 +96,7 @@ _RECORD = (
 )
 
 
-def claim(
-    session: Session, issue_id: int, delivery_ids: Sequence[int], lease_seconds: float
-) -> list[Claim]:
+def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_seconds: float) -> list[Claim]:
     """Take the due deliveries among `delivery_ids` (`pending -> sending`) and return those to send.
 
     Rows another worker holds under a live lease, rows not yet due for a retry and finished rows are
@@ -109,10 +107,15 @@ def claim(
         return []
     now = utcnow()
     connection = session.connection()
-    taken = connection.execute(_CLAIM, {
-        "issue": issue_id, "ids": list(delivery_ids), "now": now,
-        "expired": now - dt.timedelta(seconds=lease_seconds),
-    }).all()
+    taken = connection.execute(
+        _CLAIM,
+        {
+            "issue": issue_id,
+            "ids": list(delivery_ids),
+            "now": now,
+            "expired": now - dt.timedelta(seconds=lease_seconds),
+        },
+    ).all()
     if not taken:
         return []
     people = {row.id: row for row in connection.execute(_PEOPLE, {"ids": [row[1] for row in taken]})}
@@ -174,9 +177,16 @@ def _record_hard_bounce(session: Session, issue_id: int, result: Result) -> None
     subscriber = session.get(Subscriber, result.claim.subscriber_id)
     if subscriber is None:
         return
-    record_bounce(session, subscriber, hard=True, source=SMTP_BOUNCE_SOURCE, reason=result.reply,
-                  delivery_id=result.claim.delivery_id, issue_id=issue_id,
-                  external_id=f"smtp:{result.claim.delivery_id}")
+    record_bounce(
+        session,
+        subscriber,
+        hard=True,
+        source=SMTP_BOUNCE_SOURCE,
+        reason=result.reply,
+        delivery_id=result.claim.delivery_id,
+        issue_id=issue_id,
+        external_id=f"smtp:{result.claim.delivery_id}",
+    )
 
 
 def release(session: Session, delivery_ids: Sequence[int]) -> None:

@@ -110,8 +110,15 @@ def store_issue(session: Session, rendered: RenderedIssue, force: bool = False) 
 def _store_images(session: Session, issue_id: int, images: tuple[InlineImage, ...]) -> None:
     session.query(IssueImage).filter(IssueImage.issue_id == issue_id).delete()
     for image in images:
-        session.add(IssueImage(issue_id=issue_id, cid=image.cid, filename=image.filename,
-                               content_type=image.content_type, data=image.data))
+        session.add(
+            IssueImage(
+                issue_id=issue_id,
+                cid=image.cid,
+                filename=image.filename,
+                content_type=image.content_type,
+                data=image.data,
+            )
+        )
     session.flush()
 
 
@@ -132,8 +139,15 @@ def rendered_issue(session: Session, issue_id: int) -> RenderedIssue:
     issue = session.get_one(Issue, issue_id)
     images = session.scalars(select(IssueImage).where(IssueImage.issue_id == issue_id).order_by(IssueImage.id))
     return RenderedIssue(
-        slug=issue.slug, subject=issue.subject, preheader=issue.preheader, lang=issue.lang, html=issue.html,
-        text=issue.text, web_html=issue.web_html, source_text=issue.source_text, source_hash=issue.source_hash,
+        slug=issue.slug,
+        subject=issue.subject,
+        preheader=issue.preheader,
+        lang=issue.lang,
+        html=issue.html,
+        text=issue.text,
+        web_html=issue.web_html,
+        source_text=issue.source_text,
+        source_hash=issue.source_hash,
         images=tuple(InlineImage(image.cid, image.filename, image.content_type, image.data) for image in images),
     )
 
@@ -242,8 +256,7 @@ def failures(session: Session, issue_id: int, limit: int = 50) -> list[Failure]:
     rows = session.execute(
         select(Subscriber.email, Delivery.status, Delivery.attempts, Delivery.last_reply)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.issue_id == issue_id,
-               Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.BOUNCED]))
+        .where(Delivery.issue_id == issue_id, Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.BOUNCED]))
         .order_by(Delivery.id)
         .limit(limit)
     )

@@ -53,8 +53,9 @@ class Tally:
         self.suppressed += result.suppressed
 
 
-def ingest_committed(engine: Engine, settings: Settings, raw: bytes, source: str,
-                     envelope_recipient: str | None = None) -> Ingested:
+def ingest_committed(
+    engine: Engine, settings: Settings, raw: bytes, source: str, envelope_recipient: str | None = None
+) -> Ingested:
     """Ingest one message in its own transaction, committed before the caller marks the message."""
     try:
         with database.transaction(engine) as session:
@@ -141,8 +142,9 @@ def _imap_session(settings: Settings, ssl_context: ssl.SSLContext | None) -> Ite
     context = ssl_context or ssl.create_default_context()
     try:
         if settings.imap_security == "ssl":
-            client: imaplib.IMAP4 = imaplib.IMAP4_SSL(settings.imap_host, settings.imap_port,
-                                                      ssl_context=context, timeout=settings.smtp_timeout)
+            client: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                settings.imap_host, settings.imap_port, ssl_context=context, timeout=settings.smtp_timeout
+            )
         else:
             client = imaplib.IMAP4(settings.imap_host, settings.imap_port, timeout=settings.smtp_timeout)
     except OSError as error:
@@ -190,8 +192,9 @@ def _pop3_session(settings: Settings, ssl_context: ssl.SSLContext | None) -> pop
     context = ssl_context or ssl.create_default_context()
     try:
         if settings.pop3_security == "ssl":
-            client: poplib.POP3 = poplib.POP3_SSL(settings.pop3_host, settings.pop3_port, context=context,
-                                                  timeout=settings.smtp_timeout)
+            client: poplib.POP3 = poplib.POP3_SSL(
+                settings.pop3_host, settings.pop3_port, context=context, timeout=settings.smtp_timeout
+            )
         else:
             client = poplib.POP3(settings.pop3_host, settings.pop3_port, timeout=settings.smtp_timeout)
     except OSError as error:
@@ -215,4 +218,3 @@ def _check(status: str, data: object, what: str) -> None:
 def _quoted(folder: str) -> str:
     """A folder name as an IMAP quoted string (RFC 3501 4.3), so spaces and quotes survive."""
     return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
-

@@ -208,8 +208,9 @@ def _inline_references(parsed: ParsedMarkdown, token: Token, line: int) -> None:
         if child.type in ("softbreak", "hardbreak"):
             line += 1
         elif child.type == "link_open":
-            parsed.references.append(Reference("link", str(child.attrs.get("href", "")),
-                                               _link_text(children, index), line))
+            parsed.references.append(
+                Reference("link", str(child.attrs.get("href", "")), _link_text(children, index), line)
+            )
         elif child.type == "image":
             parsed.references.append(Reference("image", str(child.attrs.get("src", "")), inline_text(child), line))
         elif child.type == "html_inline":

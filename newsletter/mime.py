@@ -53,8 +53,12 @@ class Recipient:
 
 def quoted_printable(text: str) -> bytes:
     """UTF-8 text as quoted-printable (RFC 2045 6.7) with CRLF line breaks and lines of at most 76."""
-    if len(text) <= QP_SHORT_CHARS and text.isascii() and text.isprintable() and "=" not in text and (
-        not text or text[-1] != " "
+    if (
+        len(text) <= QP_SHORT_CHARS
+        and text.isascii()
+        and text.isprintable()
+        and "=" not in text
+        and (not text or text[-1] != " ")
     ):
         return text.encode("ascii")  # the common slot value (a URL, an address) is already valid as it is
     encoded = binascii.b2a_qp(canonical_text(text), quotetabs=False, istext=True, header=False)
@@ -164,8 +168,13 @@ def _recipient_pieces(template: str, issue_values: Mapping[str, str]) -> tuple[l
 class MessageTemplate:
     """An issue's message with the per-recipient parts left open; `fill` returns RFC 5322 bytes."""
 
-    def __init__(self, head: bytes, text: _QuotedPrintableSlots | _Base64Slots,
-                 html_part: _QuotedPrintableSlots | _Base64Slots, between: tuple[bytes, bytes, bytes]) -> None:
+    def __init__(
+        self,
+        head: bytes,
+        text: _QuotedPrintableSlots | _Base64Slots,
+        html_part: _QuotedPrintableSlots | _Base64Slots,
+        between: tuple[bytes, bytes, bytes],
+    ) -> None:
         self._head = head
         self._text = text
         self._html = html_part
@@ -200,10 +209,13 @@ class MessageTemplate:
         tail = f"\r\n--{alternative}--\r\n".encode()
         if issue.images:
             related = f"=_rel_{secrets.token_hex(12)}"
-            head.append(f'Content-Type: multipart/related; type="multipart/alternative";\r\n boundary="{related}"'
-                        .encode())
-            before_text = (f"--{related}\r\nContent-Type: multipart/alternative; boundary=\"{alternative}\"\r\n\r\n"
-                           .encode() + before_text)
+            head.append(
+                f'Content-Type: multipart/related; type="multipart/alternative";\r\n boundary="{related}"'.encode()
+            )
+            before_text = (
+                f'--{related}\r\nContent-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'.encode()
+                + before_text
+            )
             tail += b"".join(_image_part(related, image) for image in issue.images) + f"--{related}--\r\n".encode()
         else:
             head.append(f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"'.encode())
@@ -220,16 +232,36 @@ class MessageTemplate:
         unsubscribe = _checked(recipient.unsubscribe_url, URI_FORBIDDEN_RE, "unsubscribe URL")
         mailto = _checked(recipient.unsubscribe_mailto, URI_FORBIDDEN_RE, "unsubscribe mailto URI")
         message_id = _checked(recipient.message_id.strip().strip("<>"), ADDRESS_FORBIDDEN_RE, "Message-ID")
-        values = {"email": email, "name": name, "unsubscribe_url": unsubscribe,
-                  "preferences_url": recipient.preferences_url}
+        values = {
+            "email": email,
+            "name": name,
+            "unsubscribe_url": unsubscribe,
+            "preferences_url": recipient.preferences_url,
+        }
         out = [
-            b"To: ", _address_header(name, email, len("To: ")), CRLF,
-            b"Date: ", self._now(), CRLF,
-            b"Message-ID: <", message_id.encode("utf-8"), b">", CRLF,
+            b"To: ",
+            _address_header(name, email, len("To: ")),
+            CRLF,
+            b"Date: ",
+            self._now(),
+            CRLF,
+            b"Message-ID: <",
+            message_id.encode("utf-8"),
+            b">",
+            CRLF,
             # RFC 2369 3.2 and RFC 8058 3.1: the HTTPS URI is the one-click target; one URI per line.
-            b"List-Unsubscribe: <", unsubscribe.encode("utf-8"), b">,", CRLF, b" <", mailto.encode("utf-8"), b">", CRLF,
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", CRLF,
-            self._head, self._before_text,
+            b"List-Unsubscribe: <",
+            unsubscribe.encode("utf-8"),
+            b">,",
+            CRLF,
+            b" <",
+            mailto.encode("utf-8"),
+            b">",
+            CRLF,
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            CRLF,
+            self._head,
+            self._before_text,
         ]
         self._text.encode(values, out)
         out.append(self._before_html)
@@ -307,7 +339,12 @@ def _image_part(boundary: str, image: InlineImage) -> bytes:
     lines = base64_lines(image.data)
     filename = image.filename.replace('"', "")
     if not filename.isascii():
-        filename = "image" + (image.filename[image.filename.rfind("."):] if "." in image.filename else "")
-    return (f"--{boundary}\r\nContent-Type: {image.content_type}\r\nContent-Transfer-Encoding: base64\r\n"
-            f"Content-ID: <{image.cid}>\r\nContent-Disposition: inline; filename=\"{filename}\"\r\n\r\n"
-            ).encode() + lines + CRLF
+        filename = "image" + (image.filename[image.filename.rfind(".") :] if "." in image.filename else "")
+    return (
+        (
+            f"--{boundary}\r\nContent-Type: {image.content_type}\r\nContent-Transfer-Encoding: base64\r\n"
+            f'Content-ID: <{image.cid}>\r\nContent-Disposition: inline; filename="{filename}"\r\n\r\n'
+        ).encode()
+        + lines
+        + CRLF
+    )

@@ -205,9 +205,7 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
-    subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
-    )
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
     issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(String(32))

@@ -174,25 +174,28 @@ def _within_limit(session: Session, settings: Settings, kind: str, value: str, l
         return
     key = throttle.throttle_key(settings.secret_key, kind, value)
     if throttle.hit(session, key, SIGNUP_WINDOW_SECONDS, now) > limit:
-        raise TooManySignups(f"too many sign-ups from this {'network' if kind == 'ip' else 'address'}: "
-                             "please try again in an hour")
+        raise TooManySignups(
+            f"too many sign-ups from this {'network' if kind == 'ip' else 'address'}: please try again in an hour"
+        )
 
 
-def _find_or_create_pending(
-    session: Session, given: str, key: str, name: str | None, now: dt.datetime
-) -> Subscriber:
+def _find_or_create_pending(session: Session, given: str, key: str, name: str | None, now: dt.datetime) -> Subscriber:
     """The subscriber with this key, created pending if new; one atomic insert, so a race never doubles it."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     values: dict[str, Any] = {
-        "email": given, "email_key": key, "name": name, "status": SubscriberStatus.PENDING,
-        "source": SubscriberSource.FORM, "bounce_score": 0.0, "attributes": {}, "created_at": now,
+        "email": given,
+        "email_key": key,
+        "name": name,
+        "status": SubscriberStatus.PENDING,
+        "source": SubscriberSource.FORM,
+        "bounce_score": 0.0,
+        "attributes": {},
+        "created_at": now,
     }
     statement = insert(Subscriber).values(**values).on_conflict_do_nothing(index_elements=[Subscriber.email_key])
     created = session.execute(statement.returning(Subscriber.id)).scalar_one_or_none()
-    subscriber = session.scalars(
-        select(Subscriber).where(Subscriber.email_key == key).with_for_update()
-    ).one()
+    subscriber = session.scalars(select(Subscriber).where(Subscriber.email_key == key).with_for_update()).one()
     if created is not None:
         record_event(session, subscriber, "created", SOURCE_FORM, new_status=SubscriberStatus.PENDING, at=now)
     return subscriber
@@ -231,16 +234,17 @@ def _move(
 def _confirmations_since(session: Session, subscriber_id: int, now: dt.datetime) -> int:
     since = now - dt.timedelta(seconds=CAP_WINDOW_SECONDS)
     count = session.scalar(
-        select(func.count()).select_from(Event).where(
-            Event.subscriber_id == subscriber_id, Event.kind == CONFIRMATION_REQUESTED, Event.created_at > since
-        )
+        select(func.count())
+        .select_from(Event)
+        .where(Event.subscriber_id == subscriber_id, Event.kind == CONFIRMATION_REQUESTED, Event.created_at > since)
     )
     return int(count or 0)
 
 
 def _confirmation_ids(data: Any) -> tuple[int, int]:
     if (
-        isinstance(data, list) and len(data) == 2
+        isinstance(data, list)
+        and len(data) == 2
         and all(isinstance(number, int) and not isinstance(number, bool) for number in data)
     ):
         return data[0], data[1]

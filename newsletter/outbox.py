@@ -31,8 +31,14 @@ class Prepared:
 
 def store_message(session: Session, kind: str, envelope_from: str, recipient: str, message: bytes) -> int:
     """Keep a complete message (CRLF bytes) for the queue to send; returns its id for `Queue.send_message`."""
-    row = OutboundMessage(kind=kind, envelope_from=envelope_from, recipient=recipient, message=message,
-                          status=DeliveryStatus.PENDING, attempts=0)
+    row = OutboundMessage(
+        kind=kind,
+        envelope_from=envelope_from,
+        recipient=recipient,
+        message=message,
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+    )
     session.add(row)
     session.flush()
     return row.id
@@ -50,8 +56,10 @@ def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, d
         .order_by(OutboundMessage.id)
     ).all()
     lease = dt.timedelta(seconds=lease_seconds + LEASE_MARGIN_SECONDS)
-    return [(outbound_id, claimed_at + lease if status == DeliveryStatus.SENDING and claimed_at else None)
-            for outbound_id, status, claimed_at in rows]
+    return [
+        (outbound_id, claimed_at + lease if status == DeliveryStatus.SENDING and claimed_at else None)
+        for outbound_id, status, claimed_at in rows
+    ]
 
 
 def requeue_unsent(engine: Engine, lease_seconds: float, enqueue: Callable[[int, dt.datetime | None], None]) -> int:
@@ -72,12 +80,17 @@ def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> P
     expired = now - dt.timedelta(seconds=lease_seconds)
     row = session.execute(
         update(OutboundMessage)
-        .where(OutboundMessage.id == outbound_id,
-               or_(OutboundMessage.status == DeliveryStatus.PENDING,
-                   and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < expired)))
+        .where(
+            OutboundMessage.id == outbound_id,
+            or_(
+                OutboundMessage.status == DeliveryStatus.PENDING,
+                and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < expired),
+            ),
+        )
         .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=OutboundMessage.attempts + 1)
-        .returning(OutboundMessage.envelope_from, OutboundMessage.recipient, OutboundMessage.message,
-                   OutboundMessage.attempts)
+        .returning(
+            OutboundMessage.envelope_from, OutboundMessage.recipient, OutboundMessage.message, OutboundMessage.attempts
+        )
     ).first()
     return None if row is None else Prepared(row[0], row[1], row[2], row[3])
 
@@ -103,7 +116,11 @@ def record_message(session: Session, settings: Settings, outbound_id: int, reply
     session.execute(
         update(OutboundMessage)
         .where(OutboundMessage.id == outbound_id)
-        .values(status=status, last_reply=str(reply)[:2000], claimed_at=None,
-                sent_at=utcnow() if status == DeliveryStatus.SENT else None)
+        .values(
+            status=status,
+            last_reply=str(reply)[:2000],
+            claimed_at=None,
+            sent_at=utcnow() if status == DeliveryStatus.SENT else None,
+        )
     )
     return retry

@@ -67,8 +67,11 @@ def _atoms(text: str) -> list[str]:
     atoms.extend(ATOM_RE.findall(text[position:]))
     glued: list[str] = []
     for atom in atoms:
-        if glued and not atom.isspace() and not glued[-1].isspace() and (
-            atom[0] in NO_LINE_START or glued[-1][-1] in NO_LINE_END
+        if (
+            glued
+            and not atom.isspace()
+            and not glued[-1].isspace()
+            and (atom[0] in NO_LINE_START or glued[-1][-1] in NO_LINE_END)
         ):
             glued[-1] += atom
         else:

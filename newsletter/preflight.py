@@ -51,24 +51,41 @@ def preflight(issue: RenderedIssue, message_bytes: int) -> PreflightReport:
     warnings += _reference_warnings(issue)
     warnings += _placeholder_warnings(issue.source_text)
     images = tuple(dict.fromkeys(ref.url for ref in issue.references if ref.kind == "image"))
-    return PreflightReport(issue.subject, issue.preheader, html_bytes, len(issue.text.encode("utf-8")),
-                           message_bytes, issue.links, images, tuple(warnings))
+    return PreflightReport(
+        issue.subject,
+        issue.preheader,
+        html_bytes,
+        len(issue.text.encode("utf-8")),
+        message_bytes,
+        issue.links,
+        images,
+        tuple(warnings),
+    )
 
 
 def _size_warnings(html_bytes: int, message_bytes: int) -> list[Warning]:
     largest = max(html_bytes, message_bytes)
     if largest <= GMAIL_CLIP_BYTES:
         return []
-    return [Warning("gmail-clip", f"the message is {largest / 1024:.0f} KB encoded; Gmail clips messages over "
-                                  f"{GMAIL_CLIP_BYTES // 1024} KB and hides the rest, unsubscribe link included")]
+    return [
+        Warning(
+            "gmail-clip",
+            f"the message is {largest / 1024:.0f} KB encoded; Gmail clips messages over "
+            f"{GMAIL_CLIP_BYTES // 1024} KB and hides the rest, unsubscribe link included",
+        )
+    ]
 
 
 def _subject_warnings(issue: RenderedIssue) -> list[Warning]:
     width = display_width(issue.subject)
     if width <= LONG_SUBJECT_COLUMNS:
         return []
-    return [Warning("long-subject", f"the subject is {width} columns wide; inboxes show about "
-                                    f"{LONG_SUBJECT_COLUMNS}, the rest is cut")]
+    return [
+        Warning(
+            "long-subject",
+            f"the subject is {width} columns wide; inboxes show about {LONG_SUBJECT_COLUMNS}, the rest is cut",
+        )
+    ]
 
 
 def _reference_warnings(issue: RenderedIssue) -> list[Warning]:

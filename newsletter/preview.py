@@ -31,8 +31,11 @@ def sample_recipient(settings: Settings) -> Recipient:
     base = settings.base_url.rstrip("/")
     domain = links.domain_of(settings.from_address or PREVIEW_FROM_ADDRESS)
     return Recipient(
-        email=SAMPLE_EMAIL, name=SAMPLE_NAME, message_id=make_msgid("preview", domain),
-        unsubscribe_url=f"{base}/unsubscribe/SAMPLE-TOKEN", preferences_url=f"{base}/preferences/SAMPLE-TOKEN",
+        email=SAMPLE_EMAIL,
+        name=SAMPLE_NAME,
+        message_id=make_msgid("preview", domain),
+        unsubscribe_url=f"{base}/unsubscribe/SAMPLE-TOKEN",
+        preferences_url=f"{base}/preferences/SAMPLE-TOKEN",
         unsubscribe_mailto=f"mailto:unsubscribe@{domain}?subject=unsubscribe",
     )
 
@@ -45,17 +48,26 @@ def preview_issue(path: Path, settings: Settings, out_dir: Path, *, subject: str
     """
     setting_warnings = []
     if not settings.from_address:
-        setting_warnings.append(Warning("missing-setting", f"from_address is not set; the preview uses "
-                                                           f"{PREVIEW_FROM_ADDRESS}"))
+        setting_warnings.append(
+            Warning("missing-setting", f"from_address is not set; the preview uses {PREVIEW_FROM_ADDRESS}")
+        )
         settings = settings.replace(from_address=PREVIEW_FROM_ADDRESS)
     if not settings.postal_address:
-        setting_warnings.append(Warning("missing-postal-address", "postal_address is not set; laws such as "
-                                                                  "CAN-SPAM require it in the footer"))
+        setting_warnings.append(
+            Warning(
+                "missing-postal-address", "postal_address is not set; laws such as CAN-SPAM require it in the footer"
+            )
+        )
     issue = render_issue_file(path, settings, subject=subject)
     recipient = sample_recipient(settings)
     message = MessageTemplate.build(issue, settings).fill(recipient)
-    values = {"email": recipient.email, "name": recipient.name or "", "unsubscribe_url": recipient.unsubscribe_url,
-              "preferences_url": recipient.preferences_url, "view_url": links.issue_url(settings, issue.slug)}
+    values = {
+        "email": recipient.email,
+        "name": recipient.name or "",
+        "unsubscribe_url": recipient.unsubscribe_url,
+        "preferences_url": recipient.preferences_url,
+        "view_url": links.issue_url(settings, issue.slug),
+    }
     html = fill_slots(issue.html, values)
     for image in issue.images:  # a browser opening the file cannot resolve cid: URLs
         html = html.replace(f'src="cid:{image.cid}"', f'src="{image.data_uri}"')

@@ -55,8 +55,14 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         "unsubscribed_at": _iso(subscriber.unsubscribed_at),
         "bounce_score": subscriber.bounce_score,
         "events": [
-            {"at": _iso(event.created_at), "kind": event.kind, "old_status": event.old_status,
-             "new_status": event.new_status, "source": event.source, "reason": event.reason}
+            {
+                "at": _iso(event.created_at),
+                "kind": event.kind,
+                "old_status": event.old_status,
+                "new_status": event.new_status,
+                "source": event.source,
+                "reason": event.reason,
+            }
             for event in events
         ],
         "deliveries": [

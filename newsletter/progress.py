@@ -50,21 +50,31 @@ class SendProgress:
     def update(self, counts: Counts) -> None:
         assert self._task is not None
         failed = counts[DeliveryStatus.FAILED] + counts[DeliveryStatus.BOUNCED]
-        self._progress.update(self._task, total=counts.total, completed=counts.done,
-                              sent=counts[DeliveryStatus.SENT], failed=failed, remaining=counts.remaining)
+        self._progress.update(
+            self._task,
+            total=counts.total,
+            completed=counts.done,
+            sent=counts[DeliveryStatus.SENT],
+            failed=failed,
+            remaining=counts.remaining,
+        )
 
 
 def plan_table(check: SendPlan, settings: Settings, embedded: bool) -> Table:
     table = Table(show_header=False, box=None)
     table.add_row("issue", check.slug)
     table.add_row("subject", check.subject)
-    table.add_row("from", f"{settings.from_name} <{settings.from_address}>" if settings.from_name
-                  else settings.from_address)
+    table.add_row(
+        "from", f"{settings.from_name} <{settings.from_address}>" if settings.from_name else settings.from_address
+    )
     if check.status != "new":
         table.add_row("stored", f"{check.status}: {check.already_sent:,} sent, {check.unfinished:,} unfinished")
     table.add_row("recipients", f"{check.new_recipients + check.unfinished:,}")
-    table.add_row("SMTP", f"{settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security}), "
-                          f"{settings.smtp_connections} connections")
+    table.add_row(
+        "SMTP",
+        f"{settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security}), "
+        f"{settings.smtp_connections} connections",
+    )
     table.add_row("queue", "in this process" if embedded else f"{settings.broker_url.split('@')[-1]} (workers send)")
     return table
 

@@ -108,9 +108,15 @@ class Queue:
     def _declare_actors(self) -> tuple[dramatiq.Actor[[int, list[int]], None], dramatiq.Actor[[int], None]]:
         queue_name = self.settings.queue_name
 
-        @dramatiq.actor(broker=self.broker, actor_name=DELIVERIES_ACTOR, queue_name=queue_name,
-                        max_retries=ACTOR_MAX_RETRIES, time_limit=BATCH_TIME_LIMIT_MS,
-                        min_backoff=ACTOR_MIN_BACKOFF_MS, max_backoff=ACTOR_MAX_BACKOFF_MS)
+        @dramatiq.actor(
+            broker=self.broker,
+            actor_name=DELIVERIES_ACTOR,
+            queue_name=queue_name,
+            max_retries=ACTOR_MAX_RETRIES,
+            time_limit=BATCH_TIME_LIMIT_MS,
+            min_backoff=ACTOR_MIN_BACKOFF_MS,
+            max_backoff=ACTOR_MAX_BACKOFF_MS,
+        )
         def send_deliveries(issue_id: int, delivery_ids: list[int]) -> None:
             """Send a batch of deliveries by id; idempotent, since only claimed rows are sent."""
             sender = self.sender()
@@ -118,9 +124,15 @@ class Queue:
             if left.delivery_ids and not sender.stopping.is_set():
                 self.send_deliveries(issue_id, left.delivery_ids, at=left.ready_at)
 
-        @dramatiq.actor(broker=self.broker, actor_name=MESSAGE_ACTOR, queue_name=queue_name,
-                        max_retries=ACTOR_MAX_RETRIES, time_limit=MESSAGE_TIME_LIMIT_MS,
-                        min_backoff=ACTOR_MIN_BACKOFF_MS, max_backoff=ACTOR_MAX_BACKOFF_MS)
+        @dramatiq.actor(
+            broker=self.broker,
+            actor_name=MESSAGE_ACTOR,
+            queue_name=queue_name,
+            max_retries=ACTOR_MAX_RETRIES,
+            time_limit=MESSAGE_TIME_LIMIT_MS,
+            min_backoff=ACTOR_MIN_BACKOFF_MS,
+            max_backoff=ACTOR_MAX_BACKOFF_MS,
+        )
         def send_message(outbound_id: int) -> None:
             """Send one stored one-off message by id; idempotent, since only a claimed row is sent."""
             retry_seconds = self._send_outbound(outbound_id)
@@ -181,8 +193,11 @@ class Queue:
         """
         if not self.embedded:
             self.sender()  # a worker that cannot share smtp_connections says so now, not at its first message
-        worker = dramatiq.Worker(self.broker, worker_threads=threads or self.settings.smtp_connections,
-                                 worker_timeout=100 if self.embedded else 1000)
+        worker = dramatiq.Worker(
+            self.broker,
+            worker_threads=threads or self.settings.smtp_connections,
+            worker_timeout=100 if self.embedded else 1000,
+        )
         worker.start()
         self._worker = worker
         return worker

@@ -89,8 +89,11 @@ def header_blocks(part: Message) -> list[Message]:
         return [block for block in payload if isinstance(block, Message)]
     # A report part sent with a transfer encoding the parser left alone: read it as text.
     blocks = text_of(part).replace("\r\n", "\n").split("\n\n")
-    return [email.message_from_string(block.strip() + "\n", policy=email.policy.compat32)
-            for block in blocks if block.strip()][:MAX_PARTS]
+    return [
+        email.message_from_string(block.strip() + "\n", policy=email.policy.compat32)
+        for block in blocks
+        if block.strip()
+    ][:MAX_PARTS]
 
 
 def original_headers(message: Message) -> Message | None:

@@ -83,7 +83,8 @@ def render_issue_file(path: Path, settings: Settings, *, subject: str | None = N
         if size > MAX_ISSUE_BYTES:
             raise IssueFormatError(
                 f"{path} is {size / 1_048_576:.1f} MiB; an issue is at most {MAX_ISSUE_BYTES // 1_048_576} MiB "
-                "of Markdown (Gmail already clips a message past 102 KB)")
+                "of Markdown (Gmail already clips a message past 102 KB)"
+            )
         source = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise IssueFormatError(f"cannot read {path}: {error}") from None
@@ -179,8 +180,9 @@ def _subject(front: FrontMatter, parsed: ParsedMarkdown, given: str | None) -> s
         text = " ".join(CONTROL_CHARS_RE.sub("", candidate or "").split())
         if text:
             return text
-    raise IssueFormatError("the issue has no subject: add `subject:` front matter, pass --subject, "
-                           "or start the issue with a heading")
+    raise IssueFormatError(
+        "the issue has no subject: add `subject:` front matter, pass --subject, or start the issue with a heading"
+    )
 
 
 def _preheader(meta: dict[str, str], parsed: ParsedMarkdown) -> str:
@@ -218,8 +220,12 @@ def make_slug(text: str) -> str:
 @cache
 def _templates(template_dir: str) -> jinja2.Environment:
     # Markup templates escape what they are given; the CSS templates must not (a font name's quotes).
-    return jinja2.Environment(loader=template_loader(template_dir), autoescape=_escapes_markup,
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return jinja2.Environment(
+        loader=template_loader(template_dir),
+        autoescape=_escapes_markup,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def _escapes_markup(name: str | None) -> bool:
@@ -228,9 +234,16 @@ def _escapes_markup(name: str | None) -> bool:
 
 def _common(page: _PageValues, environment: jinja2.Environment) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "subject": page.subject, "preheader": page.preheader, "lang": page.lang, "date": page.date,
-        "newsletter_name": page.settings.newsletter_name, "postal_address": page.settings.postal_address,
-        "light": theme.LIGHT, "dark": theme.DARK, "fonts": theme.FONTS, "body_width_px": theme.BODY_WIDTH_PX,
+        "subject": page.subject,
+        "preheader": page.preheader,
+        "lang": page.lang,
+        "date": page.date,
+        "newsletter_name": page.settings.newsletter_name,
+        "postal_address": page.settings.postal_address,
+        "light": theme.LIGHT,
+        "dark": theme.DARK,
+        "fonts": theme.FONTS,
+        "body_width_px": theme.BODY_WIDTH_PX,
     }
     css = environment.get_template("content.css.j2").render(values)
     values["css"] = css + environment.get_template("dark.css.j2").render(values)
@@ -251,8 +264,12 @@ def email_html(page: _PageValues, environment: jinja2.Environment) -> str:
         raise IssueFormatError(f"the email template is not valid MJML: {error}") from None
     # The content never passes through MRML's parser, which rejects some valid HTML (a bare `<`).
     html = frame.replace(content_mark, page.content, 1)
-    html = html.replace("<head>", '<head><meta name="color-scheme" content="light dark">'
-                        '<meta name="supported-color-schemes" content="light dark">', 1)
+    html = html.replace(
+        "<head>",
+        '<head><meta name="color-scheme" content="light dark">'
+        '<meta name="supported-color-schemes" content="light dark">',
+        1,
+    )
     return marker.to_html_slots(inline_css(html))
 
 
@@ -263,9 +280,16 @@ def inline_css(html: str) -> str:
     if html[:15].lower() == "<!doctype html>":
         html = "<!DOCTYPE html>" + html[15:]
     inliner = Premailer(
-        html, allow_network=False, strip_important=False, keep_style_tags=False, remove_classes=False,
-        disable_validation=True, cssutils_logging_level=logging.CRITICAL, exclude_pseudoclasses=True,
-        disable_link_rewrites=True, disable_basic_attributes=["width", "height"],
+        html,
+        allow_network=False,
+        strip_important=False,
+        keep_style_tags=False,
+        remove_classes=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+        exclude_pseudoclasses=True,
+        disable_link_rewrites=True,
+        disable_basic_attributes=["width", "height"],
     )
     return str(inliner.transform(pretty_print=False))
 
@@ -278,10 +302,13 @@ def email_text(page: _PageValues, body: str) -> str:
     if page.date:
         head.append(page.date)
     why = words["why"].format(name=settings.newsletter_name, email=text_slot("email"))
-    footer = ["-- ", *wrap(why),
-              f"{words['text_view']}: {text_slot('view_url')}",
-              f"{words['text_unsubscribe']}: {text_slot('unsubscribe_url')}",
-              f"{words['text_preferences']}: {text_slot('preferences_url')}"]
+    footer = [
+        "-- ",
+        *wrap(why),
+        f"{words['text_view']}: {text_slot('view_url')}",
+        f"{words['text_unsubscribe']}: {text_slot('unsubscribe_url')}",
+        f"{words['text_preferences']}: {text_slot('preferences_url')}",
+    ]
     if settings.postal_address:
         footer.extend(wrap(settings.postal_address))
     return "\n".join([*head, "", body.rstrip("\n"), "", *footer]) + "\n"

@@ -104,9 +104,7 @@ def feedback_report(message: Message) -> FeedbackReport | None:
 
 
 def _recipient_status(block: Message) -> RecipientStatus:
-    recipient = _typed_address(_field(block, "Final-Recipient")) or _typed_address(
-        _field(block, "Original-Recipient")
-    )
+    recipient = _typed_address(_field(block, "Final-Recipient")) or _typed_address(_field(block, "Original-Recipient"))
     diagnostic = _field(block, "Diagnostic-Code")
     if diagnostic.lower().startswith(("smtp;", "x-postfix;", "x-unix;")):
         diagnostic = diagnostic.partition(";")[2].strip()

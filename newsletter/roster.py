@@ -108,8 +108,13 @@ def _read_rows(path: Path, report: ImportReport) -> Iterator[_Row]:
                 if not any(value.strip() for value in values):
                     continue
                 if len(values) != len(header):
-                    report.rejected.append(Rejection(reader.line_num, values[0] if values else "",
-                                                     f"{len(values)} fields, the header has {len(header)}"))
+                    report.rejected.append(
+                        Rejection(
+                            reader.line_num,
+                            values[0] if values else "",
+                            f"{len(values)} fields, the header has {len(header)}",
+                        )
+                    )
                     continue
                 yield _Row(
                     line=reader.line_num,
@@ -133,7 +138,7 @@ _Checked = tuple[_Row, str, str, str | None]
 
 def _validate(rows: list[_Row]) -> Iterable[_Checked]:
     """Validate every address; a long list is spread over the CPU's cores (email-validator is ~60 µs)."""
-    chunks = [rows[start:start + VALIDATION_CHUNK_ROWS] for start in range(0, len(rows), VALIDATION_CHUNK_ROWS)]
+    chunks = [rows[start : start + VALIDATION_CHUNK_ROWS] for start in range(0, len(rows), VALIDATION_CHUNK_ROWS)]
     workers = os.cpu_count() or 1
     if len(rows) < PARALLEL_VALIDATION_MIN_ROWS or workers < 2:
         return [checked for chunk in chunks for checked in _validate_chunk(chunk)]
@@ -160,7 +165,7 @@ def _validate_chunk(rows: list[_Row]) -> list[_Checked]:
 def _existing_keys(session: Session, keys: list[str]) -> set[str]:
     existing: set[str] = set()
     for start in range(0, len(keys), LOOKUP_CHUNK_KEYS):
-        chunk = keys[start:start + LOOKUP_CHUNK_KEYS]
+        chunk = keys[start : start + LOOKUP_CHUNK_KEYS]
         existing.update(session.scalars(select(Subscriber.email_key).where(Subscriber.email_key.in_(chunk))))
     return existing
 
@@ -191,15 +196,10 @@ def _insert(
         values = {name: literal(value, table.c[name].type) for name, value in constants.items()}
         session.execute(insert(table).values(values), rows)
     # One set-based statement logs the creation of every row this import added.
-    created = (
-        select(
-            Subscriber.id, literal("created"), Subscriber.status, literal(str(source)), Subscriber.created_at
-        )
-        .where(Subscriber.id > before, Subscriber.created_at == now, Subscriber.source == source)
-    )
-    session.execute(
-        insert(Event).from_select(["subscriber_id", "kind", "new_status", "source", "created_at"], created)
-    )
+    created = select(
+        Subscriber.id, literal("created"), Subscriber.status, literal(str(source)), Subscriber.created_at
+    ).where(Subscriber.id > before, Subscriber.created_at == now, Subscriber.source == source)
+    session.execute(insert(Event).from_select(["subscriber_id", "kind", "new_status", "source", "created_at"], created))
     return len(new)
 
 
@@ -218,16 +218,18 @@ def export_csv(session: Session, out: IO[str], status: SubscriberStatus | None =
     query = select(Subscriber).where(*condition).order_by(Subscriber.id).execution_options(yield_per=2000)
     for subscriber in session.scalars(query):
         attributes = _as_dict(subscriber.attributes)
-        writer.writerow([
-            subscriber.email,
-            subscriber.name or "",
-            subscriber.status,
-            subscriber.source,
-            _iso(subscriber.created_at),
-            _iso(subscriber.confirmed_at),
-            _iso(subscriber.unsubscribed_at),
-            *(_cell(attributes.get(name)) for name in names),
-        ])
+        writer.writerow(
+            [
+                subscriber.email,
+                subscriber.name or "",
+                subscriber.status,
+                subscriber.source,
+                _iso(subscriber.created_at),
+                _iso(subscriber.confirmed_at),
+                _iso(subscriber.unsubscribed_at),
+                *(_cell(attributes.get(name)) for name in names),
+            ]
+        )
         count += 1
     return count
 

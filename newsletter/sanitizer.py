@@ -11,10 +11,61 @@ from lxml import html as lxml_html
 from lxml.etree import ParserError
 
 ALLOWED_TAGS = frozenset(
-    {"a", "abbr", "b", "blockquote", "br", "caption", "code", "del", "div", "em", "h1", "h2", "h3", "h4", "h5",
-     "h6", "hr", "i", "img", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "samp", "section", "small", "span",
-     "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul", "center", "font",
-     "figure", "figcaption", "dl", "dt", "dd", "ruby", "rt", "rp"}
+    {
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "caption",
+        "code",
+        "del",
+        "div",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "kbd",
+        "li",
+        "mark",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "samp",
+        "section",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "u",
+        "ul",
+        "center",
+        "font",
+        "figure",
+        "figcaption",
+        "dl",
+        "dt",
+        "dd",
+        "ruby",
+        "rt",
+        "rp",
+    }
 )
 ALLOWED_ATTRIBUTES = {
     "*": {"class", "id", "style", "title", "lang", "dir", "align"},
@@ -26,13 +77,40 @@ ALLOWED_ATTRIBUTES = {
     "font": {"color"},
 }
 ALLOWED_STYLE_PROPERTIES = frozenset(
-    {"color", "background-color", "text-align", "font-weight", "font-style", "text-decoration", "width",
-     "height", "zoom", "font-size", "vertical-align"}
+    {
+        "color",
+        "background-color",
+        "text-align",
+        "font-weight",
+        "font-style",
+        "text-decoration",
+        "width",
+        "height",
+        "zoom",
+        "font-size",
+        "vertical-align",
+    }
 )
 URL_SCHEMES = frozenset({"http", "https", "mailto", "cid", "tel"})
 # Markup that is removed together with everything inside it, not just unwrapped.
-DROPPED_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "form", "select", "textarea",
-                                  "noscript", "template", "svg", "math", "title", "head"})
+DROPPED_WITH_CONTENT = frozenset(
+    {
+        "script",
+        "style",
+        "iframe",
+        "object",
+        "embed",
+        "form",
+        "select",
+        "textarea",
+        "noscript",
+        "template",
+        "svg",
+        "math",
+        "title",
+        "head",
+    }
+)
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ZOOM_RE = re.compile(r"zoom\s*:\s*([0-9.]+)\s*(%?)", re.IGNORECASE)
 PERCENT_RE = re.compile(r"^\s*([0-9.]+)\s*%\s*$")

@@ -120,8 +120,9 @@ class Pace:
 
     def after(self, reply: Reply) -> None:
         if is_throttling(reply.code):
-            self.pause_seconds = min(THROTTLE_MAX_PAUSE_SECONDS,
-                                     max(THROTTLE_FIRST_PAUSE_SECONDS, self.pause_seconds * 2))
+            self.pause_seconds = min(
+                THROTTLE_MAX_PAUSE_SECONDS, max(THROTTLE_FIRST_PAUSE_SECONDS, self.pause_seconds * 2)
+            )
         elif self.pause_seconds:
             halved = self.pause_seconds / 2
             self.pause_seconds = halved if halved >= THROTTLE_FIRST_PAUSE_SECONDS / 4 else 0.0
@@ -207,7 +208,7 @@ class Sender:
         for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
             if self.stopping.is_set() or resume_at is not None:
                 break
-            group = delivery_ids[start:start + leases.GROUP_SIZE]
+            group = delivery_ids[start : start + leases.GROUP_SIZE]
             # One transaction records the group just sent and claims the next: the outcomes still commit
             # before another message goes out, so the duplicate window stays one group per thread.
             with database.transaction(self.engine) as session:
@@ -226,7 +227,7 @@ class Sender:
     def _record(self, session: Session, issue_id: int, claims: list[Claim], results: list[Result]) -> None:
         """Record a sent group's outcomes and give back the claimed rows it did not try."""
         leases.record(session, self.settings, issue_id, results)
-        leases.release(session, [claim.delivery_id for claim in claims[len(results):]])
+        leases.release(session, [claim.delivery_id for claim in claims[len(results) :]])
 
     def _send_group(
         self, template: Template, issue_id: int, claims: list[Claim]

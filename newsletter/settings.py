@@ -26,12 +26,8 @@ def setting(default: Any, help: str) -> Any:
 class Settings:
     """Every setting of the newsletter; the README's settings table lists the same names."""
 
-    database_url: str = setting(
-        "sqlite:///newsletter.db", "SQLAlchemy URL of the database (SQLite or PostgreSQL)."
-    )
-    broker_url: str = setting(
-        "", "Dramatiq broker: redis://... or amqp://...; empty runs the queue in-process."
-    )
+    database_url: str = setting("sqlite:///newsletter.db", "SQLAlchemy URL of the database (SQLite or PostgreSQL).")
+    broker_url: str = setting("", "Dramatiq broker: redis://... or amqp://...; empty runs the queue in-process.")
     smtp_host: str = setting("localhost", "SMTP server that relays the mail.")
     smtp_port: int = setting(25, "Port of the SMTP server.")
     smtp_username: str = setting("", "SMTP AUTH user name; empty sends without AUTH.")
@@ -48,9 +44,7 @@ class Settings:
     from_name: str = setting("", "Display name beside the From address.")
     reply_to: str = setting("", "Reply-To address; empty lets replies go to From.")
     newsletter_name: str = setting("Newsletter", "Name shown in the email header and web pages.")
-    base_url: str = setting(
-        "http://localhost:8000", "Public URL of the web app (sign-up, unsubscribe, archive)."
-    )
+    base_url: str = setting("http://localhost:8000", "Public URL of the web app (sign-up, unsubscribe, archive).")
     secret_key: str = setting("", "Key that signs tokens; `newsletter init` generates one (required).")
     bounce_address: str = setting(
         "", "Base of the VERP return path, e.g. bounces@example.org; empty uses bounces@ the From domain."
@@ -60,14 +54,16 @@ class Settings:
         "", "Sender's physical postal address for the footer, as CAN-SPAM asks (required to send)."
     )
     template_dir: str = setting(
-        "", "Directory whose templates win over the shipped ones (issue.mjml.j2, confirm.mjml.j2, web/*.html, "
-        "web/static/); empty uses the shipped."
+        "",
+        "Directory whose templates win over the shipped ones (issue.mjml.j2, confirm.mjml.j2, web/*.html, "
+        "web/static/); empty uses the shipped.",
     )
     batch_size: int = setting(200, "Deliveries per queue message.")
     rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")
     rate_limit_url: str = setting(
-        "", "Redis URL where workers share the rate_limit count and the smtp_connections slots; empty uses "
-        "broker_url when it is redis:// (a RabbitMQ deployment needs it)."
+        "",
+        "Redis URL where workers share the rate_limit count and the smtp_connections slots; empty uses "
+        "broker_url when it is redis:// (a RabbitMQ deployment needs it).",
     )
     queue_name: str = setting("newsletter", "Dramatiq queue the sending messages travel on (send and workers agree).")
     lease_seconds: float = setting(
@@ -137,9 +133,7 @@ def setting_help() -> dict[str, str]:
     return {f.name: f.metadata["help"] for f in dataclasses.fields(Settings)}
 
 
-def load_settings(
-    config_path: str | Path | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(config_path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read newsletter.toml (or `config_path`), then let NEWSLETTER_* environment variables win.
 
     Raises:
@@ -198,8 +192,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
 def _validate(settings: Settings) -> None:
     if settings.smtp_security not in SMTP_SECURITY_CHOICES:
         raise ConfigError(
-            f"setting 'smtp_security' must be one of {', '.join(SMTP_SECURITY_CHOICES)}, "
-            f"not {settings.smtp_security!r}"
+            f"setting 'smtp_security' must be one of {', '.join(SMTP_SECURITY_CHOICES)}, not {settings.smtp_security!r}"
         )
     for name in ("smtp_port", "smtp_connections", "batch_size"):
         if getattr(settings, name) < 1:
@@ -209,8 +202,12 @@ def _validate(settings: Settings) -> None:
     for name in ("lease_seconds", "max_attempts", "retry_delay_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name!r} must be positive")
-    for name in ("signup_min_fill_seconds", "signup_limit_per_ip", "signup_limit_per_address",
-                 "confirmation_daily_cap"):
+    for name in (
+        "signup_min_fill_seconds",
+        "signup_limit_per_ip",
+        "signup_limit_per_address",
+        "confirmation_daily_cap",
+    ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"setting {name!r} must not be negative")
     if settings.confirm_max_age_seconds < 1:

@@ -174,11 +174,17 @@ class SmtpConnection:
         smtp: smtplib.SMTP
         try:
             if settings.smtp_security == "ssl":
-                smtp = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
-                                        timeout=settings.smtp_timeout, context=context)
+                smtp = smtplib.SMTP_SSL(
+                    settings.smtp_host,
+                    settings.smtp_port,
+                    local_hostname=local_name,
+                    timeout=settings.smtp_timeout,
+                    context=context,
+                )
             else:
-                smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, local_hostname=local_name,
-                                    timeout=settings.smtp_timeout)
+                smtp = smtplib.SMTP(
+                    settings.smtp_host, settings.smtp_port, local_hostname=local_name, timeout=settings.smtp_timeout
+                )
         except ssl.SSLCertVerificationError as error:
             raise _untrusted(settings, error) from None
         try:
@@ -207,12 +213,15 @@ class SmtpConnection:
         advertised = smtp.esmtp_features.get("auth", "").upper().split()
         if not advertised:
             # RFC 4954 4: a server may offer AUTH only once the session is encrypted; never send it in the clear.
-            raise SessionRefused(f"the SMTP server {where} offers no AUTH (with smtp_security = "
-                                 f"{settings.smtp_security}); it may accept it only over starttls or ssl")
+            raise SessionRefused(
+                f"the SMTP server {where} offers no AUTH (with smtp_security = "
+                f"{settings.smtp_security}); it may accept it only over starttls or ssl"
+            )
         mechanism = next((name for name in AUTH_MECHANISMS if name in advertised), None)
         if mechanism is None:
-            raise SessionRefused(f"the SMTP server {where} offers AUTH {' '.join(advertised)}, none of "
-                                 f"{', '.join(AUTH_MECHANISMS)}")
+            raise SessionRefused(
+                f"the SMTP server {where} offers AUTH {' '.join(advertised)}, none of {', '.join(AUTH_MECHANISMS)}"
+            )
         smtp.user, smtp.password = settings.smtp_username, settings.smtp_password
         try:
             smtp.auth(mechanism, getattr(smtp, "auth_" + mechanism.lower().replace("-", "_")))  # as login() does
@@ -220,8 +229,10 @@ class SmtpConnection:
             if classify(error.smtp_code) != Outcome.PERMANENT:
                 raise  # RFC 4954 6: 454 is a temporary authentication failure, worth a retry
             reply = self._reply(error.smtp_code, error.smtp_error, "AUTH")
-            raise SessionRefused(f"the SMTP server {where} refused AUTH as {settings.smtp_username!r}: {reply}; "
-                                 "check smtp_username and smtp_password") from None
+            raise SessionRefused(
+                f"the SMTP server {where} refused AUTH as {settings.smtp_username!r}: {reply}; "
+                "check smtp_username and smtp_password"
+            ) from None
 
     def _fail(self, reply: Reply) -> None:
         if reply.code == 421:

@@ -14,9 +14,7 @@ from newsletter.errors import NewsletterError, SubscriberNotFound
 from newsletter.models import Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
 
 # A subscriber in one of these states left on purpose or cannot be reached: never re-activated silently.
-SUPPRESSED_STATUSES = frozenset(
-    {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}
-)
+SUPPRESSED_STATUSES = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
 FORGOTTEN_DOMAIN = "forgotten.invalid"  # RFC 2606: .invalid can never be delivered to
 
 
@@ -90,8 +88,9 @@ def change_status(
         subscriber.confirmed_at = now
     elif status == SubscriberStatus.UNSUBSCRIBED:
         subscriber.unsubscribed_at = now
-    record_event(session, subscriber, "status", source, old_status=old, new_status=status,
-                 reason=reason, payload=payload)
+    record_event(
+        session, subscriber, "status", source, old_status=old, new_status=status, reason=reason, payload=payload
+    )
     return True
 
 
@@ -115,11 +114,8 @@ def forget(session: Session, email: str, source: str = "cli") -> None:
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = subscriber.unsubscribed_at or utcnow()
     # The log may quote the address (a bounce's raw reason, a form's payload): erase that too.
-    session.execute(
-        update(Event).where(Event.subscriber_id == subscriber.id).values(reason=None, payload=None)
-    )
-    record_event(session, subscriber, "forgotten", source, old_status=old,
-                 new_status=SubscriberStatus.UNSUBSCRIBED)
+    session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(reason=None, payload=None))
+    record_event(session, subscriber, "forgotten", source, old_status=old, new_status=SubscriberStatus.UNSUBSCRIBED)
 
 
 def is_forgotten(subscriber: Subscriber) -> bool:

@@ -38,8 +38,10 @@ def hit(session: Session, key: str, window_seconds: int, now: dt.datetime | None
     start = window_start(now, window_seconds)
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    upsert = insert(Throttle).values(key=key, window_start=start, hits=1).on_conflict_do_update(
-        index_elements=[Throttle.key, Throttle.window_start], set_={"hits": Throttle.hits + 1}
+    upsert = (
+        insert(Throttle)
+        .values(key=key, window_start=start, hits=1)
+        .on_conflict_do_update(index_elements=[Throttle.key, Throttle.window_start], set_={"hits": Throttle.hits + 1})
     )
     hits = session.execute(upsert.returning(Throttle.hits)).scalar_one()
     session.execute(delete(Throttle).where(Throttle.window_start < now - dt.timedelta(seconds=RETENTION_SECONDS)))

@@ -31,8 +31,16 @@ log = logging.getLogger("subscribers")
 
 # The status each error page carries, most specific first.
 ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
-    (TokenUsed, 410), (TokenExpired, 410), (SubscriberErased, 410), (TokenInvalid, 400), (IssueNotFound, 404),
-    (FormExpired, 403), (TooManySignups, 429), (BodyTooLarge, 413), (InvalidAddress, 422), (DatabaseNotReady, 503),
+    (TokenUsed, 410),
+    (TokenExpired, 410),
+    (SubscriberErased, 410),
+    (TokenInvalid, 400),
+    (IssueNotFound, 404),
+    (FormExpired, 403),
+    (TooManySignups, 429),
+    (BodyTooLarge, 413),
+    (InvalidAddress, 422),
+    (DatabaseNotReady, 503),
 ]
 RETRY_AFTER_SECONDS = 3600  # the sign-up limits count per hour
 

@@ -34,15 +34,18 @@ async def feed(request: Request) -> Response:
     context = context_of(request)
     issues = await context.run(archive.latest_issues)
     entries = [
-        {"url": links.issue_url(context.settings, issue.slug), "subject": issue.subject,
-         "summary": issue.preheader, "updated": (issue.sent_at or issue.created_at).isoformat(),
-         "content": archive.web_html(issue)}
+        {
+            "url": links.issue_url(context.settings, issue.slug),
+            "subject": issue.subject,
+            "summary": issue.preheader,
+            "updated": (issue.sent_at or issue.created_at).isoformat(),
+            "content": archive.web_html(issue),
+        }
         for issue in issues
     ]
     updated = entries[0]["updated"] if entries else utcnow().isoformat()
     body = context.pages.render("feed.xml", entries=entries, updated=updated)
-    return Response(body, media_type="application/atom+xml; charset=utf-8",
-                    headers={"cache-control": ARCHIVE_CACHE})
+    return Response(body, media_type="application/atom+xml; charset=utf-8", headers={"cache-control": ARCHIVE_CACHE})
 
 
 routes = [

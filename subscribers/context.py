@@ -45,8 +45,9 @@ class Context:
         if self.engine.dialect.name != "sqlite":
             return await run_in_threadpool(self._in_transaction, use_case, *args)
         # One writer at a time anyway: more threads would only fight over the GIL while they wait.
-        return await anyio.to_thread.run_sync(partial(self._in_transaction, use_case, *args),
-                                              limiter=self.sqlite_threads)
+        return await anyio.to_thread.run_sync(
+            partial(self._in_transaction, use_case, *args), limiter=self.sqlite_threads
+        )
 
     def _in_transaction(self, use_case: Callable[..., T], *args: Any) -> T:
         if self.engine.dialect.name != "sqlite":
@@ -66,8 +67,9 @@ def context_of(request: Request) -> Context:
     return context
 
 
-def page(request: Request, template: str, status_code: int = 200, headers: dict[str, str] | None = None,
-         **values: Any) -> Response:
+def page(
+    request: Request, template: str, status_code: int = 200, headers: dict[str, str] | None = None, **values: Any
+) -> Response:
     """A page of templates/web/."""
     return context_of(request).pages.response(template, status_code, headers, **values)
 

@@ -70,8 +70,14 @@ async def preferences_page(request: Request) -> Response:
     assert isinstance(subscriber_id, int)
     unsubscribe = links.unsubscribe_url(context.settings, context.signer, subscriber_id)
     here = request.url.path.rstrip("/")
-    return form_page(request, "preferences.html", data=data, unsubscribe_url=unsubscribe,
-                     export_path=f"{here}/export", erase_path=f"{here}/erase")
+    return form_page(
+        request,
+        "preferences.html",
+        data=data,
+        unsubscribe_url=unsubscribe,
+        export_path=f"{here}/export",
+        erase_path=f"{here}/erase",
+    )
 
 
 async def export(request: Request) -> Response:

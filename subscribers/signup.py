@@ -24,11 +24,22 @@ async def subscribe_form(request: Request) -> Response:
     return _form(request)
 
 
-def _form(request: Request, status_code: int = 200, error: str = "", notice: str = "",
-          email: str = "", name: str = "") -> Response:
+def _form(
+    request: Request, status_code: int = 200, error: str = "", notice: str = "", email: str = "", name: str = ""
+) -> Response:
     context = context_of(request)
-    return page(request, "subscribe.html", status_code, stamp=context.stamp.make(), stamp_field=STAMP_FIELD,
-                honeypot_field=HONEYPOT_FIELD, error=error, notice=notice, email=email, name=name)
+    return page(
+        request,
+        "subscribe.html",
+        status_code,
+        stamp=context.stamp.make(),
+        stamp_field=STAMP_FIELD,
+        honeypot_field=HONEYPOT_FIELD,
+        error=error,
+        notice=notice,
+        email=email,
+        name=name,
+    )
 
 
 async def subscribe(request: Request) -> Response:
@@ -46,11 +57,17 @@ async def subscribe(request: Request) -> Response:
     if stamp:
         elapsed = context.stamp.seconds_since(stamp)
         if elapsed is None:
-            return _form(request, 422, "This form was open too long. Please press Subscribe again.", email=email,
-                         name=name)
+            return _form(
+                request, 422, "This form was open too long. Please press Subscribe again.", email=email, name=name
+            )
         if elapsed < context.settings.signup_min_fill_seconds:
-            return _form(request, 422, "That was very quick. Please check your address and press Subscribe again.",
-                         email=email, name=name)
+            return _form(
+                request,
+                422,
+                "That was very quick. Please check your address and press Subscribe again.",
+                email=email,
+                name=name,
+            )
     try:
         outbound_id = await context.run(_subscribe, context, email, name, client_ip(request))
     except InvalidAddress as error:
@@ -69,8 +86,9 @@ def _subscribe(session: Session, context: Context, email: str, name: str, ip: st
 async def confirm_page(request: Request) -> Response:
     """The page a confirmation link opens: one button, because mail scanners fetch links by GET."""
     context = context_of(request)
-    subscriber = await context.run(optin.check_confirmation, context.signer, request.path_params["token"],
-                                   context.settings.confirm_max_age_seconds)
+    subscriber = await context.run(
+        optin.check_confirmation, context.signer, request.path_params["token"], context.settings.confirm_max_age_seconds
+    )
     return form_page(request, "confirm.html", email=subscriber.email)
 
 
@@ -78,8 +96,9 @@ async def confirm(request: Request) -> Response:
     context = context_of(request)
     form = await form_fields(request)
     context.csrf.check(request, form.get(CSRF_FIELD, ""))
-    subscriber = await context.run(optin.confirm, context.signer, request.path_params["token"],
-                                   context.settings.confirm_max_age_seconds)
+    subscriber = await context.run(
+        optin.confirm, context.signer, request.path_params["token"], context.settings.confirm_max_age_seconds
+    )
     preferences = links.preferences_url(context.settings, context.signer, subscriber.id)
     return page(request, "confirmed.html", email=subscriber.email, preferences_url=preferences)
 

@@ -34,8 +34,15 @@ async def webhook(request: Request) -> Response:
         result = await context.run(lambda session: handle(context.settings, session, headers, body))
     except WebhookRejected as error:
         return JSONResponse({"error": str(error)}, status_code=error.status)
-    return JSONResponse({"recorded": result.recorded, "duplicates": result.duplicates,
-                         "suppressed": result.suppressed, "ignored": result.ignored, "note": result.note})
+    return JSONResponse(
+        {
+            "recorded": result.recorded,
+            "duplicates": result.duplicates,
+            "suppressed": result.suppressed,
+            "ignored": result.ignored,
+            "note": result.note,
+        }
+    )
 
 
 routes = [Route("/webhooks/{provider:str}", webhook, methods=["POST"])]

@@ -39,18 +39,30 @@ def make_sent(session: Session, settings: Settings) -> Sent:
     subscribers, deliveries = {}, {}
     for email in ("ann@example.com", "bob@example.net", "cho@example.com"):
         subscriber = add_subscriber(session, email)
-        delivery = Delivery(issue_id=issue.id, subscriber_id=subscriber.id, status="sent",
-                            message_id=links.message_id(settings, issue.id, subscriber.id))
+        delivery = Delivery(
+            issue_id=issue.id,
+            subscriber_id=subscriber.id,
+            status="sent",
+            message_id=links.message_id(settings, issue.id, subscriber.id),
+        )
         session.add(delivery)
         session.flush()
         subscribers[email], deliveries[email] = subscriber, delivery
     return Sent(settings, Signer(settings.secret_key), subscribers, deliveries)
 
 
-def dsn(to: str, blocks: list[dict[str, str]], *, sender: str = "MAILER-DAEMON@mx.example.com",
-        subject: str = "Undelivered Mail Returned to Sender", human: str = "Your message could not be delivered.",
-        human_type: str = "text/plain", extra_headers: str = "", message_id: str = "<dsn.1@mx.example.com>",
-        reporting_mta: str = "dns; mx.example.com") -> bytes:
+def dsn(
+    to: str,
+    blocks: list[dict[str, str]],
+    *,
+    sender: str = "MAILER-DAEMON@mx.example.com",
+    subject: str = "Undelivered Mail Returned to Sender",
+    human: str = "Your message could not be delivered.",
+    human_type: str = "text/plain",
+    extra_headers: str = "",
+    message_id: str = "<dsn.1@mx.example.com>",
+    reporting_mta: str = "dns; mx.example.com",
+) -> bytes:
     """A DSN as RFC 3464 describes it: human part, delivery-status (message block + recipient blocks), headers."""
     recipient_blocks = "\n".join("".join(f"{name}: {value}\n" for name, value in block.items()) for block in blocks)
     return f"""Return-Path: <>
@@ -86,14 +98,26 @@ Message-ID: <1.1.abcdef@example.org>
 """.replace("\n", "\r\n").encode()
 
 
-def failed(recipient: str, status: str = "5.1.1", diagnostic: str = "smtp; 550 5.1.1 User unknown",
-           action: str = "failed") -> dict[str, str]:
-    return {"Final-Recipient": f"rfc822; {recipient}", "Action": action, "Status": status,
-            "Diagnostic-Code": diagnostic}
+def failed(
+    recipient: str, status: str = "5.1.1", diagnostic: str = "smtp; 550 5.1.1 User unknown", action: str = "failed"
+) -> dict[str, str]:
+    return {
+        "Final-Recipient": f"rfc822; {recipient}",
+        "Action": action,
+        "Status": status,
+        "Diagnostic-Code": diagnostic,
+    }
 
 
-def arf(to: str, *, feedback_type: str = "abuse", original_mail_from: str = "", rcpt_to: str = "",
-        original: str = "", message_id: str = "<arf.1@feedback.example>") -> bytes:
+def arf(
+    to: str,
+    *,
+    feedback_type: str = "abuse",
+    original_mail_from: str = "",
+    rcpt_to: str = "",
+    original: str = "",
+    message_id: str = "<arf.1@feedback.example>",
+) -> bytes:
     """A feedback report as RFC 5965 describes it."""
     fields = f"Feedback-Type: {feedback_type}\nUser-Agent: ExampleFBL/1.0\nVersion: 1\n"
     if original_mail_from:

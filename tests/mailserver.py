@@ -84,8 +84,9 @@ class MailSink:
                 fault.times -= 1
             return fault
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         if self.pipelining:  # RFC 2920: aiosmtpd reads one command at a time, so it can offer it
             responses.insert(1, "250-PIPELINING")
@@ -155,8 +156,9 @@ def running_sink(handler: MailSink | None = None, **options: Any) -> Iterator[tu
     """
     sink = handler or MailSink()
     port = sink.port = free_port()
-    controller = CountingController(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True,
-                                    data_size_limit=50 * 1024 * 1024, **options)
+    controller = CountingController(
+        sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True, data_size_limit=50 * 1024 * 1024, **options
+    )
     controller.start()
     sink.peak_connections = sink.open_connections  # the controller's own probe connection is not a client's
     try:

@@ -36,8 +36,12 @@ def make_delivery(session: Session, subscriber: Subscriber, slug: str = "first")
         issue = Issue(slug=slug, subject=slug, source_text="", source_hash="0" * 64, html="", text="")
         session.add(issue)
         session.flush()
-    delivery = Delivery(issue_id=issue.id, subscriber_id=subscriber.id, status="sent",
-                        message_id=f"<{issue.id}.{subscriber.id}@example.org>")
+    delivery = Delivery(
+        issue_id=issue.id,
+        subscriber_id=subscriber.id,
+        status="sent",
+        message_id=f"<{issue.id}.{subscriber.id}@example.org>",
+    )
     session.add(delivery)
     session.flush()
     return delivery
@@ -49,8 +53,14 @@ def events_of(session: Session, subscriber: Subscriber, kind: str) -> list[Event
 
 def test_hard_bounce_suppresses_at_once_and_logs_the_raw_reason(session: Session) -> None:
     reader = add_subscriber(session, "reader@example.com")
-    outcome = record_bounce(session, reader, hard=True, source="smtp", reason="550 5.1.1 <reader@example.com>: "
-                            "Recipient address rejected: User unknown", external_id="smtp:1")
+    outcome = record_bounce(
+        session,
+        reader,
+        hard=True,
+        source="smtp",
+        reason="550 5.1.1 <reader@example.com>: Recipient address rejected: User unknown",
+        external_id="smtp:1",
+    )
     assert outcome.suppressed
     assert reader.status == SubscriberStatus.BOUNCED
     [bounce] = events_of(session, reader, FeedbackKind.HARD_BOUNCE)
@@ -62,8 +72,16 @@ def test_hard_bounce_suppresses_at_once_and_logs_the_raw_reason(session: Session
 def test_the_same_report_twice_is_recorded_once(session: Session) -> None:
     reader = add_subscriber(session, "reader@example.com")
     for _ in range(2):
-        record_bounce(session, reader, hard=False, source="dsn", reason="452 4.2.2 mailbox full",
-                      external_id="message:abc", at=T0, policy=POLICY)
+        record_bounce(
+            session,
+            reader,
+            hard=False,
+            source="dsn",
+            reason="452 4.2.2 mailbox full",
+            external_id="message:abc",
+            at=T0,
+            policy=POLICY,
+        )
     assert len(events_of(session, reader, FeedbackKind.SOFT_BOUNCE)) == 1
     assert reader.bounce_score == pytest.approx(1.0)
 
@@ -71,21 +89,45 @@ def test_the_same_report_twice_is_recorded_once(session: Session) -> None:
 def test_soft_bounces_cross_the_threshold_when_close_together(session: Session) -> None:
     reader = add_subscriber(session, "reader@example.com")
     for day in range(3):
-        outcome = record_bounce(session, reader, hard=False, source="dsn", reason="mailbox full",
-                                external_id=f"m{day}", at=T0 + dt.timedelta(days=day), policy=POLICY)
+        outcome = record_bounce(
+            session,
+            reader,
+            hard=False,
+            source="dsn",
+            reason="mailbox full",
+            external_id=f"m{day}",
+            at=T0 + dt.timedelta(days=day),
+            policy=POLICY,
+        )
     # 1 decayed over a day, plus 1, decayed again, plus 1: just under 3.
     assert reader.bounce_score == pytest.approx(0.5 ** (2 / 14) + 0.5 ** (1 / 14) + 1)
     assert reader.status == SubscriberStatus.ACTIVE and not outcome.suppressed
-    outcome = record_bounce(session, reader, hard=False, source="dsn", reason="mailbox full", external_id="m3",
-                            at=T0 + dt.timedelta(days=3), policy=POLICY)
+    outcome = record_bounce(
+        session,
+        reader,
+        hard=False,
+        source="dsn",
+        reason="mailbox full",
+        external_id="m3",
+        at=T0 + dt.timedelta(days=3),
+        policy=POLICY,
+    )
     assert outcome.suppressed and reader.status == SubscriberStatus.BOUNCED
 
 
 def test_soft_bounces_far_apart_decay_and_never_suppress(session: Session) -> None:
     reader = add_subscriber(session, "reader@example.com")
     for month in range(12):
-        record_bounce(session, reader, hard=False, source="dsn", reason="mailbox full", external_id=f"m{month}",
-                      at=T0 + dt.timedelta(days=30 * month), policy=POLICY)
+        record_bounce(
+            session,
+            reader,
+            hard=False,
+            source="dsn",
+            reason="mailbox full",
+            external_id=f"m{month}",
+            at=T0 + dt.timedelta(days=30 * month),
+            policy=POLICY,
+        )
     assert reader.status == SubscriberStatus.ACTIVE
     assert reader.bounce_score < 1.5
 
@@ -94,8 +136,16 @@ def test_weekly_soft_bounces_suppress_after_some_weeks(session: Session) -> None
     reader = add_subscriber(session, "reader@example.com")
     weeks = 0
     while reader.status == SubscriberStatus.ACTIVE:
-        record_bounce(session, reader, hard=False, source="dsn", reason="mailbox full", external_id=f"w{weeks}",
-                      at=T0 + dt.timedelta(weeks=weeks), policy=POLICY)
+        record_bounce(
+            session,
+            reader,
+            hard=False,
+            source="dsn",
+            reason="mailbox full",
+            external_id=f"w{weeks}",
+            at=T0 + dt.timedelta(weeks=weeks),
+            policy=POLICY,
+        )
         weeks += 1
         assert weeks < 20, "a mailbox that is always full must be dropped some day"
     assert weeks == 7
@@ -105,12 +155,30 @@ def test_a_delivery_counts_once_for_soft_bounces_but_a_later_failure_is_hard(ses
     reader = add_subscriber(session, "reader@example.com")
     delivery = make_delivery(session, reader)
     for hours in (4, 8, 12, 16):
-        record_bounce(session, reader, hard=False, source="dsn", reason="delayed", delivery_id=delivery.id,
-                      external_id=f"d{hours}", at=T0 + dt.timedelta(hours=hours), policy=POLICY)
+        record_bounce(
+            session,
+            reader,
+            hard=False,
+            source="dsn",
+            reason="delayed",
+            delivery_id=delivery.id,
+            external_id=f"d{hours}",
+            at=T0 + dt.timedelta(hours=hours),
+            policy=POLICY,
+        )
     assert reader.bounce_score == pytest.approx(1.0, rel=0.01)
     assert reader.status == SubscriberStatus.ACTIVE
-    record_bounce(session, reader, hard=True, source="dsn", reason="failed", delivery_id=delivery.id,
-                  external_id="final", at=T0 + dt.timedelta(days=5), policy=POLICY)
+    record_bounce(
+        session,
+        reader,
+        hard=True,
+        source="dsn",
+        reason="failed",
+        delivery_id=delivery.id,
+        external_id="final",
+        at=T0 + dt.timedelta(days=5),
+        policy=POLICY,
+    )
     assert reader.status == SubscriberStatus.BOUNCED
 
 
@@ -132,8 +200,7 @@ def test_feedback_finds_the_subscriber_by_delivery_then_address(session: Session
     reader = add_subscriber(session, "Reader@Example.com")
     other = add_subscriber(session, "other@example.com")
     delivery = make_delivery(session, reader)
-    hard = Feedback(FeedbackKind.HARD_BOUNCE, "dsn", "5.1.1", "x:1", email="other@example.com",
-                    delivery_id=delivery.id)
+    hard = Feedback(FeedbackKind.HARD_BOUNCE, "dsn", "5.1.1", "x:1", email="other@example.com", delivery_id=delivery.id)
     outcome = apply_feedback(session, hard, POLICY)
     assert outcome is not None and outcome.event is not None
     # The verified delivery wins over an address a report claims.
@@ -154,8 +221,9 @@ def test_feedback_about_no_subscriber_is_none(session: Session, email: str | Non
 
 def test_unsubscribe_request_unsubscribes_once(session: Session) -> None:
     reader = add_subscriber(session, "reader@example.com")
-    request = Feedback(FeedbackKind.UNSUBSCRIBE, "mailto", "mail to the unsubscribe address", "message:1",
-                       subscriber_id=reader.id)
+    request = Feedback(
+        FeedbackKind.UNSUBSCRIBE, "mailto", "mail to the unsubscribe address", "message:1", subscriber_id=reader.id
+    )
     assert apply_feedback(session, request, POLICY) is not None
     assert reader.status == SubscriberStatus.UNSUBSCRIBED
     again = apply_feedback(session, request, POLICY)
@@ -173,20 +241,29 @@ def test_report_groups_by_reason_and_domain_and_lists_the_suppressed(session: Se
     ann = add_subscriber(session, "ann@example.com")
     bob = add_subscriber(session, "bob@example.net")
     cho = add_subscriber(session, "cho@example.com")
-    record_bounce(session, ann, hard=True, source="dsn", reason="5.1.1 smtp; 550 User unknown",
-                  payload={"status": "5.1.1"})
+    record_bounce(
+        session, ann, hard=True, source="dsn", reason="5.1.1 smtp; 550 User unknown", payload={"status": "5.1.1"}
+    )
     record_bounce(session, bob, hard=False, source="dsn", reason="4.2.2 mailbox full", payload={"status": "4.2.2"})
     record_complaint(session, cho, source="arf", reason="abuse", payload={"feedback_type": "abuse"})
     old = add_subscriber(session, "old@example.org")
     record_bounce(session, old, hard=True, source="dsn", reason="5.1.1", at=T0 - dt.timedelta(days=400))
     report = bounce_report(session, utcnow() - dt.timedelta(days=30))
     assert {key: (c.hard, c.soft, c.complaints) for key, c in report.by_reason.items()} == {
-        "5.1.1 no such mailbox": (1, 0, 0), "4.2.2 mailbox full": (0, 1, 0), "complaint (abuse)": (0, 0, 1)}
+        "5.1.1 no such mailbox": (1, 0, 0),
+        "4.2.2 mailbox full": (0, 1, 0),
+        "complaint (abuse)": (0, 0, 1),
+    }
     assert {key: (c.hard, c.soft, c.complaints) for key, c in report.by_domain.items()} == {
-        "example.com": (1, 0, 1), "example.net": (0, 1, 0)}
+        "example.com": (1, 0, 1),
+        "example.net": (0, 1, 0),
+    }
     # A bounce dated long ago is out of the counts; the suppression it caused happened now.
     assert [(row.email, row.status) for row in report.suppressed] == [
-        ("ann@example.com", "bounced"), ("cho@example.com", "complained"), ("old@example.org", "bounced")]
+        ("ann@example.com", "bounced"),
+        ("cho@example.com", "complained"),
+        ("old@example.org", "bounced"),
+    ]
 
 
 def test_bounces_command_shows_the_report(tmp_path: Path, engine: Engine, settings: Settings) -> None:

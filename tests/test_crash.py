@@ -39,10 +39,15 @@ def environment(settings: Settings) -> dict[str, str]:
 
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "worker",
-               "--threads", str(THREADS_PER_WORKER)]
-    return subprocess.Popen(command, env=environment(settings), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-c",
+        "from newsletter.cli import main; main()",
+        "worker",
+        "--threads",
+        str(THREADS_PER_WORKER),
+    ]
+    return subprocess.Popen(command, env=environment(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture
@@ -61,9 +66,19 @@ def workers(distributed_settings: Settings) -> Iterator[list[subprocess.Popen[by
 
 def add_subscribers(engine: Engine, count: int) -> None:
     now = utcnow()
-    rows = [{"email": f"r{number}@example.com", "email_key": f"r{number}@example.com",
-             "status": SubscriberStatus.ACTIVE, "source": "import", "bounce_score": 0.0, "attributes": {},
-             "created_at": now, "confirmed_at": now} for number in range(count)]
+    rows = [
+        {
+            "email": f"r{number}@example.com",
+            "email_key": f"r{number}@example.com",
+            "status": SubscriberStatus.ACTIVE,
+            "source": "import",
+            "bounce_score": 0.0,
+            "attributes": {},
+            "created_at": now,
+            "confirmed_at": now,
+        }
+        for number in range(count)
+    ]
     with database.transaction(engine) as session:
         session.execute(insert(Subscriber), rows)
 

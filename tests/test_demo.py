@@ -19,7 +19,8 @@ def test_demo_sends_the_bundled_issue_to_the_sample_subscribers(tmp_path: Path) 
     assert len(files) == len(SAMPLE_SUBSCRIBERS)
     messages = [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in files]
     assert sorted(str(message["To"].addresses[0].addr_spec) for message in messages) == sorted(
-        address for _, address in SAMPLE_SUBSCRIBERS)
+        address for _, address in SAMPLE_SUBSCRIBERS
+    )
     assert len({message["Message-ID"] for message in messages}) == len(messages)
     assert all(message.get_body(("html",)) is not None for message in messages)
     assert {message["Subject"] for message in messages} == {SAMPLE_SUBJECT}

@@ -29,8 +29,11 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     """A fresh RSA key: the PEM file the settings name, and the TXT record DNS would publish."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
@@ -39,8 +42,9 @@ def test_a_sent_issue_verifies_and_signs_the_unsubscribe_headers(
     engine: Engine, settings: Settings, smtpd: MailSink, key_pair: tuple[Path, bytes]
 ) -> None:
     path, record = key_pair
-    signing = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, dkim_private_key_path=str(path),
-                               dkim_selector="news2026")
+    signing = settings.replace(
+        smtp_host="127.0.0.1", smtp_port=smtpd.port, dkim_private_key_path=str(path), dkim_selector="news2026"
+    )
     with database.transaction(engine) as session:
         add_subscriber(session, "signed@example.com", "Signed Reader")
     campaign.send_issue(engine, Queue(signing, engine), render_issue(ISSUE, signing))
@@ -57,8 +61,9 @@ def test_a_sent_issue_verifies_and_signs_the_unsubscribe_headers(
     names = {name.strip().lower() for name in signed.group(1).replace(" ", "").split(":")}
     assert {"from", "list-unsubscribe", "list-unsubscribe-post", "message-id", "subject"} <= names
     assert "d=example.org" in signature
-    tampered = received.data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-                                     b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks")
+    tampered = received.data.replace(
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks"
+    )
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 

@@ -31,32 +31,46 @@ def unrecognized(session: Session) -> list[UnrecognizedMessage]:
 # Shapes of real DSNs: who sends them, the human part, the recipient block's wording.
 MTA_SHAPES = {
     "postfix": dict(
-        sender="MAILER-DAEMON@mx.example.com (Mail Delivery System)", reporting_mta="dns; mx.example.com",
+        sender="MAILER-DAEMON@mx.example.com (Mail Delivery System)",
+        reporting_mta="dns; mx.example.com",
         diagnostic="smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table",
         human="This is the mail system at host mx.example.com.\n\nI'm sorry to have to inform you that your "
-              "message could not\nbe delivered to one or more recipients.",
-        status="5.1.1"),
+        "message could not\nbe delivered to one or more recipients.",
+        status="5.1.1",
+    ),
     "exim": dict(
-        sender="Mail Delivery System <Mailer-Daemon@mail.example.net>", reporting_mta="dns; mail.example.net",
-        diagnostic="smtp; 550 5.1.1 <{rcpt}>... No such user", status="5.0.0",
+        sender="Mail Delivery System <Mailer-Daemon@mail.example.net>",
+        reporting_mta="dns; mail.example.net",
+        diagnostic="smtp; 550 5.1.1 <{rcpt}>... No such user",
+        status="5.0.0",
         human="This message was created automatically by mail delivery software.\n\nA message that you sent "
-              "could not be delivered to one or more of its\nrecipients. This is a permanent error."),
+        "could not be delivered to one or more of its\nrecipients. This is a permanent error.",
+    ),
     "gmail": dict(
-        sender="Mail Delivery Subsystem <mailer-daemon@googlemail.com>", reporting_mta="dns; googlemail.com",
+        sender="Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        reporting_mta="dns; googlemail.com",
         diagnostic="smtp; 550-5.1.1 The email account that you tried to reach does not exist. Please try\n"
-                   " 550-5.1.1 double-checking the recipient's email address for typos or\n"
-                   " 550 5.1.1 unnecessary spaces. https://support.google.com/mail/?p=NoSuchUser",
-        status="5.1.1", human="<html><body><h2>Address not found</h2></body></html>", human_type="text/html"),
+        " 550-5.1.1 double-checking the recipient's email address for typos or\n"
+        " 550 5.1.1 unnecessary spaces. https://support.google.com/mail/?p=NoSuchUser",
+        status="5.1.1",
+        human="<html><body><h2>Address not found</h2></body></html>",
+        human_type="text/html",
+    ),
     "outlook": dict(
-        sender="Microsoft Outlook <postmaster@outlook.com>", reporting_mta="dns;DM6PR01MB1234.prod.outlook.com",
-        diagnostic="smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {rcpt} not found by SMTP "
-                   "address lookup", status="5.1.10",
+        sender="Microsoft Outlook <postmaster@outlook.com>",
+        reporting_mta="dns;DM6PR01MB1234.prod.outlook.com",
+        diagnostic="smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {rcpt} not found by SMTP address lookup",
+        status="5.1.10",
         human="<html><body><b>Your message to {rcpt} couldn't be delivered.</b></body></html>",
-        human_type="text/html"),
+        human_type="text/html",
+    ),
     "ses": dict(
-        sender="MAILER-DAEMON@amazonses.com", reporting_mta="dns; a8-30.smtp-out.amazonses.com",
-        diagnostic="smtp; 550 5.1.1 user unknown", status="5.1.1",
-        human="An error occurred while trying to deliver the mail to the following recipients:\n{rcpt}"),
+        sender="MAILER-DAEMON@amazonses.com",
+        reporting_mta="dns; a8-30.smtp-out.amazonses.com",
+        diagnostic="smtp; 550 5.1.1 user unknown",
+        status="5.1.1",
+        human="An error occurred while trying to deliver the mail to the following recipients:\n{rcpt}",
+    ),
 }
 
 
@@ -109,12 +123,15 @@ def test_a_4xx_status_with_action_failed_is_hard(session: Session, sent: Sent) -
 
 
 def test_multi_recipient_dsn_without_verp(session: Session, sent: Sent) -> None:
-    raw = dsn("bounces@example.org", [
-        failed("ann@example.com"),
-        failed("bob@example.net", "4.2.2", "smtp; 452 4.2.2 Mailbox full", action="delayed"),
-        {"Final-Recipient": "rfc822; cho@example.com", "Action": "delivered", "Status": "2.0.0"},
-        failed("stranger@example.org"),
-    ])
+    raw = dsn(
+        "bounces@example.org",
+        [
+            failed("ann@example.com"),
+            failed("bob@example.net", "4.2.2", "smtp; 452 4.2.2 Mailbox full", action="delayed"),
+            {"Final-Recipient": "rfc822; cho@example.com", "Action": "delivered", "Status": "2.0.0"},
+            failed("stranger@example.org"),
+        ],
+    )
     result = ingest(session, sent.settings, raw, source="mbox")
     assert (result.verdict, result.recorded, result.suppressed) == (Verdict.BOUNCE, 2, 1)
     statuses = {email: subscriber.status for email, subscriber in sent.subscribers.items()}
@@ -134,10 +151,11 @@ def test_the_verp_delivery_wins_over_the_address_in_the_report(session: Session,
 def test_a_forged_verp_token_is_kept_unrecognized_and_bounces_nobody(session: Session, sent: Sent) -> None:
     genuine = sent.verp("ann@example.com")
     forged = genuine.replace(genuine.split("-")[1][:4], "0000")
-    other_delivery = "bounces+" + format(sent.deliveries["bob@example.net"].id, "x") + genuine[genuine.index("-"):]
+    other_delivery = "bounces+" + format(sent.deliveries["bob@example.net"].id, "x") + genuine[genuine.index("-") :]
     for to in (forged, other_delivery):
-        result = ingest(session, sent.settings, dsn(to, [failed("ann@example.com")], message_id=f"<{to}>"),
-                        source="stdin")
+        result = ingest(
+            session, sent.settings, dsn(to, [failed("ann@example.com")], message_id=f"<{to}>"), source="stdin"
+        )
         assert result.verdict == Verdict.UNRECOGNIZED and "bad signature" in result.note
     assert {s.status for s in sent.subscribers.values()} == {"active"}
     assert len(unrecognized(session)) == 2
@@ -152,8 +170,11 @@ def test_the_envelope_recipient_from_the_mta(session: Session, sent: Sent) -> No
 
 
 def test_verp_in_delivered_to_header(session: Session, sent: Sent) -> None:
-    raw = dsn("bounces@example.org", [failed("x@example.com")],
-              extra_headers=f"Delivered-To: {sent.verp('cho@example.com').upper()}\n")
+    raw = dsn(
+        "bounces@example.org",
+        [failed("x@example.com")],
+        extra_headers=f"Delivered-To: {sent.verp('cho@example.com').upper()}\n",
+    )
     ingest(session, sent.settings, raw, source="maildir")
     assert sent.subscribers["cho@example.com"].status == SubscriberStatus.BOUNCED
 
@@ -167,8 +188,10 @@ def test_the_same_dsn_seen_twice_through_two_paths_is_recorded_once(session: Ses
 
 
 def test_success_reports_are_ignored(session: Session, sent: Sent) -> None:
-    raw = dsn(sent.verp("ann@example.com"), [{"Final-Recipient": "rfc822; ann@example.com", "Action": "relayed",
-                                               "Status": "2.0.0"}])
+    raw = dsn(
+        sent.verp("ann@example.com"),
+        [{"Final-Recipient": "rfc822; ann@example.com", "Action": "relayed", "Status": "2.0.0"}],
+    )
     assert ingest(session, sent.settings, raw, source="stdin").verdict == Verdict.IGNORED
     assert session.scalar(select(func.count()).select_from(Event).where(Event.kind.like("%bounce"))) == 0
 
@@ -212,8 +235,10 @@ def test_arf_complaint_with_verp_original_mail_from(session: Session, sent: Sent
 
 def test_arf_complaint_found_by_the_list_unsubscribe_mailto_of_the_original(session: Session, sent: Sent) -> None:
     # Some feedback loops redact the recipient; our List-Unsubscribe header still names the subscriber.
-    original = f"List-Unsubscribe: <mailto:{sent.mailto('cho@example.com')}?subject=unsubscribe>, " \
-               f"<https://news.example.org/unsubscribe/x>\nTo: [redacted]\n"
+    original = (
+        f"List-Unsubscribe: <mailto:{sent.mailto('cho@example.com')}?subject=unsubscribe>, "
+        f"<https://news.example.org/unsubscribe/x>\nTo: [redacted]\n"
+    )
     raw = arf("fbl@example.org", original=original)
     assert ingest(session, sent.settings, raw, source="imap").verdict == Verdict.COMPLAINT
     assert sent.subscribers["cho@example.com"].status == SubscriberStatus.COMPLAINED
@@ -243,9 +268,11 @@ VACATION_REPLIES = {
 
 @pytest.mark.parametrize("headers", VACATION_REPLIES.values(), ids=VACATION_REPLIES.keys())
 def test_auto_replies_are_ignored(session: Session, sent: Sent, headers: str) -> None:
-    raw = (f"From: Ann <ann@example.com>\nTo: {sent.verp('ann@example.com')}\n{headers}"
-           "Message-ID: <vacation@example.com>\n\nI am away until Monday, back on 12 January. Write to "
-           "bob@example.net if it is urgent; your mail will not be forwarded.\n").encode()
+    raw = (
+        f"From: Ann <ann@example.com>\nTo: {sent.verp('ann@example.com')}\n{headers}"
+        "Message-ID: <vacation@example.com>\n\nI am away until Monday, back on 12 January. Write to "
+        "bob@example.net if it is urgent; your mail will not be forwarded.\n"
+    ).encode()
     result = ingest(session, sent.settings, raw, source="stdin")
     assert result.verdict == Verdict.AUTO_REPLY
     assert {s.status for s in sent.subscribers.values()} == {"active"}
@@ -254,8 +281,10 @@ def test_auto_replies_are_ignored(session: Session, sent: Sent, headers: str) ->
 
 
 def test_mail_to_the_unsubscribe_address_unsubscribes(session: Session, sent: Sent) -> None:
-    raw = (f"From: Bob <bob@example.net>\nTo: {sent.mailto('bob@example.net')}\nSubject: unsubscribe\n"
-           "Message-ID: <u1@example.net>\n\n").encode()
+    raw = (
+        f"From: Bob <bob@example.net>\nTo: {sent.mailto('bob@example.net')}\nSubject: unsubscribe\n"
+        "Message-ID: <u1@example.net>\n\n"
+    ).encode()
     result = ingest(session, sent.settings, raw, source="stdin")
     assert (result.verdict, result.suppressed) == (Verdict.UNSUBSCRIBE, 1)
     assert sent.subscribers["bob@example.net"].status == SubscriberStatus.UNSUBSCRIBED
@@ -270,8 +299,10 @@ def test_mail_to_a_forged_unsubscribe_address_unsubscribes_nobody(session: Sessi
 
 
 def test_a_human_reply_is_kept_for_the_editor_once(session: Session, sent: Sent) -> None:
-    raw = (f"From: Ann <ann@example.com>\nTo: {sent.verp('ann@example.com')}\nSubject: Re: First\n"
-           "Message-ID: <reply@example.com>\n\nThanks for the issue!\n").encode()
+    raw = (
+        f"From: Ann <ann@example.com>\nTo: {sent.verp('ann@example.com')}\nSubject: Re: First\n"
+        "Message-ID: <reply@example.com>\n\nThanks for the issue!\n"
+    ).encode()
     for _ in range(2):
         assert ingest(session, sent.settings, raw, source="imap").verdict == Verdict.UNRECOGNIZED
     [kept] = unrecognized(session)
@@ -290,18 +321,22 @@ HOSTILE = {
     "headers-only": b"From: x@example.com\r\nSubject: hi",
     "truncated-mime": dsn("bounces@example.org", [failed("ann@example.com")])[:400],
     "unknown-charset": b"From: =?x-klingon?Q?Kor?= <k@example.com>\nSubject: =?utf-8?B?////?=\n"
-                       b"Content-Type: text/plain; charset=x-klingon\n\n\xff\xfe\xfd",
+    b"Content-Type: text/plain; charset=x-klingon\n\n\xff\xfe\xfd",
     "wrong-charset-dsn": dsn("bounces@example.org", [failed("ann@example.com", diagnostic="smtp; 550 \xe9\xe8")])
-    .replace(b"charset=utf-8", b"charset=iso-2022-jp").replace("\xe9".encode(), b"\xff"),
+    .replace(b"charset=utf-8", b"charset=iso-2022-jp")
+    .replace("\xe9".encode(), b"\xff"),
     "nested": b"Content-Type: multipart/mixed; boundary=b0\n\n"
-              + b"".join(f"--b{i}\nContent-Type: multipart/mixed; boundary=b{i + 1}\n\n".encode() for i in range(3000)),
+    + b"".join(f"--b{i}\nContent-Type: multipart/mixed; boundary=b{i + 1}\n\n".encode() for i in range(3000)),
     "many-parts": b"Content-Type: multipart/mixed; boundary=b\n\n"
-                  + b"--b\nContent-Type: text/plain\n\nx\n" * 20_000 + b"--b--\n",
+    + b"--b\nContent-Type: text/plain\n\nx\n" * 20_000
+    + b"--b--\n",
     "huge-part": dsn("bounces@example.org", [failed("cho@example.com")]).replace(
-        b"Your message could not be delivered.", b"A" * (12 * 1024 * 1024)),
+        b"Your message could not be delivered.", b"A" * (12 * 1024 * 1024)
+    ),
     "base64-report": dsn("bounces@example.org", [failed("ann@example.com")]).replace(
-        b"Content-Type: message/delivery-status\r\n", b"Content-Type: message/delivery-status\r\n"
-        b"Content-Transfer-Encoding: base64\r\n"),
+        b"Content-Type: message/delivery-status\r\n",
+        b"Content-Type: message/delivery-status\r\nContent-Transfer-Encoding: base64\r\n",
+    ),
     "long-header": b"Subject: " + b"x" * 2_000_000 + b"\n\nbody",
 }
 
@@ -328,7 +363,8 @@ def test_a_dsn_cut_before_its_report_is_kept_for_the_editor(session: Session, se
 
 def test_a_dsn_returning_a_huge_original_still_bounces(session: Session, sent: Sent) -> None:
     raw = dsn(sent.verp("cho@example.com"), [failed("cho@example.com")]).replace(
-        b"Message-ID: <1.1.abcdef@example.org>\r\n", b"Message-ID: <1.1.abcdef@example.org>\r\n\r\n"
-        + b"B" * (12 * 1024 * 1024))
+        b"Message-ID: <1.1.abcdef@example.org>\r\n",
+        b"Message-ID: <1.1.abcdef@example.org>\r\n\r\n" + b"B" * (12 * 1024 * 1024),
+    )
     assert ingest(session, sent.settings, raw, source="stdin").verdict == Verdict.BOUNCE
     assert sent.subscribers["cho@example.com"].status == SubscriberStatus.BOUNCED

@@ -21,27 +21,33 @@ READERS = ("ann@example.com", "bob@example.net", "cho@example.com")
 
 def issue_file(tmp_path: Path, number: int) -> Path:
     path = tmp_path / f"notes-{number}.md"
-    path.write_text(f"---\nsubject: Notes {number}\nslug: notes-{number}\n---\n\n# Notes {number}\n\nHello.\n",
-                    encoding="utf-8")
+    path.write_text(
+        f"---\nsubject: Notes {number}\nslug: notes-{number}\n---\n\n# Notes {number}\n\nHello.\n", encoding="utf-8"
+    )
     return path
 
 
 def arf_about(received: bytes, original_mail_from: str) -> bytes:
     """A feedback loop's report (RFC 5965) quoting the message as the reader's provider received it."""
     return (
-        "From: <fbl@mail-provider.example>\r\nTo: fbl@example.org\r\nSubject: Abuse report\r\n"
-        "Message-ID: <fbl-1@mail-provider.example>\r\nMIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/report; report-type=feedback-report; boundary="{BOUNDARY}"\r\n\r\n'
-        f"--{BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n\r\n"
-        f"--{BOUNDARY}\r\nContent-Type: message/feedback-report\r\n\r\n"
-        f"Feedback-Type: abuse\r\nUser-Agent: ProviderFBL/1.0\r\nVersion: 1\r\n"
-        f"Original-Mail-From: <{original_mail_from}>\r\n\r\n"
-        f"--{BOUNDARY}\r\nContent-Type: message/rfc822\r\n\r\n"
-    ).encode() + received + f"\r\n--{BOUNDARY}--\r\n".encode()
+        (
+            "From: <fbl@mail-provider.example>\r\nTo: fbl@example.org\r\nSubject: Abuse report\r\n"
+            "Message-ID: <fbl-1@mail-provider.example>\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=feedback-report; boundary="{BOUNDARY}"\r\n\r\n'
+            f"--{BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n\r\n"
+            f"--{BOUNDARY}\r\nContent-Type: message/feedback-report\r\n\r\n"
+            f"Feedback-Type: abuse\r\nUser-Agent: ProviderFBL/1.0\r\nVersion: 1\r\n"
+            f"Original-Mail-From: <{original_mail_from}>\r\n\r\n"
+            f"--{BOUNDARY}\r\nContent-Type: message/rfc822\r\n\r\n"
+        ).encode()
+        + received
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
-def test_a_bounce_and_a_complaint_mailed_back_stop_the_next_issue(tmp_path: Path, settings: Settings, engine: Engine,
-                                                                    smtpd: MailSink) -> None:
+def test_a_bounce_and_a_complaint_mailed_back_stop_the_next_issue(
+    tmp_path: Path, settings: Settings, engine: Engine, smtpd: MailSink
+) -> None:
     with database.transaction(engine) as session:
         for email in READERS:
             add_subscriber(session, email)
@@ -49,7 +55,9 @@ def test_a_bounce_and_a_complaint_mailed_back_stop_the_next_issue(tmp_path: Path
     config.write_text(
         f'database_url = "{settings.database_url}"\nsecret_key = "{settings.secret_key}"\n'
         f'from_address = "{settings.from_address}"\npostal_address = "{settings.postal_address}"\n'
-        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtpd.port}\n', encoding="utf-8")
+        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtpd.port}\n',
+        encoding="utf-8",
+    )
     runner = CliRunner()
 
     def newsletter(*args: str, input: bytes | None = None) -> str:

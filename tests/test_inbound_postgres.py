@@ -47,8 +47,11 @@ def count_events(engine: Engine, kind: str) -> int:
 
 
 def delayed(to: str, rcpt: str, number: int) -> bytes:
-    return dsn(to, [failed(rcpt, "4.4.1", "smtp; 451 4.4.1 try again later", "delayed")],
-               message_id=f"<delayed.{number}@mx.example.com>")
+    return dsn(
+        to,
+        [failed(rcpt, "4.4.1", "smtp; 451 4.4.1 try again later", "delayed")],
+        message_id=f"<delayed.{number}@mx.example.com>",
+    )
 
 
 def at_once(work: Callable[[int], Ingested], threads: int = THREADS) -> list[Ingested | BaseException]:
@@ -81,8 +84,9 @@ def test_hard_bounce_with_verp(postgres_engine: Engine, sent: Sent) -> None:
 
 def test_soft_bounces_accumulate_to_the_threshold(postgres_engine: Engine, sent: Sent) -> None:
     for number in range(3):  # three reports without VERP, same Date: no decay between them
-        result = ingest_committed(postgres_engine, sent.settings, delayed("bounces@example.org", "cho@example.com",
-                                                                           number), "maildir")
+        result = ingest_committed(
+            postgres_engine, sent.settings, delayed("bounces@example.org", "cho@example.com", number), "maildir"
+        )
         assert (result.verdict, result.recorded) == (Verdict.BOUNCE, 1)
         if number < 2:
             assert status_of(postgres_engine, "cho@example.com") == (SubscriberStatus.ACTIVE, pytest.approx(number + 1))
@@ -120,28 +124,42 @@ def test_concurrent_ingests_of_one_message_record_it_once(postgres_engine: Engin
         with database.transaction(postgres_engine) as session:
             recorded = session.scalar(select(func.count()).select_from(UnrecognizedMessage)) or 0
     else:
-        recorded = count_events(postgres_engine, {"hard": "hard_bounce", "soft": "soft_bounce",
-                                                  "complaint": "complaint"}[kind])
+        recorded = count_events(
+            postgres_engine, {"hard": "hard_bounce", "soft": "soft_bounce", "complaint": "complaint"}[kind]
+        )
     assert recorded == 1
     assert count_events(postgres_engine, "status") == (0 if kind in ("soft", "unrecognized") else 1)
 
 
 def test_concurrent_soft_bounces_of_different_messages_all_count(postgres_engine: Engine, sent: Sent) -> None:
-    results = at_once(lambda number: ingest_committed(
-        postgres_engine, sent.settings, delayed("bounces@example.org", "cho@example.com", number), f"r{number}"))
+    results = at_once(
+        lambda number: ingest_committed(
+            postgres_engine, sent.settings, delayed("bounces@example.org", "cho@example.com", number), f"r{number}"
+        )
+    )
     assert [result.recorded for result in results if isinstance(result, Ingested)] == [1] * THREADS
     assert status_of(postgres_engine, "cho@example.com") == (SubscriberStatus.BOUNCED, pytest.approx(THREADS))
     assert count_events(postgres_engine, "status") == 1
 
 
-def test_reports_naming_the_same_subscribers_in_opposite_orders_never_deadlock(postgres_engine: Engine,
-                                                                               sent: Sent) -> None:
+def test_reports_naming_the_same_subscribers_in_opposite_orders_never_deadlock(
+    postgres_engine: Engine, sent: Sent
+) -> None:
     addresses = ["ann@example.com", "bob@example.net", "cho@example.com"]
     for round_number in range(4):
-        reports = [dsn("bounces@example.org", [failed(address, "4.2.2", "smtp; 452 mailbox full", "delayed")
-                                               for address in (addresses if number % 2 else addresses[::-1])],
-                       message_id=f"<multi.{round_number}.{number}@mx.example.com>") for number in range(THREADS)]
-        results = at_once(lambda number, reports=reports: ingest_committed(postgres_engine, sent.settings,
-                                                                           reports[number], "x"))
+        reports = [
+            dsn(
+                "bounces@example.org",
+                [
+                    failed(address, "4.2.2", "smtp; 452 mailbox full", "delayed")
+                    for address in (addresses if number % 2 else addresses[::-1])
+                ],
+                message_id=f"<multi.{round_number}.{number}@mx.example.com>",
+            )
+            for number in range(THREADS)
+        ]
+        results = at_once(
+            lambda number, reports=reports: ingest_committed(postgres_engine, sent.settings, reports[number], "x")
+        )
         assert not [result for result in results if isinstance(result, BaseException)], results
     assert count_events(postgres_engine, "soft_bounce") == 4 * THREADS * len(addresses)

@@ -57,8 +57,12 @@ def assert_list_cleaned(session: Session, sent: Sent) -> None:
 
 
 def write_config(tmp_path: Path, settings: Settings, **extra: object) -> Path:
-    values = {"database_url": settings.database_url, "secret_key": settings.secret_key,
-              "from_address": settings.from_address, **extra}
+    values = {
+        "database_url": settings.database_url,
+        "secret_key": settings.secret_key,
+        "from_address": settings.from_address,
+        **extra,
+    }
     lines = [f"{name} = {value!r}" if isinstance(value, str) else f"{name} = {value}" for name, value in values.items()]
     config = tmp_path / "newsletter.toml"
     config.write_text("\n".join(lines).replace("'", '"') + "\n", encoding="utf-8")
@@ -81,16 +85,16 @@ def test_stdin_recipient_option_names_the_delivery(tmp_path: Path, session: Sess
     session.commit()
     config = write_config(tmp_path, sent.settings)
     raw = dsn("bounces@example.org", [failed("someone@example.com")])
-    result = CliRunner().invoke(main, ["--config", str(config), "inbound", "--recipient", sent.verp("cho@example.com")],
-                                input=raw)
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "inbound", "--recipient", sent.verp("cho@example.com")], input=raw
+    )
     assert result.exit_code == 0, result.output
     session.expire_all()
     assert sent.subscribers["cho@example.com"].status == SubscriberStatus.BOUNCED
 
 
 def test_stdin_defers_with_ex_tempfail_when_the_database_is_unreachable(tmp_path: Path, sent: Sent) -> None:
-    config = write_config(tmp_path, sent.settings.replace(
-        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    config = write_config(tmp_path, sent.settings.replace(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
     result = CliRunner().invoke(main, ["--config", str(config), "inbound"], input=messages_for(sent)[0])
     assert result.exit_code == EX_TEMPFAIL == 75
 
@@ -108,8 +112,9 @@ def make_maildir(path: Path, messages: list[bytes]) -> None:
     box.close()
 
 
-def test_maildir_moves_read_mail_to_cur_and_never_counts_twice(tmp_path: Path, session: Session, sent: Sent,
-                                                                engine: object) -> None:
+def test_maildir_moves_read_mail_to_cur_and_never_counts_twice(
+    tmp_path: Path, session: Session, sent: Sent, engine: object
+) -> None:
     session.commit()
     maildir = tmp_path / "Maildir"
     make_maildir(maildir, messages_for(sent))
@@ -121,12 +126,12 @@ def test_maildir_moves_read_mail_to_cur_and_never_counts_twice(tmp_path: Path, s
     assert mailboxes.read_maildir(session.get_bind(), sent.settings, maildir).messages == 0  # type: ignore[arg-type]
 
 
-def test_maildir_crash_before_marking_loses_nothing_and_counts_once(tmp_path: Path, session: Session,
-                                                                     sent: Sent) -> None:
+def test_maildir_crash_before_marking_loses_nothing_and_counts_once(
+    tmp_path: Path, session: Session, sent: Sent
+) -> None:
     session.commit()
     maildir = tmp_path / "Maildir"
-    make_maildir(maildir, [dsn(sent.verp("cho@example.com"), [failed("cho@example.com", "4.2.2",
-                                                                     action="delayed")])])
+    make_maildir(maildir, [dsn(sent.verp("cho@example.com"), [failed("cho@example.com", "4.2.2", action="delayed")])])
     engine = session.get_bind()
     # The first run "crashes" after recording: the file is put back unmarked, as if the rename never happened.
     mailboxes.read_maildir(engine, sent.settings, maildir)  # type: ignore[arg-type]
@@ -191,12 +196,21 @@ class Dovecot:
         client.logout()
 
     def settings(self, settings: Settings, security: str = "none") -> Settings:
-        imap_port, pop3_port = (self.imaps_port, self.pop3s_port) if security == "ssl" else (
-            self.imap_port, self.pop3_port)
-        return settings.replace(imap_host="127.0.0.1", imap_port=imap_port, imap_username=self.user,
-                                imap_password=self.password, imap_security=security, pop3_host="127.0.0.1",
-                                pop3_port=pop3_port, pop3_username=self.user, pop3_password=self.password,
-                                pop3_security=security)
+        imap_port, pop3_port = (
+            (self.imaps_port, self.pop3s_port) if security == "ssl" else (self.imap_port, self.pop3_port)
+        )
+        return settings.replace(
+            imap_host="127.0.0.1",
+            imap_port=imap_port,
+            imap_username=self.user,
+            imap_password=self.password,
+            imap_security=security,
+            pop3_host="127.0.0.1",
+            pop3_port=pop3_port,
+            pop3_username=self.user,
+            pop3_password=self.password,
+            pop3_security=security,
+        )
 
 
 def free_port() -> int:
@@ -210,8 +224,12 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -219,8 +237,9 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -297,8 +316,9 @@ def dovecot() -> Iterator[Dovecot]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     pytest.fail(f"dovecot did not start: {(root / 'dovecot.log').read_text(errors='replace')}")
                 time.sleep(0.05)
-        yield Dovecot(ports["imap"], ports["pop3"], ports["imaps"], ports["pop3s"],
-                      ssl.create_default_context(cafile=str(cert)))
+        yield Dovecot(
+            ports["imap"], ports["pop3"], ports["imaps"], ports["pop3s"], ssl.create_default_context(cafile=str(cert))
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -306,8 +326,9 @@ def dovecot() -> Iterator[Dovecot]:
 
 
 @pytest.mark.parametrize("security", ["none", "starttls", "ssl"])
-def test_imap_flags_read_mail_seen_and_never_counts_twice(session: Session, sent: Sent, dovecot: Dovecot,
-                                                           security: str) -> None:
+def test_imap_flags_read_mail_seen_and_never_counts_twice(
+    session: Session, sent: Sent, dovecot: Dovecot, security: str
+) -> None:
     session.commit()
     dovecot.append(messages_for(sent))
     settings = dovecot.settings(sent.settings, security)
@@ -361,8 +382,15 @@ def test_wrong_password_is_one_clear_error(sent: Sent, dovecot: Dovecot, session
 def test_imap_through_the_cli(tmp_path: Path, session: Session, sent: Sent, dovecot: Dovecot) -> None:
     session.commit()
     dovecot.append(messages_for(sent))
-    config = write_config(tmp_path, sent.settings, imap_host="127.0.0.1", imap_port=dovecot.imap_port,
-                          imap_username=dovecot.user, imap_password=dovecot.password, imap_security="none")
+    config = write_config(
+        tmp_path,
+        sent.settings,
+        imap_host="127.0.0.1",
+        imap_port=dovecot.imap_port,
+        imap_username=dovecot.user,
+        imap_password=dovecot.password,
+        imap_security="none",
+    )
     result = CliRunner().invoke(main, ["--config", str(config), "inbound", "--imap"])
     assert result.exit_code == 0, result.output
     assert "Read 3 messages" in result.output
@@ -373,8 +401,9 @@ class StopWatching(Exception):
     pass
 
 
-def test_watch_keeps_reading_and_survives_a_missing_mailbox(tmp_path: Path, session: Session, sent: Sent,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_keeps_reading_and_survives_a_missing_mailbox(
+    tmp_path: Path, session: Session, sent: Sent, monkeypatch: pytest.MonkeyPatch
+) -> None:
     session.commit()
     maildir = tmp_path / "Maildir"
     config = write_config(tmp_path, sent.settings, inbound_poll_seconds=0.01)

@@ -32,7 +32,9 @@ from tests.conftest import SAMPLE_FILES, SAMPLES
 
 def recipient(**changes: str | None) -> Recipient:
     values: dict[str, str | None] = {
-        "email": "reader@example.com", "name": "Zhang San", "message_id": "<7.42.abcdef@example.org>",
+        "email": "reader@example.com",
+        "name": "Zhang San",
+        "message_id": "<7.42.abcdef@example.org>",
         "unsubscribe_url": "https://news.example.org/unsubscribe/eyJpZCI6NDJ9.abc-DEF_123",
         "unsubscribe_mailto": "mailto:unsubscribe+2a-0123456789abcdef0123@example.org?subject=unsubscribe",
         "preferences_url": "https://news.example.org/preferences/eyJpZCI6NDJ9.xyz",
@@ -64,7 +66,8 @@ def test_headers(issue: RenderedIssue, settings: Settings) -> None:
     assert message["List-Id"] == list_id(settings).replace('"', "")
     assert message["List-Unsubscribe"] == (
         "<https://news.example.org/unsubscribe/eyJpZCI6NDJ9.abc-DEF_123>, "
-        "<mailto:unsubscribe+2a-0123456789abcdef0123@example.org?subject=unsubscribe>")
+        "<mailto:unsubscribe+2a-0123456789abcdef0123@example.org?subject=unsubscribe>"
+    )
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Precedence"] == "bulk"
     assert message["Auto-Submitted"] == "auto-generated"
@@ -109,27 +112,34 @@ def test_no_header_injection_through_the_name(issue: RenderedIssue, settings: Se
 
 
 def test_no_header_injection_through_the_subject(settings: Settings) -> None:
-    issue = render_issue("---\nsubject: \"Hi\\r\\nBcc: victim@example.com\"\n---\nbody", settings)
+    issue = render_issue('---\nsubject: "Hi\\r\\nBcc: victim@example.com"\n---\nbody', settings)
     message = parse(MessageTemplate.build(issue, settings).fill(recipient()))
     assert message["Bcc"] is None
     assert "Bcc" in message["Subject"]
 
 
-@pytest.mark.parametrize("changes", [
-    {"email": "reader@example.com\r\nBcc: x@y"}, {"email": ""}, {"unsubscribe_url": "https://x/\r\nBcc: y"},
-    {"unsubscribe_url": "https://x/>, <mailto:evil@example.com"}, {"message_id": "<a@b>\r\nX: y"},
-])
-def test_unsafe_header_values_are_refused(issue: RenderedIssue, settings: Settings,
-                                          changes: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"email": "reader@example.com\r\nBcc: x@y"},
+        {"email": ""},
+        {"unsubscribe_url": "https://x/\r\nBcc: y"},
+        {"unsubscribe_url": "https://x/>, <mailto:evil@example.com"},
+        {"message_id": "<a@b>\r\nX: y"},
+    ],
+)
+def test_unsafe_header_values_are_refused(issue: RenderedIssue, settings: Settings, changes: dict[str, str]) -> None:
     template = MessageTemplate.build(issue, settings)
     with pytest.raises(UnsafeHeaderValue):
         template.fill(recipient(**changes))
 
 
 def test_inline_images_make_multipart_related(settings: Settings, tmp_path: Path) -> None:
-    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
-           b"\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef\x00\x00\x00\x00IEND"
-           b"\xaeB`\x82")
+    png = (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
+        b"\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef\x00\x00\x00\x00IEND"
+        b"\xaeB`\x82"
+    )
     (tmp_path / "dot.png").write_bytes(png)
     path = tmp_path / "issue.md"
     path.write_text("# T\n\n![a dot](dot.png)\n", encoding="utf-8")
@@ -154,9 +164,15 @@ def test_sample_message_parses_with_both_alternatives(path: Path, settings: Sett
 
 
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.text(max_size=80), path=st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF,
-                                                             exclude_characters='<>"',
-                                                             exclude_categories=("Cc", "Cs")), max_size=150))
+@given(
+    name=st.text(max_size=80),
+    path=st.text(
+        st.characters(
+            min_codepoint=33, max_codepoint=0x2FFF, exclude_characters='<>"', exclude_categories=("Cc", "Cs")
+        ),
+        max_size=150,
+    ),
+)
 def test_any_name_and_url_round_trip(issue: RenderedIssue, settings: Settings, name: str, path: str) -> None:
     unsubscribe = "https://news.example.org/u/" + path
     raw = MessageTemplate.build(issue, settings).fill(recipient(name=name, unsubscribe_url=unsubscribe))
@@ -218,9 +234,12 @@ def test_preview_of_the_cjk_sample_is_not_clipped(tmp_path: Path, monkeypatch: p
 
 # 57 octets make one 76-character base64 line: the slot-free prefix ends on, just after and just before one.
 PREFIX_OFFSETS = (0, 1, 2, 56, 57, 58)
-NAMES = st.text(st.sampled_from(list("张三李 \"'<>&;\\éß"))
-                | st.characters(min_codepoint=0x1F300, max_codepoint=0x1F64F)  # emoji, 4 UTF-8 octets each
-                | st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), max_size=40)
+NAMES = st.text(
+    st.sampled_from(list("张三李 \"'<>&;\\éß"))
+    | st.characters(min_codepoint=0x1F300, max_codepoint=0x1F64F)  # emoji, 4 UTF-8 octets each
+    | st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),
+    max_size=40,
+)
 
 
 def cjk_octets(octets: int) -> str:
@@ -230,20 +249,28 @@ def cjk_octets(octets: int) -> str:
 
 def slotted(prefix: str, slot: Callable[[str], str]) -> str:
     body = "\n".join(f"第{i}段：人工智能与机器学习的新进展。" for i in range(60))
-    return (f"{prefix}{slot('name')}，你好！\n{body}\n{slot('email')}\n{slot('view_url')}\n"
-            f"{slot('unsubscribe_url')} {slot('preferences_url')}\n")
+    return (
+        f"{prefix}{slot('name')}，你好！\n{body}\n{slot('email')}\n{slot('view_url')}\n"
+        f"{slot('unsubscribe_url')} {slot('preferences_url')}\n"
+    )
 
 
 @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.integers(0, 30), offset=st.sampled_from(PREFIX_OFFSETS), name=NAMES)
-def test_base64_parts_decode_to_the_filled_template(issue: RenderedIssue, settings: Settings, lines: int,
-                                                   offset: int, name: str) -> None:
+def test_base64_parts_decode_to_the_filled_template(
+    issue: RenderedIssue, settings: Settings, lines: int, offset: int, name: str
+) -> None:
     prefix = cjk_octets(57 * lines + offset)
     issue = dataclasses.replace(issue, text=slotted(prefix, text_slot), html=slotted(prefix, html_slot), images=())
     reader = recipient(name=name, unsubscribe_url="https://news.example.org/u/x?a=1&b=2")
     raw = MessageTemplate.build(issue, settings).fill(reader)
-    values = {"email": reader.email, "name": " ".join(name.split()), "unsubscribe_url": reader.unsubscribe_url,
-              "preferences_url": reader.preferences_url, "view_url": issue_url(settings, issue.slug)}
+    values = {
+        "email": reader.email,
+        "name": " ".join(name.split()),
+        "unsubscribe_url": reader.unsubscribe_url,
+        "preferences_url": reader.preferences_url,
+        "view_url": issue_url(settings, issue.slug),
+    }
     assert_wire_lines(raw)
     for part, template in zip(text_and_html(parse(raw)), (issue.text, issue.html), strict=True):
         assert part["Content-Transfer-Encoding"] == "base64"

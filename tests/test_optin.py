@@ -35,8 +35,11 @@ def test_new_address_becomes_pending_with_a_confirmation(session: Session, setti
     assert request is not None
     subscriber = session.get(Subscriber, request.subscriber_id)
     assert subscriber is not None
-    assert (subscriber.email, subscriber.email_key, subscriber.status) == ("Ann@Example.org", "ann@example.org",
-                                                                          "pending")
+    assert (subscriber.email, subscriber.email_key, subscriber.status) == (
+        "Ann@Example.org",
+        "ann@example.org",
+        "pending",
+    )
     assert subscriber.source == "form"
     assert kinds(session, subscriber.id) == [("created", "pending"), (optin.CONFIRMATION_REQUESTED, None)]
 
@@ -107,8 +110,7 @@ def test_confirm_activates_once(session: Session, settings: Settings, signer: Si
     assert kinds(session, subscriber.id)[-1] == ("status", "active")
 
 
-def test_old_confirm_link_cannot_undo_a_later_unsubscribe(session: Session, settings: Settings,
-                                                           signer: Signer) -> None:
+def test_old_confirm_link_cannot_undo_a_later_unsubscribe(session: Session, settings: Settings, signer: Signer) -> None:
     first = token_of(signer, optin.subscribe(session, settings, "ann@example.org"))
     second = token_of(signer, optin.subscribe(session, settings, "ann@example.org"))
     subscriber = optin.confirm(session, signer, second, settings.confirm_max_age_seconds)
@@ -121,8 +123,9 @@ def test_old_confirm_link_cannot_undo_a_later_unsubscribe(session: Session, sett
     assert optin.confirm(session, signer, fresh, settings.confirm_max_age_seconds) is subscriber
 
 
-def test_confirm_tokens_expire_and_are_bound_to_their_purpose(session: Session, settings: Settings,
-                                                               signer: Signer) -> None:
+def test_confirm_tokens_expire_and_are_bound_to_their_purpose(
+    session: Session, settings: Settings, signer: Signer
+) -> None:
     request = optin.subscribe(session, settings, "ann@example.org")
     token = token_of(signer, request)
     with pytest.raises(TokenExpired):

@@ -36,14 +36,21 @@ def wait_until(condition: object, seconds: float = 20.0) -> None:
     raise AssertionError("timed out")
 
 
-def store(engine: Engine, recipient: str, status: DeliveryStatus = DeliveryStatus.PENDING,
-          claimed_ago_seconds: float | None = None) -> int:
+def store(
+    engine: Engine,
+    recipient: str,
+    status: DeliveryStatus = DeliveryStatus.PENDING,
+    claimed_ago_seconds: float | None = None,
+) -> int:
     """A stored one-off message that no queue holds, as a stopped process leaves it."""
     with database.transaction(engine) as session:
         outbound_id = outbox.store_message(session, "confirmation", "bounces@example.org", recipient, MESSAGE)
         claimed_at = None if claimed_ago_seconds is None else utcnow() - dt.timedelta(seconds=claimed_ago_seconds)
-        session.execute(update(OutboundMessage).where(OutboundMessage.id == outbound_id)
-                        .values(status=status, claimed_at=claimed_at))
+        session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.id == outbound_id)
+            .values(status=status, claimed_at=claimed_at)
+        )
     return outbound_id
 
 
@@ -76,8 +83,7 @@ def test_unsent_messages_lists_pending_and_sending_with_when_to_claim(engine: En
     assert busy_at is not None and utcnow() + dt.timedelta(seconds=58) < busy_at < utcnow() + dt.timedelta(seconds=61)
 
 
-def test_a_restarted_queue_sends_each_unsent_message_once(settings: Settings, engine: Engine,
-                                                          smtpd: MailSink) -> None:
+def test_a_restarted_queue_sends_each_unsent_message_once(settings: Settings, engine: Engine, smtpd: MailSink) -> None:
     quick = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, lease_seconds=0.5)
     pending = store(engine, "pending@example.com")
     # A worker died holding this one: its lease must run out before another worker may send it.
@@ -128,13 +134,22 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test_serve_sends_the_confirmations_it_stopped_before_sending(settings: Settings, engine: Engine,
-                                                                 smtpd: MailSink, tmp_path: Path) -> None:
+def test_serve_sends_the_confirmations_it_stopped_before_sending(
+    settings: Settings, engine: Engine, smtpd: MailSink, tmp_path: Path
+) -> None:
     store_confirmation(engine, settings, "reader@example.com")
     already_sent = store(engine, "sent@example.com", DeliveryStatus.SENT)
     port = free_port()
-    command = [*COMMAND, "--config", str(write_config(tmp_path, settings, smtpd)), "serve", "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [
+        *COMMAND,
+        "--config",
+        str(write_config(tmp_path, settings, smtpd)),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     for _start in range(2):  # started again after the mail went out: it does not go twice
         with running(command, tmp_path, lambda: _healthy(f"http://127.0.0.1:{port}")):
             wait_until(lambda: smtpd.to("reader@example.com"))
@@ -147,9 +162,9 @@ def test_serve_sends_the_confirmations_it_stopped_before_sending(settings: Setti
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_worker_sends_the_confirmations_a_web_app_could_not_enqueue(postgres_settings: Settings,
-                                                                    postgres_engine: Engine, smtpd: MailSink,
-                                                                    tmp_path: Path) -> None:
+def test_worker_sends_the_confirmations_a_web_app_could_not_enqueue(
+    postgres_settings: Settings, postgres_engine: Engine, smtpd: MailSink, tmp_path: Path
+) -> None:
     require_service("redis")
     settings = postgres_settings.replace(broker_url=REDIS_URL, queue_name=f"test_outbox_{free_port()}")
     store_confirmation(postgres_engine, settings, "reader@example.com")

@@ -21,8 +21,10 @@ def text_of(source: str) -> str:
 
 
 def test_links_become_numbered_references_after_their_section() -> None:
-    text = text_of("# One\n\nRead [the paper](https://example.org/paper) and [code](https://example.org/code).\n\n"
-                   "# Two\n\nAnd [more](https://example.org/more).")
+    text = text_of(
+        "# One\n\nRead [the paper](https://example.org/paper) and [code](https://example.org/code).\n\n"
+        "# Two\n\nAnd [more](https://example.org/more)."
+    )
     lines = text.rstrip("\n").split("\n")
     assert "Read the paper [1] and code [2]." in lines
     assert lines.index("[1] https://example.org/paper") < lines.index("Two")

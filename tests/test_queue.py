@@ -21,8 +21,9 @@ MESSAGE = b"From: editor@example.org\r\nTo: new@example.com\r\nSubject: Confirm\
 
 
 def test_rate_limit_holds_across_worker_threads(engine: Engine, settings: Settings, smtpd: MailSink) -> None:
-    paced = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, rate_limit=10.0, smtp_connections=4,
-                             batch_size=5)
+    paced = settings.replace(
+        smtp_host="127.0.0.1", smtp_port=smtpd.port, rate_limit=10.0, smtp_connections=4, batch_size=5
+    )
     with database.transaction(engine) as session:
         for number in range(35):
             add_subscriber(session, f"paced{number}@example.com")
@@ -52,16 +53,18 @@ def test_pace_slows_down_while_the_server_throttles_and_recovers() -> None:
     assert pace.pause_seconds == 0
 
 
-def test_a_one_off_message_goes_through_the_same_queue_and_is_retried(engine: Engine, settings: Settings,
-                                                                      smtpd: MailSink) -> None:
+def test_a_one_off_message_goes_through_the_same_queue_and_is_retried(
+    engine: Engine, settings: Settings, smtpd: MailSink
+) -> None:
     quick = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, retry_delay_seconds=0.05)
     smtpd.fail("new@example.com", "RCPT", "451 4.7.1 greylisted", times=1)
     queue = Queue(quick, engine)
     queue.start_worker(1)
     try:
         with database.transaction(engine) as session:
-            outbound_id = outbox.store_message(session, "confirmation", "bounces@example.org", "new@example.com",
-                                               MESSAGE)
+            outbound_id = outbox.store_message(
+                session, "confirmation", "bounces@example.org", "new@example.com", MESSAGE
+            )
         queue.send_message(outbound_id)
         queue.send_message(outbound_id)  # enqueued twice by mistake: still sent once
         deadline = time.monotonic() + 20

@@ -21,8 +21,13 @@ from tests.conftest import SAMPLE_FILES, SAMPLES
 MARKDOWN_LINK_RE = re.compile(r"(?<!!)\[[^\]\n]*\]\((https?://[^)\s]+)\)")
 MARKDOWN_IMAGE_RE = re.compile(r"!\[[^\]\n]*\]\((https?://[^)\s]+)\)|<img src=\"([^\"]+)\"")
 BARE_URL_RE = re.compile(r"(?<![(\"])https?://[^\s)）\"<>，。*]+")
-VALUES = {"email": "reader@example.com", "name": "Reader", "unsubscribe_url": "https://news.example.org/u/1",
-          "preferences_url": "https://news.example.org/p/1", "view_url": "https://news.example.org/issues/x"}
+VALUES = {
+    "email": "reader@example.com",
+    "name": "Reader",
+    "unsubscribe_url": "https://news.example.org/u/1",
+    "preferences_url": "https://news.example.org/p/1",
+    "view_url": "https://news.example.org/issues/x",
+}
 
 
 def visible_text(document: str) -> str:
@@ -117,11 +122,17 @@ def test_gfm_tables_strikethrough_tasks_footnotes(settings: Settings) -> None:
     assert 'href="#fn1"' in issue.content_html and '<a name="fn1">' in issue.content_html
 
 
-@pytest.mark.parametrize("dangerous", [
-    "<script>alert(1)</script>", '<a href="javascript:alert(1)">x</a>', '<img src="x.png" onerror="alert(1)">',
-    '<iframe src="https://evil.example"></iframe>', '<form action="https://evil.example"><input></form>',
-    '<p onclick="steal()">click</p>',
-])
+@pytest.mark.parametrize(
+    "dangerous",
+    [
+        "<script>alert(1)</script>",
+        '<a href="javascript:alert(1)">x</a>',
+        '<img src="x.png" onerror="alert(1)">',
+        '<iframe src="https://evil.example"></iframe>',
+        '<form action="https://evil.example"><input></form>',
+        '<p onclick="steal()">click</p>',
+    ],
+)
 def test_raw_html_is_cleaned(dangerous: str, settings: Settings) -> None:
     issue = render(f"# T\n\n{dangerous}\n\nafter", settings)
     lowered = issue.html.lower()
@@ -130,8 +141,9 @@ def test_raw_html_is_cleaned(dangerous: str, settings: Settings) -> None:
     assert "after" in issue.html
 
 
-@pytest.mark.parametrize("source", ["a < b", "<p>unclosed", "<b>x</p>", "</mj-text>", "<![CDATA[x]]>", "\x00",
-                                    "<mj-section>", "& < > \" '"])
+@pytest.mark.parametrize(
+    "source", ["a < b", "<p>unclosed", "<b>x</p>", "</mj-text>", "<![CDATA[x]]>", "\x00", "<mj-section>", "& < > \" '"]
+)
 def test_markup_that_breaks_mrml_does_not_crash(source: str, settings: Settings) -> None:
     issue = render(f"# T\n\n{source}", settings)
     assert issue.html.startswith("<!DOCTYPE html>\n<html")
@@ -185,8 +197,10 @@ def test_local_images_become_cid_parts(settings: Settings, tmp_path: Path) -> No
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "chart.png").write_bytes(tiny_png(120, 40))
     path = tmp_path / "issue.md"
-    path.write_text("# T\n\n![chart](img/chart.png)\n\n![gone](img/missing.png)\n\n![r](https://example.org/r.png)",
-                    encoding="utf-8")
+    path.write_text(
+        "# T\n\n![chart](img/chart.png)\n\n![gone](img/missing.png)\n\n![r](https://example.org/r.png)",
+        encoding="utf-8",
+    )
     issue = render_issue_file(path, settings)
     assert len(issue.images) == 1
     image = issue.images[0]
@@ -215,7 +229,8 @@ def test_authored_text_cannot_open_a_slot(settings: Settings) -> None:
     sneaky = "".join(f"\ue001{name}\ue000 \ue002{name}\ue000" for name in SLOT_NAMES)
     issue = render(f"# T\n\n{sneaky}", settings)
     assert SlotTemplate(issue.html).fill(VALUES).count("reader@example.com") == SlotTemplate(
-        render("# T\n\nplain", settings).html).fill(VALUES).count("reader@example.com")
+        render("# T\n\nplain", settings).html
+    ).fill(VALUES).count("reader@example.com")
 
 
 def test_dark_mode_and_colour_scheme(settings: Settings) -> None:

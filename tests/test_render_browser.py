@@ -15,10 +15,21 @@ from tests.conftest import SAMPLE_FILES, SAMPLES
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
-VALUES = {"email": "reader@example.com", "name": "Reader", "unsubscribe_url": "https://news.example.org/u/1",
-          "preferences_url": "https://news.example.org/p/1", "view_url": "https://news.example.org/issues/x"}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+VALUES = {
+    "email": "reader@example.com",
+    "name": "Reader",
+    "unsubscribe_url": "https://news.example.org/u/1",
+    "preferences_url": "https://news.example.org/p/1",
+    "view_url": "https://news.example.org/issues/x",
+}
 PIXEL_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108020000009077"
     "53de0000000c4944415478da63f8cfc0000003010100c9fe92ef0000000049454e44ae426082"
@@ -66,7 +77,8 @@ def test_no_horizontal_scroll(browser: Any, settings: Settings, path: Path, widt
         assert scroll_width <= inner_width
         overflowing = page.evaluate(
             "Array.from(document.images).filter(i => i.getBoundingClientRect().right > window.innerWidth + 0.5)"
-            ".map(i => i.src)")
+            ".map(i => i.src)"
+        )
         assert overflowing == []
         widths = page.evaluate("Array.from(document.images).map(i => i.getBoundingClientRect().width)")
         assert widths and max(widths) <= width
@@ -88,7 +100,8 @@ def test_dark_mode_keeps_text_readable(browser: Any, settings: Settings, width: 
             " let e = p, bg = 'rgba(0, 0, 0, 0)';"
             " while (e && (bg === 'rgba(0, 0, 0, 0)' || bg === 'transparent')) {"
             "   bg = getComputedStyle(e).backgroundColor; e = e.parentElement; }"
-            " return [getComputedStyle(p).color, bg]; })()")
+            " return [getComputedStyle(p).color, bg]; })()"
+        )
         assert colours == ["rgb(230, 237, 243)", "rgb(22, 27, 34)"]
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{issue.slug}-{width}-dark.png"), full_page=True)

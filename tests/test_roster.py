@@ -26,12 +26,18 @@ def count(session: Session) -> int:
 
 
 def test_import_reports_rejects_with_line_numbers(session: Session, tmp_path: Path) -> None:
-    path = write(tmp_path, "Email,Name,City\na@example.org,Ann,Oslo\nA@EXAMPLE.org,dup,\n"
-                           "not-an-address,,\n\"b@example.org\",\"Bob, Jr.\",\"Rome\"\nc@example.org,only two\n")
+    path = write(
+        tmp_path,
+        "Email,Name,City\na@example.org,Ann,Oslo\nA@EXAMPLE.org,dup,\n"
+        'not-an-address,,\n"b@example.org","Bob, Jr.","Rome"\nc@example.org,only two\n',
+    )
     report = roster.import_csv(session, path)
     assert report.added == 2
     assert [(r.line, r.email) for r in report.rejected] == [
-        (3, "A@EXAMPLE.org"), (4, "not-an-address"), (6, "c@example.org")]
+        (3, "A@EXAMPLE.org"),
+        (4, "not-an-address"),
+        (6, "c@example.org"),
+    ]
     assert "duplicate of line 2" in report.rejected[0].reason
     assert "@-sign" in report.rejected[1].reason
     bob = subscriptions.get_subscriber(session, "b@example.org")
@@ -41,17 +47,23 @@ def test_import_reports_rejects_with_line_numbers(session: Session, tmp_path: Pa
 
 
 def test_import_never_reactivates_who_left(session: Session, tmp_path: Path) -> None:
-    for email, status in [("gone@example.org", SubscriberStatus.UNSUBSCRIBED),
-                          ("bounced@example.org", SubscriberStatus.BOUNCED),
-                          ("spam@example.org", SubscriberStatus.COMPLAINED)]:
+    for email, status in [
+        ("gone@example.org", SubscriberStatus.UNSUBSCRIBED),
+        ("bounced@example.org", SubscriberStatus.BOUNCED),
+        ("spam@example.org", SubscriberStatus.COMPLAINED),
+    ]:
         subscriber = subscriptions.add_subscriber(session, email)
         subscriptions.change_status(session, subscriber, status, "test")
     path = write(tmp_path, "email\nGONE@example.org\nbounced@example.org\nspam@EXAMPLE.ORG\nnew@example.org\n")
     report = roster.import_csv(session, path, SubscriberStatus.ACTIVE)
     assert (report.added, report.already_present, report.rejected) == (1, 3, [])
     statuses = {s.email: s.status for s in session.scalars(select(Subscriber))}
-    assert statuses == {"gone@example.org": "unsubscribed", "bounced@example.org": "bounced",
-                        "spam@example.org": "complained", "new@example.org": "active"}
+    assert statuses == {
+        "gone@example.org": "unsubscribed",
+        "bounced@example.org": "bounced",
+        "spam@example.org": "complained",
+        "new@example.org": "active",
+    }
 
 
 def test_import_honours_a_status_column(session: Session, tmp_path: Path) -> None:
@@ -82,9 +94,12 @@ def test_binary_file_is_refused(session: Session, tmp_path: Path) -> None:
 def test_a_crash_mid_import_imports_nothing(engine: Engine, tmp_path: Path) -> None:
     # A trigger makes the database itself fail on one row in the middle of the insert.
     with engine.begin() as connection:
-        connection.execute(text(
-            "CREATE TRIGGER boom BEFORE INSERT ON subscribers WHEN NEW.email_key = 'row500@example.org' "
-            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"))
+        connection.execute(
+            text(
+                "CREATE TRIGGER boom BEFORE INSERT ON subscribers WHEN NEW.email_key = 'row500@example.org' "
+                "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+            )
+        )
     rows = "".join(f"row{i}@example.org\n" for i in range(1000))
     path = write(tmp_path, "email\n" + rows)
     with pytest.raises(IntegrityError), database.transaction(engine) as session:
@@ -103,7 +118,7 @@ def test_large_import_validates_in_parallel(session: Session, tmp_path: Path) ->
 
 def test_export_round_trips_through_import(session: Session, tmp_path: Path) -> None:
     subscriptions.add_subscriber(session, "a@example.org", "Ann", attributes={"city": "Oslo", "plan": "pro"})
-    gone = subscriptions.add_subscriber(session, "b@example.org", "Bob, \"B\"")
+    gone = subscriptions.add_subscriber(session, "b@example.org", 'Bob, "B"')
     subscriptions.change_status(session, gone, SubscriberStatus.UNSUBSCRIBED, "test")
     out = io.StringIO()
     assert roster.export_csv(session, out) == 2
@@ -117,4 +132,4 @@ def test_export_round_trips_through_import(session: Session, tmp_path: Path) -> 
     ann = subscriptions.get_subscriber(session, "a@example.org")
     assert ann.attributes == {"city": "Oslo", "plan": "pro"}
     assert subscriptions.get_subscriber(session, "b@example.org").status == "unsubscribed"
-    assert subscriptions.get_subscriber(session, "b@example.org").name == "Bob, \"B\""
+    assert subscriptions.get_subscriber(session, "b@example.org").name == 'Bob, "B"'

@@ -31,8 +31,15 @@ Hello, this is *the* issue. [A link](https://example.org/a).
 @pytest.fixture
 def smtp_settings(settings: Settings, smtpd: MailSink) -> Settings:
     """Settings that send to the test SMTP server, retrying temporary failures after a fraction of a second."""
-    return settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, retry_delay_seconds=0.05,
-                            max_attempts=3, lease_seconds=30, smtp_connections=2, batch_size=3)
+    return settings.replace(
+        smtp_host="127.0.0.1",
+        smtp_port=smtpd.port,
+        retry_delay_seconds=0.05,
+        max_attempts=3,
+        lease_seconds=30,
+        smtp_connections=2,
+        batch_size=3,
+    )
 
 
 def rendered(settings: Settings, text: str = ISSUE_TEXT) -> RenderedIssue:
@@ -51,8 +58,9 @@ def send(engine: Engine, settings: Settings, issue: RenderedIssue, force: bool =
     return campaign.send_issue(engine, Queue(settings, engine), issue, force=force)
 
 
-def test_send_reaches_every_active_subscriber_once(engine: Engine, smtp_settings: Settings, smtpd: MailSink,
-                                                   session: Session) -> None:
+def test_send_reaches_every_active_subscriber_once(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
+) -> None:
     addresses = add_people(engine, 7)
     counts = send(engine, smtp_settings, rendered(smtp_settings))
     assert counts[DeliveryStatus.SENT] == 7 and counts.remaining == 0
@@ -61,14 +69,17 @@ def test_send_reaches_every_active_subscriber_once(engine: Engine, smtp_settings
     assert issue.status == IssueStatus.SENT and issue.sent_at is not None
     first = smtpd.to(addresses[0])[0]
     assert first.header("Message-ID") == session.scalar(
-        select(Delivery.message_id).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Subscriber.email == addresses[0]))
+        select(Delivery.message_id)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Subscriber.email == addresses[0])
+    )
     assert first.mail_from.startswith("bounces+") and first.mail_from.endswith("@example.org")
     assert "One-Click" in first.header("List-Unsubscribe-Post")
 
 
-def test_sending_again_resumes_and_sends_nothing_twice(engine: Engine, smtp_settings: Settings,
-                                                      smtpd: MailSink) -> None:
+def test_sending_again_resumes_and_sends_nothing_twice(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink
+) -> None:
     add_people(engine, 4)
     issue = rendered(smtp_settings)
     send(engine, smtp_settings, issue)
@@ -80,8 +91,9 @@ def test_sending_again_resumes_and_sends_nothing_twice(engine: Engine, smtp_sett
     assert counts.total == 4
 
 
-def test_a_changed_file_under_the_same_slug_is_refused_unless_forced(engine: Engine, smtp_settings: Settings,
-                                                                      smtpd: MailSink) -> None:
+def test_a_changed_file_under_the_same_slug_is_refused_unless_forced(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink
+) -> None:
     add_people(engine, 2)
     campaign.start(engine, rendered(smtp_settings))
     changed = rendered(smtp_settings, ISSUE_TEXT.replace("Hello", "Hi"))
@@ -92,8 +104,9 @@ def test_a_changed_file_under_the_same_slug_is_refused_unless_forced(engine: Eng
     assert all(b"Hi, this is" in message.data for message in smtpd.received) and len(smtpd.received) == 2
 
 
-def test_temporary_failures_are_retried_until_accepted(engine: Engine, smtp_settings: Settings,
-                                                       smtpd: MailSink, session: Session) -> None:
+def test_temporary_failures_are_retried_until_accepted(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
+) -> None:
     addresses = add_people(engine, 4)
     smtpd.fail(addresses[0], "RCPT", "451 4.7.1 greylisted, try again later", times=1)
     smtpd.fail(addresses[1], "DATA", "452 4.3.1 insufficient system storage", times=1)
@@ -116,8 +129,9 @@ def test_a_connection_dropped_mid_data_is_retried(engine: Engine, smtp_settings:
     assert [len(smtpd.to(address)) for address in addresses] == [1, 1, 1]
 
 
-def test_permanent_refusals_bounce_the_subscriber(engine: Engine, smtp_settings: Settings, smtpd: MailSink,
-                                                  session: Session) -> None:
+def test_permanent_refusals_bounce_the_subscriber(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
+) -> None:
     addresses = add_people(engine, 3)
     smtpd.fail(addresses[0], "RCPT", "550 5.1.1 no such user")
     smtpd.fail(addresses[1], "DATA", "554 5.7.1 rejected as spam")
@@ -134,8 +148,9 @@ def test_permanent_refusals_bounce_the_subscriber(engine: Engine, smtp_settings:
     assert {failure.email: failure.reply[:3] for failure in failures} == {addresses[0]: "550", addresses[1]: "554"}
 
 
-def test_temporary_failures_give_up_after_max_attempts(engine: Engine, smtp_settings: Settings,
-                                                       smtpd: MailSink, session: Session) -> None:
+def test_temporary_failures_give_up_after_max_attempts(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
+) -> None:
     addresses = add_people(engine, 2)
     smtpd.fail(addresses[0], "RCPT", "450 4.2.1 mailbox busy")
     counts = send(engine, smtp_settings, rendered(smtp_settings))
@@ -150,8 +165,9 @@ def test_temporary_failures_give_up_after_max_attempts(engine: Engine, smtp_sett
     assert counts[DeliveryStatus.SENT] == 2 and len(smtpd.to(addresses[0])) == 1
 
 
-def test_who_leaves_before_the_worker_reaches_them_is_skipped(engine: Engine, smtp_settings: Settings,
-                                                              smtpd: MailSink) -> None:
+def test_who_leaves_before_the_worker_reaches_them_is_skipped(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink
+) -> None:
     addresses = add_people(engine, 3)
     issue_id = campaign.start(engine, rendered(smtp_settings))
     with database.transaction(engine) as session:
@@ -162,16 +178,18 @@ def test_who_leaves_before_the_worker_reaches_them_is_skipped(engine: Engine, sm
     assert smtpd.to(addresses[1]) == [] and issue_id
 
 
-def test_dry_run_composes_every_message_and_changes_nothing(engine: Engine, smtp_settings: Settings,
-                                                            smtpd: MailSink, session: Session) -> None:
+def test_dry_run_composes_every_message_and_changes_nothing(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
+) -> None:
     add_people(engine, 5)
     report = campaign.dry_run(engine, smtp_settings, rendered(smtp_settings))
     assert report.messages == 5 and report.total_bytes > 5 * 500
     assert smtpd.received == [] and session.scalars(select(Issue)).all() == []
 
 
-def test_test_send_goes_to_the_given_addresses_only(engine: Engine, smtp_settings: Settings,
-                                                    smtpd: MailSink, session: Session) -> None:
+def test_test_send_goes_to_the_given_addresses_only(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
+) -> None:
     add_people(engine, 3)
     outcomes = campaign.send_test(smtp_settings, rendered(smtp_settings), ["editor@example.org"])
     assert [outcome.accepted for outcome in outcomes] == [True]
@@ -189,8 +207,9 @@ def test_sample_issue_renders_and_sends(engine: Engine, smtp_settings: Settings,
     assert smtpd.received[0].message["Subject"]
 
 
-def test_a_throttling_server_never_outlives_a_lease_into_duplicates(engine: Engine, smtp_settings: Settings,
-                                                                      smtpd: MailSink, session: Session) -> None:
+def test_a_throttling_server_never_outlives_a_lease_into_duplicates(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
+) -> None:
     """Rows a slowed-down worker would reach after half its lease go back to the queue instead."""
     addresses = add_people(engine, 6)
     smtpd.fail(addresses[0], "RCPT", "421 4.7.0 slow down", times=1)
@@ -203,9 +222,9 @@ def test_a_throttling_server_never_outlives_a_lease_into_duplicates(engine: Engi
     assert [len(smtpd.to(address)) for address in addresses] == [1] * 6
 
 
-def test_the_in_process_queue_holds_a_few_batches_not_the_whole_list(engine: Engine, smtp_settings: Settings,
-                                                                     smtpd: MailSink,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_in_process_queue_holds_a_few_batches_not_the_whole_list(
+    engine: Engine, smtp_settings: Settings, smtpd: MailSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_people(engine, 90)
     queue = Queue(smtp_settings, engine)
     backlog: list[int] = []

@@ -26,7 +26,9 @@ def config(tmp_path: Path, settings: Settings, engine: Engine, smtpd: MailSink) 
     path.write_text(
         f'database_url = "{settings.database_url}"\nsecret_key = "{settings.secret_key}"\n'
         f'from_address = "{settings.from_address}"\npostal_address = "{settings.postal_address}"\n'
-        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtpd.port}\n', encoding="utf-8")
+        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtpd.port}\n',
+        encoding="utf-8",
+    )
     return path
 
 

@@ -53,8 +53,9 @@ def slots() -> Iterator[Slots]:
 
 
 @pytest.mark.redis
-def test_a_batch_that_finds_every_slot_taken_goes_back_untouched(engine: Engine, settings: Settings,
-                                                                 smtpd: MailSink, slots: Slots) -> None:
+def test_a_batch_that_finds_every_slot_taken_goes_back_untouched(
+    engine: Engine, settings: Settings, smtpd: MailSink, slots: Slots
+) -> None:
     config = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, smtp_connections=1)
     add_people(engine, 4)
     issue_id = campaign.start(engine, rendered(config))
@@ -77,21 +78,33 @@ def test_a_batch_that_finds_every_slot_taken_goes_back_untouched(engine: Engine,
 
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "worker",
-               "--threads", str(THREADS_PER_WORKER)]
-    return subprocess.Popen(command, env=environment(settings), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    command = [
+        sys.executable,
+        "-c",
+        "from newsletter.cli import main; main()",
+        "worker",
+        "--threads",
+        str(THREADS_PER_WORKER),
+    ]
+    return subprocess.Popen(command, env=environment(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.timeout(120)
-def test_workers_never_open_more_than_smtp_connections_together(postgres_settings: Settings,
-                                                                postgres_engine: Engine, smtpd: MailSink) -> None:
+def test_workers_never_open_more_than_smtp_connections_together(
+    postgres_settings: Settings, postgres_engine: Engine, smtpd: MailSink
+) -> None:
     require_service("redis")
     settings = postgres_settings.replace(
-        broker_url=REDIS_URL, queue_name=f"test_{uuid.uuid4().hex[:12]}", smtp_host="127.0.0.1",
-        smtp_port=smtpd.port, smtp_connections=2, batch_size=5, lease_seconds=10, retry_delay_seconds=0.05,
+        broker_url=REDIS_URL,
+        queue_name=f"test_{uuid.uuid4().hex[:12]}",
+        smtp_host="127.0.0.1",
+        smtp_port=smtpd.port,
+        smtp_connections=2,
+        batch_size=5,
+        lease_seconds=10,
+        retry_delay_seconds=0.05,
     )
     add_subscribers(postgres_engine, SUBSCRIBERS)
     workers = [start_worker(settings) for _ in range(WORKERS)]
@@ -101,11 +114,13 @@ def test_workers_never_open_more_than_smtp_connections_together(postgres_setting
         queue.stop()
         assert counts[DeliveryStatus.SENT] == SUBSCRIBERS and counts.remaining == 0
         assert sorted(message.recipient for message in smtpd.received) == sorted(
-            f"r{number}@example.com" for number in range(SUBSCRIBERS)), "each once: no batch lost or failed"
+            f"r{number}@example.com" for number in range(SUBSCRIBERS)
+        ), "each once: no batch lost or failed"
         with database.transaction(postgres_engine) as session:
             assert set(session.scalars(select(Delivery.attempts))) == {1}, "waiting for a slot costs no try"
         assert smtpd.peak_connections == settings.smtp_connections, (
-            f"{WORKERS} workers of {THREADS_PER_WORKER} threads opened {smtpd.peak_connections} at once")
+            f"{WORKERS} workers of {THREADS_PER_WORKER} threads opened {smtpd.peak_connections} at once"
+        )
         assert wait_until(lambda: smtpd.open_connections == 0, CONNECTION_IDLE_SECONDS + 3), "idle ones close"
     finally:
         for worker in workers:

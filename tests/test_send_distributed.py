@@ -50,15 +50,23 @@ def cleanup_broker(settings: Settings) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def distributed_settings(request: pytest.FixtureRequest, postgres_settings: Settings,
-                         smtpd: MailSink) -> Iterator[Settings]:
+def distributed_settings(
+    request: pytest.FixtureRequest, postgres_settings: Settings, smtpd: MailSink
+) -> Iterator[Settings]:
     """PostgreSQL settings with a broker and a queue name of this test's own."""
     require_service(request.param)
     require_service("redis")
     url = REDIS_URL if request.param == "redis" else RABBITMQ_URL
     settings = postgres_settings.replace(
-        broker_url=url, rate_limit_url=REDIS_URL, queue_name=f"test_{uuid.uuid4().hex[:12]}", smtp_host="127.0.0.1",
-        smtp_port=smtpd.port, retry_delay_seconds=0.05, max_attempts=3, lease_seconds=3, smtp_connections=2,
+        broker_url=url,
+        rate_limit_url=REDIS_URL,
+        queue_name=f"test_{uuid.uuid4().hex[:12]}",
+        smtp_host="127.0.0.1",
+        smtp_port=smtpd.port,
+        retry_delay_seconds=0.05,
+        max_attempts=3,
+        lease_seconds=3,
+        smtp_connections=2,
         batch_size=4,
     )
     yield settings
@@ -77,8 +85,9 @@ def worker(distributed_settings: Settings, postgres_engine: Engine) -> Iterator[
 
 
 @pytest.mark.timeout(120)
-def test_faults_on_rcpt_and_data_through_a_real_broker(distributed_settings: Settings, postgres_engine: Engine,
-                                                        worker: Queue, smtpd: MailSink) -> None:
+def test_faults_on_rcpt_and_data_through_a_real_broker(
+    distributed_settings: Settings, postgres_engine: Engine, worker: Queue, smtpd: MailSink
+) -> None:
     addresses = [f"reader{number}@example.com" for number in range(10)]
     with database.transaction(postgres_engine) as session:
         for address in addresses:

@@ -50,8 +50,9 @@ class Certificates:
         return context
 
 
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
-                 issuer_key: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+def _certificate(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, issuer_key: ec.EllipticCurvePrivateKey, ca: bool
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -64,18 +65,31 @@ def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Nam
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-            decipher_only=False), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     else:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                                        critical=False)
-        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            issuer_key.public_key()), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -90,8 +104,11 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     files = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     files.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    files.server_key.write_bytes(server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    files.server_key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return files
 
 
@@ -135,10 +152,13 @@ def server_options(security: str, certificates: Certificates, credentials: Crede
     if security == "ssl":
         # Implicit TLS (RFC 8314 3.3): the whole connection is encrypted, and aiosmtpd's auth_require_tls
         # only knows STARTTLS, so it would never offer AUTH here.
-        return {"ssl_context": certificates.server_context(), "authenticator": credentials,
-                "auth_require_tls": False}
-    return {"tls_context": certificates.server_context(), "require_starttls": True, "authenticator": credentials,
-            "auth_require_tls": True}
+        return {"ssl_context": certificates.server_context(), "authenticator": credentials, "auth_require_tls": False}
+    return {
+        "tls_context": certificates.server_context(),
+        "require_starttls": True,
+        "authenticator": credentials,
+        "auth_require_tls": True,
+    }
 
 
 @pytest.fixture(params=["starttls", "ssl"])
@@ -151,16 +171,28 @@ def secure_smtpd(request: pytest.FixtureRequest, certificates: Certificates) -> 
 
 
 def secure_settings(settings: Settings, server: SecureServer, certificates: Certificates, **changes: Any) -> Settings:
-    return settings.replace(**{
-        "smtp_host": "127.0.0.1", "smtp_port": server.port, "smtp_security": server.security,
-        "smtp_ca_file": str(certificates.ca_file), "smtp_username": USERNAME, "smtp_password": PASSWORD,
-        "smtp_connections": 2, "batch_size": 3, "retry_delay_seconds": 0.05, "max_attempts": 3,
-        "lease_seconds": 30, "smtp_timeout": 10, **changes,
-    })
+    return settings.replace(
+        **{
+            "smtp_host": "127.0.0.1",
+            "smtp_port": server.port,
+            "smtp_security": server.security,
+            "smtp_ca_file": str(certificates.ca_file),
+            "smtp_username": USERNAME,
+            "smtp_password": PASSWORD,
+            "smtp_connections": 2,
+            "batch_size": 3,
+            "retry_delay_seconds": 0.05,
+            "max_attempts": 3,
+            "lease_seconds": 30,
+            "smtp_timeout": 10,
+            **changes,
+        }
+    )
 
 
-def test_an_issue_goes_out_over_tls_with_auth(engine: Engine, settings: Settings, secure_smtpd: SecureServer,
-                                              certificates: Certificates) -> None:
+def test_an_issue_goes_out_over_tls_with_auth(
+    engine: Engine, settings: Settings, secure_smtpd: SecureServer, certificates: Certificates
+) -> None:
     addresses = add_people(engine, 5)
     config = secure_settings(settings, secure_smtpd, certificates)
     counts = campaign.send_issue(engine, Queue(config, engine), rendered(config))
@@ -171,17 +203,18 @@ def test_an_issue_goes_out_over_tls_with_auth(engine: Engine, settings: Settings
     assert all(attempt == (USERNAME, PASSWORD, True) for attempt in attempts), "checked, and only over TLS"
 
 
-def test_an_untrusted_certificate_is_refused_before_any_credential(settings: Settings, secure_smtpd: SecureServer,
-                                                                   certificates: Certificates) -> None:
+def test_an_untrusted_certificate_is_refused_before_any_credential(
+    settings: Settings, secure_smtpd: SecureServer, certificates: Certificates
+) -> None:
     connection = SmtpConnection(secure_settings(settings, secure_smtpd, certificates, smtp_ca_file=""))
     with pytest.raises(SessionRefused, match=r"certificate .* is not trusted \(.+\); set smtp_ca_file"):
         connection.send("bounces@example.org", "one@example.com", MESSAGE)
     assert secure_smtpd.credentials.attempts == [] and secure_smtpd.sink.received == []
 
 
-def test_a_wrong_password_stops_the_send_and_bounces_no_one(engine: Engine, settings: Settings, session: Session,
-                                                            secure_smtpd: SecureServer,
-                                                            certificates: Certificates) -> None:
+def test_a_wrong_password_stops_the_send_and_bounces_no_one(
+    engine: Engine, settings: Settings, session: Session, secure_smtpd: SecureServer, certificates: Certificates
+) -> None:
     add_people(engine, 5)
     wrong = secure_settings(settings, secure_smtpd, certificates, smtp_password="wrong")
     issue = rendered(wrong)
@@ -200,18 +233,20 @@ def test_a_wrong_password_stops_the_send_and_bounces_no_one(engine: Engine, sett
 def test_auth_is_never_sent_over_a_plain_connection(settings: Settings, certificates: Certificates) -> None:
     credentials = Credentials()
     with running_sink(AuthenticatedSink(), **server_options("starttls", certificates, credentials)) as (sink, port):
-        plain = settings.replace(smtp_host="127.0.0.1", smtp_port=port, smtp_username=USERNAME,
-                                 smtp_password=PASSWORD)
+        plain = settings.replace(smtp_host="127.0.0.1", smtp_port=port, smtp_username=USERNAME, smtp_password=PASSWORD)
         connection = SmtpConnection(plain)
         with pytest.raises(SessionRefused, match="offers no AUTH"):
             connection.send("bounces@example.org", "one@example.com", MESSAGE)
     assert credentials.attempts == [] and sink.received == []
 
 
-def test_a_worker_connects_again_once_the_wait_after_a_refusal_is_over(engine: Engine, settings: Settings,
-                                                                       secure_smtpd: SecureServer,
-                                                                       certificates: Certificates,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_connects_again_once_the_wait_after_a_refusal_is_over(
+    engine: Engine,
+    settings: Settings,
+    secure_smtpd: SecureServer,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(sender_module, "SESSION_RETRY_SECONDS", 0.3)
     config = secure_settings(settings, secure_smtpd, certificates)
     add_people(engine, 3)

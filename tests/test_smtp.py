@@ -25,12 +25,24 @@ from tests.mailserver import DROP, MailSink, free_port, running_sink
 MESSAGE = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nline one\r\n.starts with a dot\r\n"
 
 
-@pytest.mark.parametrize(("code", "outcome"), [
-    (250, Outcome.SENT), (251, Outcome.SENT),
-    (421, Outcome.TEMPORARY), (450, Outcome.TEMPORARY), (451, Outcome.TEMPORARY), (452, Outcome.TEMPORARY),
-    (454, Outcome.TEMPORARY), (552, Outcome.TEMPORARY), (CONNECTION_LOST, Outcome.TEMPORARY),
-    (550, Outcome.PERMANENT), (551, Outcome.PERMANENT), (553, Outcome.PERMANENT), (554, Outcome.PERMANENT),
-])
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (250, Outcome.SENT),
+        (251, Outcome.SENT),
+        (421, Outcome.TEMPORARY),
+        (450, Outcome.TEMPORARY),
+        (451, Outcome.TEMPORARY),
+        (452, Outcome.TEMPORARY),
+        (454, Outcome.TEMPORARY),
+        (552, Outcome.TEMPORARY),
+        (CONNECTION_LOST, Outcome.TEMPORARY),
+        (550, Outcome.PERMANENT),
+        (551, Outcome.PERMANENT),
+        (553, Outcome.PERMANENT),
+        (554, Outcome.PERMANENT),
+    ],
+)
 def test_classify_follows_rfc_5321(code: int, outcome: Outcome) -> None:
     assert classify(code) == outcome
 

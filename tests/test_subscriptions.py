@@ -58,8 +58,14 @@ def test_unknown_address_is_a_clear_error(session: Session) -> None:
 
 def test_forget_erases_personal_data_everywhere(session: Session) -> None:
     subscriber = subscriptions.add_subscriber(session, "carol@example.org", "Carol", attributes={"city": "Oslo"})
-    subscriptions.change_status(session, subscriber, SubscriberStatus.BOUNCED, "inbound",
-                                reason="550 carol@example.org unknown", payload={"to": "carol@example.org"})
+    subscriptions.change_status(
+        session,
+        subscriber,
+        SubscriberStatus.BOUNCED,
+        "inbound",
+        reason="550 carol@example.org unknown",
+        payload={"to": "carol@example.org"},
+    )
     subscriptions.forget(session, "carol@example.org")
     session.commit()
     assert subscriptions.find_subscriber(session, "carol@example.org") is None

@@ -21,7 +21,9 @@ def template_dir(tmp_path: Path) -> Path:
     (directory / "content.css.j2").write_text(".nl-content p { color: #123456; }\n", encoding="utf-8")
     (directory / "web" / "subscribe.html").write_text(
         '{% extends "base.html" %}{% block main %}<p>Sign up to the {{ newsletter_name }} of our '
-        "club</p>{% endblock %}", encoding="utf-8")
+        "club</p>{% endblock %}",
+        encoding="utf-8",
+    )
     (directory / "web" / "static" / "site.css").write_text("body { background: #abcdef; }\n", encoding="utf-8")
     return directory
 

@@ -20,8 +20,14 @@ from tests.mailserver import MailSink, free_port
 from tests.webflow import confirm_link
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
 PHONE = {"width": 375, "height": 812}
 ADDRESS = "reader@example.com"
@@ -73,8 +79,12 @@ def site(tmp_path: Path, smtpd: MailSink) -> Iterator[tuple[str, Path, Settings]
     command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
     subprocess.run([*command, "db", "upgrade"], check=True, capture_output=True, cwd=tmp_path)
     log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_until(lambda: _healthy(base_url), 20, "newsletter serve")
         yield base_url, config, settings
@@ -133,8 +143,9 @@ def test_sign_up_confirm_receive_and_leave(site: tuple[str, Path, Settings], smt
         issue_file = tmp_path / "issue.md"
         issue_file.write_text(ISSUE, encoding="utf-8")
         command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
-        sent = subprocess.run([*command, "send", str(issue_file), "--yes"], capture_output=True, text=True,
-                              cwd=tmp_path, timeout=120)
+        sent = subprocess.run(
+            [*command, "send", str(issue_file), "--yes"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
         assert sent.returncode == 0, sent.stdout + sent.stderr
         wait_until(lambda: len(smtpd.to(ADDRESS)) == 2, 20, "the issue")
         issue = smtpd.to(ADDRESS)[1].message

@@ -22,8 +22,10 @@ def reader(engine: Engine, settings: Settings, email: str = "ann@example.org") -
     signer = Signer(settings.secret_key)
     with database.transaction(engine) as session:
         subscriber = add_subscriber(session, email, "Ann", attributes={"city": "Springfield"})
-        return (path_of(links.unsubscribe_url(settings, signer, subscriber.id)),
-                path_of(links.preferences_url(settings, signer, subscriber.id)))
+        return (
+            path_of(links.unsubscribe_url(settings, signer, subscriber.id)),
+            path_of(links.preferences_url(settings, signer, subscriber.id)),
+        )
 
 
 async def test_unsubscribe_page_needs_the_button(client: AsyncClient, engine: Engine, settings: Settings) -> None:
@@ -46,15 +48,17 @@ async def test_unsubscribe_button_needs_csrf(client: AsyncClient, engine: Engine
     assert status_of(engine, "ann@example.org") == "active"
 
 
-async def test_one_click_exactly_as_a_mail_provider_posts(settings: Settings, engine: Engine,
-                                                          client: AsyncClient) -> None:
+async def test_one_click_exactly_as_a_mail_provider_posts(
+    settings: Settings, engine: Engine, client: AsyncClient
+) -> None:
     """RFC 8058 3.2: POST to the List-Unsubscribe URI, body List-Unsubscribe=One-Click, no cookies."""
     unsubscribe, _ = reader(engine, settings)
     url = settings.base_url + unsubscribe
     client.cookies.clear()
     for _ in range(2):  # providers retry; the second is harmless
         answer = await client.post(
-            url, content=b"List-Unsubscribe=One-Click",
+            url,
+            content=b"List-Unsubscribe=One-Click",
             headers={"content-type": "application/x-www-form-urlencoded", "user-agent": "GoogleOneClick/1.0"},
         )
         assert answer.status_code == 200 and not answer.is_redirect
@@ -62,8 +66,9 @@ async def test_one_click_exactly_as_a_mail_provider_posts(settings: Settings, en
         assert status_of(engine, "ann@example.org") == "unsubscribed"
 
 
-async def test_one_click_as_multipart_and_with_a_bad_token(settings: Settings, engine: Engine,
-                                                           client: AsyncClient) -> None:
+async def test_one_click_as_multipart_and_with_a_bad_token(
+    settings: Settings, engine: Engine, client: AsyncClient
+) -> None:
     unsubscribe, _ = reader(engine, settings)
     answer = await client.post(unsubscribe, files={"List-Unsubscribe": (None, "One-Click")})
     assert answer.status_code == 200 and status_of(engine, "ann@example.org") == "unsubscribed"
@@ -82,8 +87,9 @@ async def test_unsubscribe_links_never_expire(settings: Settings, engine: Engine
     assert (await client.get(unsubscribe)).status_code == 200
 
 
-async def test_resubscribe_sends_a_confirmation(settings: Settings, engine: Engine, client: AsyncClient,
-                                                queued: list[int]) -> None:
+async def test_resubscribe_sends_a_confirmation(
+    settings: Settings, engine: Engine, client: AsyncClient, queued: list[int]
+) -> None:
     unsubscribe, _ = reader(engine, settings)
     done = await press_button(client, unsubscribe)
     back = await client.post(unsubscribe + "/resubscribe", data={"csrf_token": hidden(done.text, "csrf_token")})
@@ -115,7 +121,8 @@ async def test_preferences_show_export_and_erase(settings: Settings, engine: Eng
 
 
 async def test_links_of_an_erased_subscriber_show_nothing_and_one_click_stays_harmless(
-        settings: Settings, engine: Engine, client: AsyncClient, queued: list[int]) -> None:
+    settings: Settings, engine: Engine, client: AsyncClient, queued: list[int]
+) -> None:
     unsubscribe, preferences = reader(engine, settings)
     csrf = hidden((await client.get(preferences)).text, "csrf_token")  # a page left open in a tab
     with database.transaction(engine) as session:
@@ -133,6 +140,9 @@ async def test_links_of_an_erased_subscriber_show_nothing_and_one_click_stays_ha
     assert back.status_code == 200 and queued == []  # no confirmation mail to the anonymous row
     client.cookies.clear()
     for _ in range(2):  # RFC 8058: providers retry a one-click POST; it must stay a quiet 200
-        answer = await client.post(settings.base_url + unsubscribe, content=b"List-Unsubscribe=One-Click",
-                                   headers={"content-type": "application/x-www-form-urlencoded"})
+        answer = await client.post(
+            settings.base_url + unsubscribe,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         assert answer.status_code == 200 and not answer.is_redirect and "Unsubscribed" in answer.text

@@ -28,12 +28,22 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 
 def add_issue(engine: Engine, slug: str, subject: str, status: IssueStatus, days_ago: int = 0) -> None:
     with database.transaction(engine) as session:
-        session.add(Issue(
-            slug=slug, subject=subject, preheader=f"About {slug}", source_text="# x", source_hash="0" * 64,
-            html=f"<html><body><p>email {slug}</p></body></html>", text="x", status=status,
-            web_html=f'<!doctype html><html><body><h1>{subject}</h1><p style="color:red">web {slug}</p></body></html>',
-            sent_at=utcnow() - dt.timedelta(days=days_ago) if status == IssueStatus.SENT else None,
-        ))
+        session.add(
+            Issue(
+                slug=slug,
+                subject=subject,
+                preheader=f"About {slug}",
+                source_text="# x",
+                source_hash="0" * 64,
+                html=f"<html><body><p>email {slug}</p></body></html>",
+                text="x",
+                status=status,
+                web_html=(
+                    f'<!doctype html><html><body><h1>{subject}</h1><p style="color:red">web {slug}</p></body></html>'
+                ),
+                sent_at=utcnow() - dt.timedelta(days=days_ago) if status == IssueStatus.SENT else None,
+            )
+        )
 
 
 async def test_archive_lists_sent_issues_newest_first(client: AsyncClient, engine: Engine) -> None:
@@ -97,8 +107,7 @@ async def test_security_headers_on_every_page(client: AsyncClient) -> None:
     assert (await client.get("/subscribe")).headers["cache-control"] == "no-store"
 
 
-async def test_errors_are_pages_with_the_right_status(client: AsyncClient, settings: Settings,
-                                                      engine: Engine) -> None:
+async def test_errors_are_pages_with_the_right_status(client: AsyncClient, settings: Settings, engine: Engine) -> None:
     assert (await client.get("/nowhere")).status_code == 404
     wrong = await client.delete("/subscribe")
     assert wrong.status_code == 405 and "<h1>" in wrong.text
@@ -106,9 +115,9 @@ async def test_errors_are_pages_with_the_right_status(client: AsyncClient, setti
     assert huge.status_code == 413 and "<h1>" in huge.text
 
 
-async def test_unexpected_error_is_a_page_without_traceback(settings: Settings, engine: Engine,
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_unexpected_error_is_a_page_without_traceback(
+    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
@@ -126,9 +135,15 @@ def test_logs_never_show_tokens(settings: Settings, engine: Engine) -> None:
         subscriber_id = add_subscriber(session, "ann@example.org").id
     url = links.unsubscribe_url(settings, signer, subscriber_id)
     token = url.rsplit("/", 1)[1]
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5000", "POST", f"/unsubscribe/{token}/resubscribe?email=a%40b", "1.1",
-                                200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", f"/unsubscribe/{token}/resubscribe?email=a%40b", "1.1", 200),
+        None,
+    )
     RedactTokens().filter(record)
     line = record.getMessage()
     assert token not in line and "a%40b" not in line and "/unsubscribe/[token]/resubscribe" in line

@@ -76,8 +76,9 @@ async def test_confirm_page_needs_the_button(client: AsyncClient, engine: Engine
     assert (await client.get(path)).status_code == 410
 
 
-async def test_confirm_without_csrf_token_changes_nothing(client: AsyncClient, engine: Engine,
-                                                          queued: list[int]) -> None:
+async def test_confirm_without_csrf_token_changes_nothing(
+    client: AsyncClient, engine: Engine, queued: list[int]
+) -> None:
     await sign_up(client, "ann@example.org")
     path = path_of(confirm_link(stored_message(engine, queued[0])))
     await client.get(path)
@@ -110,8 +111,12 @@ async def test_bad_confirm_tokens_are_pages_with_the_right_status(
 
 @pytest.mark.parametrize(
     ("address", "message"),
-    [("", "Please check the email address"), ("ann@", "Please check the email address"),
-     ("ann@example.org\r\nBcc: x@example.org", "Please check the email address"), ("x" * 500, "Please check")],
+    [
+        ("", "Please check the email address"),
+        ("ann@", "Please check the email address"),
+        ("ann@example.org\r\nBcc: x@example.org", "Please check the email address"),
+        ("x" * 500, "Please check"),
+    ],
 )
 async def test_bad_addresses_get_a_clear_message_on_the_form(
     client: AsyncClient, engine: Engine, queued: list[int], address: str, message: str
@@ -123,8 +128,9 @@ async def test_bad_addresses_get_a_clear_message_on_the_form(
     assert count(engine, Subscriber) == 0 and queued == []
 
 
-async def test_honeypot_answers_as_usual_and_does_nothing(client: AsyncClient, engine: Engine,
-                                                          queued: list[int]) -> None:
+async def test_honeypot_answers_as_usual_and_does_nothing(
+    client: AsyncClient, engine: Engine, queued: list[int]
+) -> None:
     answer = await sign_up(client, "bot@example.org", website="http://spam.example")
     assert answer.status_code == 200 and "Check your inbox" in answer.text
     assert count(engine, Subscriber) == 0 and queued == []
@@ -149,8 +155,11 @@ async def test_readme_snippet_posts_cross_site(client: AsyncClient, engine: Engi
     fields = re.findall(r'<input[^>]* name="([a-z]+)"', snippet)
     assert fields == ["email", "name", "website"]
     posted = {"email": "ann@example.org", "name": "Ann", "website": ""}
-    answer = await client.post(path_of(action.group(1)), data={name: posted[name] for name in fields},
-                               headers={"origin": "https://someones-blog.example", "sec-fetch-site": "cross-site"})
+    answer = await client.post(
+        path_of(action.group(1)),
+        data={name: posted[name] for name in fields},
+        headers={"origin": "https://someones-blog.example", "sec-fetch-site": "cross-site"},
+    )
     assert answer.status_code == 200 and "Check your inbox" in answer.text
     assert status_of(engine, "ann@example.org") == "pending" and len(queued) == 1
     assert "set-cookie" not in answer.headers

@@ -22,7 +22,8 @@ LINK = re.compile(r"https?://[^\s\"<>]+/confirm/[A-Za-z0-9_.\-]+")
 def hidden(html: str, name: str) -> str:
     """The value of the form field `name` in a page."""
     match = re.search(rf'name="{re.escape(name)}"[^>]*?value="([^"]*)"', html) or re.search(
-        rf'value="([^"]*)"[^>]*?name="{re.escape(name)}"', html)
+        rf'value="([^"]*)"[^>]*?name="{re.escape(name)}"', html
+    )
     assert match, f"no field {name!r} in the page"
     return unescape(match.group(1))
 

@@ -36,9 +36,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("external_id", name=op.f("uq_unrecognized_messages_external_id")),
     )
     with op.batch_alter_table("unrecognized_messages", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_unrecognized_messages_received_at"), ["received_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_unrecognized_messages_received_at"), ["received_at"], unique=False)
 
 
 def downgrade() -> None:

@@ -14,8 +14,9 @@ from newsletter.settings import Settings
 from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, check_fresh, json_body, text
 
 
-def handle(settings: Settings, session: Session, headers: dict[str, str], body: bytes,
-           now: dt.datetime | None = None) -> WebhookResult:
+def handle(
+    settings: Settings, session: Session, headers: dict[str, str], body: bytes, now: dt.datetime | None = None
+) -> WebhookResult:
     """Verify the signature block, then record the event (a replay within the window is recorded once)."""
     payload = json_body(body)
     if not isinstance(payload, dict):
@@ -33,8 +34,9 @@ def verify(settings: Settings, signature: Any, now: dt.datetime | None = None) -
     if not isinstance(signature, dict):
         raise WebhookRejected("Mailgun webhook without a signature")
     timestamp, token, given = (text(signature.get(name), 200) for name in ("timestamp", "token", "signature"))
-    expected = hmac.new(settings.mailgun_webhook_signing_key.encode(), (timestamp + token).encode(),
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        settings.mailgun_webhook_signing_key.encode(), (timestamp + token).encode(), hashlib.sha256
+    ).hexdigest()
     if not token or not hmac.compare_digest(given.lower().encode(), expected.encode()):
         raise WebhookRejected("Mailgun signature does not verify")
     try:
@@ -60,12 +62,29 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
         kind = FeedbackKind.UNSUBSCRIBE
     else:
         return []
-    reason = " ".join(filter(None, (text(status.get("code"), 10), text(status.get("description")),
-                                    text(status.get("message")), text(event.get("reason"), 60))))
+    reason = " ".join(
+        filter(
+            None,
+            (
+                text(status.get("code"), 10),
+                text(status.get("description")),
+                text(status.get("message")),
+                text(event.get("reason"), 60),
+            ),
+        )
+    )
     try:
         at = min(dt.datetime.fromtimestamp(float(event.get("timestamp") or 0), dt.UTC), dt.datetime.now(dt.UTC))
     except (ValueError, TypeError, OverflowError, OSError):
         at = None
-    return [Feedback(kind, "mailgun", reason or name, f"mailgun:{event_id}", email=email, at=at,
-                     payload={"event": name, "severity": text(event.get("severity"), 20),
-                              "code": text(status.get("code"), 10)})]
+    return [
+        Feedback(
+            kind,
+            "mailgun",
+            reason or name,
+            f"mailgun:{event_id}",
+            email=email,
+            at=at,
+            payload={"event": name, "severity": text(event.get("severity"), 20), "code": text(status.get("code"), 10)},
+        )
+    ]

@@ -59,16 +59,27 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
         kind, at = FeedbackKind.UNSUBSCRIBE, event.get("ChangedAt")
     elif record_type == "Bounce":
         bounce_type = text(event.get("Type"), 40)
-        kinds = {**dict.fromkeys(HARD_TYPES, FeedbackKind.HARD_BOUNCE),
-                 **dict.fromkeys(SOFT_TYPES, FeedbackKind.SOFT_BOUNCE),
-                 **dict.fromkeys(COMPLAINT_TYPES, FeedbackKind.COMPLAINT)}
+        kinds = {
+            **dict.fromkeys(HARD_TYPES, FeedbackKind.HARD_BOUNCE),
+            **dict.fromkeys(SOFT_TYPES, FeedbackKind.SOFT_BOUNCE),
+            **dict.fromkeys(COMPLAINT_TYPES, FeedbackKind.COMPLAINT),
+        }
         if bounce_type not in kinds:
             return []  # AutoResponder, Subscribe, OpenRelayTest...: nothing to do
         kind, at = kinds[bounce_type], event.get("BouncedAt")
     else:
         return []
-    reason = " ".join(filter(None, (text(event.get("Type"), 40), text(event.get("Description")),
-                                    text(event.get("Details")))))
-    return [Feedback(kind, "postmark", reason or record_type, f"postmark:{record_type}:{event_id}", email=email,
-                     at=event_time(at),
-                     payload={"type": text(event.get("Type"), 40), "type_code": event.get("TypeCode")})]
+    reason = " ".join(
+        filter(None, (text(event.get("Type"), 40), text(event.get("Description")), text(event.get("Details"))))
+    )
+    return [
+        Feedback(
+            kind,
+            "postmark",
+            reason or record_type,
+            f"postmark:{record_type}:{event_id}",
+            email=email,
+            at=event_time(at),
+            payload={"type": text(event.get("Type"), 40), "type_code": event.get("TypeCode")},
+        )
+    ]

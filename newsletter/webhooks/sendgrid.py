@@ -38,8 +38,9 @@ KINDS = {
 }
 
 
-def handle(settings: Settings, session: Session, headers: dict[str, str], body: bytes,
-           now: dt.datetime | None = None) -> WebhookResult:
+def handle(
+    settings: Settings, session: Session, headers: dict[str, str], body: bytes, now: dt.datetime | None = None
+) -> WebhookResult:
     """Verify the signature and timestamp, then record the batch of events."""
     verify(settings, headers, body, now)
     events = json_body(body)
@@ -95,6 +96,14 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
         at = min(dt.datetime.fromtimestamp(int(event.get("timestamp") or 0), dt.UTC), dt.datetime.now(dt.UTC))
     except (ValueError, TypeError, OverflowError, OSError):
         at = None
-    return [Feedback(kind, "sendgrid", reason or text(event.get("event")), f"sendgrid:{event_id}", email=email,
-                     at=at or None, payload={"event": text(event.get("event"), 40),
-                                             "status": text(event.get("status"), 20)})]
+    return [
+        Feedback(
+            kind,
+            "sendgrid",
+            reason or text(event.get("event")),
+            f"sendgrid:{event_id}",
+            email=email,
+            at=at or None,
+            payload={"event": text(event.get("event"), 40), "status": text(event.get("status"), 20)},
+        )
+    ]

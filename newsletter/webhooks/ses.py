@@ -40,8 +40,9 @@ SIGNATURE_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.S
 HARD_BOUNCE_TYPES = frozenset({"Permanent"})  # Transient and Undetermined may deliver next time
 
 
-def handle(settings: Settings, session: Session, headers: dict[str, str], body: bytes,
-           fetch: Fetch | None = None) -> WebhookResult:
+def handle(
+    settings: Settings, session: Session, headers: dict[str, str], body: bytes, fetch: Fetch | None = None
+) -> WebhookResult:
     """Verify an SNS request, confirm a subscription or record the SES events it carries."""
     fetch = fetch or fetch_https
     envelope = json_body(body)
@@ -135,12 +136,21 @@ def _bounces(bounce: Any, delivery_id: int | None) -> list[Feedback]:
     feedback_id = text(bounce.get("feedbackId"), 200)
     recipients = [item for item in bounce.get("bouncedRecipients") or [] if isinstance(item, dict)][:100]
     return [
-        Feedback(kind, "ses", " ".join(filter(None, (text(item.get("status")), text(item.get("diagnosticCode")))))
-                 or text(bounce.get("bounceSubType")), recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
-                 email=text(item.get("emailAddress"), 320), delivery_id=delivery_id if len(recipients) == 1 else None,
-                 at=event_time(bounce.get("timestamp")),
-                 payload={"status": text(item.get("status"), 20), "bounce_type": text(bounce.get("bounceType"), 40),
-                          "bounce_subtype": text(bounce.get("bounceSubType"), 40)})
+        Feedback(
+            kind,
+            "ses",
+            " ".join(filter(None, (text(item.get("status")), text(item.get("diagnosticCode")))))
+            or text(bounce.get("bounceSubType")),
+            recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
+            email=text(item.get("emailAddress"), 320),
+            delivery_id=delivery_id if len(recipients) == 1 else None,
+            at=event_time(bounce.get("timestamp")),
+            payload={
+                "status": text(item.get("status"), 20),
+                "bounce_type": text(bounce.get("bounceType"), 40),
+                "bounce_subtype": text(bounce.get("bounceSubType"), 40),
+            },
+        )
         for item in recipients
     ]
 
@@ -152,10 +162,16 @@ def _complaints(complaint: Any, delivery_id: int | None) -> list[Feedback]:
     feedback_type = text(complaint.get("complaintFeedbackType"), 40) or "abuse"
     recipients = [item for item in complaint.get("complainedRecipients") or [] if isinstance(item, dict)][:100]
     return [
-        Feedback(FeedbackKind.COMPLAINT, "ses", f"{feedback_type} report from {text(complaint.get('userAgent'), 200)}",
-                 recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
-                 email=text(item.get("emailAddress"), 320), delivery_id=delivery_id if len(recipients) == 1 else None,
-                 at=event_time(complaint.get("timestamp")), payload={"feedback_type": feedback_type})
+        Feedback(
+            FeedbackKind.COMPLAINT,
+            "ses",
+            f"{feedback_type} report from {text(complaint.get('userAgent'), 200)}",
+            recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
+            email=text(item.get("emailAddress"), 320),
+            delivery_id=delivery_id if len(recipients) == 1 else None,
+            at=event_time(complaint.get("timestamp")),
+            payload={"feedback_type": feedback_type},
+        )
         for item in recipients
     ]
 
