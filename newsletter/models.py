@@ -98,6 +98,11 @@ class IssueStatus(StrEnum):
     SENT = "sent"
 
 
+LANGUAGE_MAX_CHARS = 35  # BCP 47 tags of real use are far shorter; RFC 5646 4.4.1 asks for at least 35
+TAG_MAX_CHARS = 100
+TOPIC_KEY_MAX_CHARS = 64
+
+
 def _check_in(column: str, enum: type[StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(member.value) for member in enum)})"
 
@@ -119,6 +124,10 @@ class Subscriber(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[dt.datetime | None]
     unsubscribed_at: Mapped[dt.datetime | None]
+    # A BCP 47 tag (zh-CN, en); None means the newsletter's default_language.
+    language: Mapped[str | None] = mapped_column(String(LANGUAGE_MAX_CHARS))
+    # No issue goes to the reader before this moment (a pause they chose on the preferences page).
+    paused_until: Mapped[dt.datetime | None]
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.id} {self.status}>"
@@ -140,8 +149,68 @@ class Issue(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None]
     # With html, text and the images, everything a worker on another machine needs to build the message.
-    lang: Mapped[str] = mapped_column(String(35), default="")
+    lang: Mapped[str] = mapped_column(String(LANGUAGE_MAX_CHARS), default="")
     web_html: Mapped[str] = mapped_column(Text, default="")
+    # Who the issue goes to: {"tags": [...], "exclude_tags": [...], "topics": [...]}; None is every reader.
+    segment: Mapped[dict[str, Any] | None]
+
+
+class SubscriberTag(Base):
+    """A tag the editor (or an import) put on a subscriber; segments select by tag."""
+
+    __tablename__ = "subscriber_tags"
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(TAG_MAX_CHARS), primary_key=True, index=True)
+
+
+class Topic(Base):
+    """A topic the editor defines and readers choose on the sign-up form and the preferences page."""
+
+    __tablename__ = "topics"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(TOPIC_KEY_MAX_CHARS), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SubscriberTopic(Base):
+    __tablename__ = "subscriber_topics"
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class ScheduleStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waits for its due time
+    STARTED = "started"  # handed to the send use case, once
+    CANCELLED = "cancelled"  # by the editor
+    MISSED = "missed"  # nothing ran it within schedule_max_lateness: waits for the editor
+    FAILED = "failed"  # the send could not start (the note says why)
+
+
+class ScheduledSend(Base):
+    """A send the editor asked for at a later time; a long-running process starts it when due."""
+
+    __tablename__ = "scheduled_sends"
+    __table_args__ = (CheckConstraint(_check_in("status", ScheduleStatus), name="status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(200), index=True)
+    subject: Mapped[str] = mapped_column(String(998))
+    source_path: Mapped[str] = mapped_column(Text)  # local images are looked up beside it
+    source_text: Mapped[str] = mapped_column(Text)
+    source_hash: Mapped[str] = mapped_column(String(64))
+    subject_override: Mapped[str] = mapped_column(String(998), default="")
+    segment: Mapped[dict[str, Any] | None]
+    due_at: Mapped[dt.datetime] = mapped_column(index=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=ScheduleStatus.SCHEDULED, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    note: Mapped[str] = mapped_column(Text, default="")
 
 
 class IssueImage(Base):
