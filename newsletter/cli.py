@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
-from newsletter import bounces, database, mailboxes, roster, subscriptions
 from newsletter.errors import NewsletterError
-from newsletter.models import SubscriberSource, SubscriberStatus, utcnow
 from newsletter.settings import CONFIG_FILENAME, Settings, load_settings, setting_help
+from newsletter.statuses import SubscriberSource, SubscriberStatus
 
-console = Console()
-error_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from sqlalchemy import Engine
+
+    from newsletter.mailboxes import Tally
+
+# `newsletter --help` and `newsletter preview` must start fast: SQLAlchemy, Alembic, Dramatiq, the renderer
+# and rich are imported inside the commands that use them, never here.
+
+
+class LazyConsole:
+    """A rich Console made on first use, so commands that print nothing through it never import rich."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self.stderr = stderr
+
+    @cached_property
+    def real(self) -> Console:
+        """The Console itself, for what rich needs a real one for (progress bars)."""
+        from rich.console import Console
+
+        return Console(stderr=self.stderr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+console = LazyConsole()
+error_console = LazyConsole(stderr=True)
 
 
 @dataclass
@@ -42,11 +63,15 @@ class App:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from newsletter import database
+
             self._engine = database.make_engine(self.settings)
         return self._engine
 
     def ready_engine(self) -> Engine:
         """The engine, after checking the database is at the latest migration."""
+        from newsletter import database
+
         database.require_current(self.engine)
         return self.engine
 
@@ -83,6 +108,8 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 @pass_app
 def init(app: App) -> None:
     """Write newsletter.toml with a fresh secret key and create the database."""
+    from newsletter import database
+
     path = app.config_path or Path(CONFIG_FILENAME)
     if path.exists():
         console.print(f"{path} exists: left as it is.")
@@ -94,6 +121,8 @@ def init(app: App) -> None:
 
 
 def _initial_config() -> str:
+    import secrets
+
     lines = ["# newsletter settings: every setting, with its help line. NEWSLETTER_<NAME> overrides each.", ""]
     defaults = Settings()
     for name, help_line in setting_help().items():
@@ -118,6 +147,8 @@ def db() -> None:
 @pass_app
 def db_upgrade(app: App, revision: str) -> None:
     """Migrate the database to the latest schema (or to REVISION)."""
+    from newsletter import database
+
     database.upgrade(app.engine, revision)
     console.print(f"Database at revision {database.current_revision(app.engine)}.")
 
@@ -126,6 +157,8 @@ def db_upgrade(app: App, revision: str) -> None:
 @pass_app
 def db_current(app: App) -> None:
     """Show the database's revision and the latest one."""
+    from newsletter import database
+
     current = database.current_revision(app.engine)
     head = database.head_revision(app.engine)
     state = "up to date" if current == head else "run `newsletter db upgrade`"
@@ -147,6 +180,8 @@ STATUS_CHOICE = click.Choice([status.value for status in SubscriberStatus])
 @pass_app
 def subscribers_add(app: App, email: str, name: str | None, status: str) -> None:
     """Add EMAIL to the list."""
+    from newsletter import database, subscriptions
+
     with database.transaction(app.ready_engine()) as session:
         subscriber = subscriptions.add_subscriber(session, email, name, SubscriberStatus(status))
         console.print(f"Added {subscriber.email} ({subscriber.status}).")
@@ -157,6 +192,10 @@ def subscribers_add(app: App, email: str, name: str | None, status: str) -> None
 @pass_app
 def subscribers_list(app: App, status: str | None) -> None:
     """Show the subscribers."""
+    from rich.table import Table
+
+    from newsletter import database, subscriptions
+
     table = Table("email", "name", "status", "source", "created")
     count = 0
     with database.transaction(app.ready_engine()) as session:
@@ -178,6 +217,8 @@ def subscribers_list(app: App, status: str | None) -> None:
 @pass_app
 def subscribers_remove(app: App, email: str) -> None:
     """Unsubscribe EMAIL (the record stays, so it is never mailed again)."""
+    from newsletter import database, subscriptions
+
     with database.transaction(app.ready_engine()) as session:
         subscriber = subscriptions.unsubscribe(session, email)
         console.print(f"{subscriber.email} is {subscriber.status}.")
@@ -189,6 +230,8 @@ def subscribers_remove(app: App, email: str) -> None:
 @pass_app
 def subscribers_forget(app: App, email: str, yes: bool) -> None:
     """Erase everything personal stored about EMAIL (GDPR)."""
+    from newsletter import database, subscriptions
+
     if not yes and sys.stdin.isatty():
         click.confirm(f"Erase all personal data of {email}?", abort=True)
     with database.transaction(app.ready_engine()) as session:
@@ -208,6 +251,8 @@ def subscribers_forget(app: App, email: str, yes: bool) -> None:
 @pass_app
 def subscribers_export(app: App, output: Path | None, status: str | None) -> None:
     """Write the list as CSV."""
+    from newsletter import database, roster
+
     selected = SubscriberStatus(status) if status else None
     with database.transaction(app.ready_engine()) as session:
         if output is None:
@@ -230,6 +275,8 @@ def subscribers_export(app: App, output: Path | None, status: str | None) -> Non
 @pass_app
 def subscribers_import(app: App, file: Path, status: str) -> None:
     """Import subscribers from a CSV file with an `email` column (all valid rows, or none)."""
+    from newsletter import database, roster
+
     with console.status(f"Importing {file}..."), database.transaction(app.ready_engine()) as session:
         report = roster.import_csv(session, file, SubscriberStatus(status), SubscriberSource.IMPORT)
     for rejection in report.rejected:
@@ -264,6 +311,8 @@ def inbound(
     app: App, maildir: Path | None, mbox: Path | None, imap: bool, pop3: bool, watch: bool, recipient: str | None
 ) -> None:
     """Read bounces, complaints and unsubscribe mail: one message on stdin (an MTA pipe), or a mailbox."""
+    from sqlalchemy.exc import OperationalError
+
     chosen = [name for name, given in (("maildir", maildir), ("mbox", mbox), ("imap", imap), ("pop3", pop3)) if given]
     if len(chosen) > 1:
         raise click.UsageError("choose one of --maildir, --mbox, --imap and --pop3")
@@ -291,7 +340,9 @@ def inbound(
         time.sleep(app.settings.inbound_poll_seconds)
 
 
-def _read_mailbox(app: App, source: str, path: Path | None) -> mailboxes.Tally:
+def _read_mailbox(app: App, source: str, path: Path | None) -> Tally:
+    from newsletter import mailboxes
+
     engine = app.ready_engine()
     if source == "imap":
         return mailboxes.read_imap(engine, app.settings)
@@ -303,6 +354,8 @@ def _read_mailbox(app: App, source: str, path: Path | None) -> mailboxes.Tally:
 
 
 def _inbound_stdin(app: App, recipient: str | None) -> int:
+    from newsletter import mailboxes
+
     try:
         raw = mailboxes.read_capped(sys.stdin.buffer)
         result = mailboxes.ingest_committed(app.ready_engine(), app.settings, raw, "stdin", recipient)
@@ -320,6 +373,13 @@ def _inbound_stdin(app: App, recipient: str | None) -> int:
 @pass_app
 def bounces_report(app: App, since_days: float) -> None:
     """Bounces and complaints by reason and by recipient domain, and the subscribers they suppressed."""
+    import datetime as dt
+
+    from rich.table import Table
+
+    from newsletter import bounces, database
+    from newsletter.models import utcnow
+
     with database.transaction(app.ready_engine()) as session:
         report = bounces.bounce_report(session, utcnow() - dt.timedelta(days=since_days))
     for title, groups in (("reason", report.by_reason), ("recipient domain", report.by_domain)):
@@ -442,7 +502,7 @@ def send(
         return
     queue = Queue(settings, engine)
     try:
-        with progress.SendProgress(console) as bar:
+        with progress.SendProgress(console.real) as bar:
             counts = campaign.send_issue(engine, queue, issue, force, bar.update)
     except KeyboardInterrupt:
         where = "run the same command again to resume" if queue.embedded else "the workers go on sending"
@@ -460,7 +520,9 @@ def send(
 @pass_app
 def status(app: App, slug: str | None, limit: int) -> None:
     """Show the deliveries of issue SLUG per status and its failures with their SMTP replies (no SLUG: all issues)."""
-    from newsletter import ledger, progress
+    from rich.table import Table
+
+    from newsletter import database, ledger, progress
 
     with database.transaction(app.ready_engine()) as session:
         if slug is None:
@@ -497,7 +559,7 @@ def retry(app: App, slug: str) -> None:
 
     engine = app.ready_engine()
     queue = Queue(app.settings, engine)
-    with progress.SendProgress(console) as bar:
+    with progress.SendProgress(console.real) as bar:
         counts = campaign.resend_failed(engine, queue, slug, bar.update)
     console.print(progress.counts_table(counts))
 
@@ -551,7 +613,7 @@ def demo(directory: Path) -> None:
     from newsletter.demo import run_demo
     from newsletter.progress import SendProgress
 
-    with SendProgress(console) as bar:
+    with SendProgress(console.real) as bar:
         report = run_demo(directory, bar.update)
     console.print(
         f"\nSent {report.sent} messages to {report.subscribers} sample subscribers through a local "

@@ -25,6 +25,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from newsletter.statuses import SubscriberSource as SubscriberSource
+from newsletter.statuses import SubscriberStatus as SubscriberStatus
+
 # Named constraints let Alembic drop and alter them on SQLite's batch mode and on PostgreSQL alike.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -66,21 +69,6 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dt.datetime: UtcDateTime(), dict[str, Any]: JSON()}
-
-
-class SubscriberStatus(StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    COMPLAINED = "complained"
-
-
-class SubscriberSource(StrEnum):
-    IMPORT = "import"
-    FORM = "form"
-    CLI = "cli"
-    API = "api"
 
 
 class DeliveryStatus(StrEnum):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from newsletter.cli import main
+from tests.conftest import SAMPLE_FILES
 
 
 @pytest.fixture
@@ -75,3 +78,27 @@ def test_commands_refuse_an_unmigrated_database(runner: CliRunner) -> None:
     result = runner.invoke(main, ["subscribers", "list"])
     assert result.exit_code == 1
     assert "newsletter db upgrade" in result.output
+
+
+HEAVY_MODULES = ("sqlalchemy", "alembic", "dramatiq", "premailer", "mjml", "markdown_it", "rich", "dkim", "redis")
+
+
+def modules_loaded_by(tmp_path: Path, *args: str) -> set[str]:
+    """The top-level modules a fresh interpreter has imported after running `newsletter ARGS`."""
+    code = (
+        "import sys\nfrom newsletter.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path, check=True)
+    return set(done.stdout.split("\n")[-2].split())
+
+
+def test_help_imports_no_heavy_module(tmp_path: Path) -> None:
+    loaded = modules_loaded_by(tmp_path, "--help")
+    assert loaded.isdisjoint(HEAVY_MODULES), loaded & set(HEAVY_MODULES)
+
+
+def test_preview_imports_the_renderer_but_not_the_database_or_the_queue(tmp_path: Path) -> None:
+    loaded = modules_loaded_by(tmp_path, "preview", str(SAMPLE_FILES[0]), "-o", str(tmp_path))
+    assert {"premailer", "mjml"} <= loaded
+    assert loaded.isdisjoint({"sqlalchemy", "alembic", "dramatiq", "redis", "rich"}), loaded

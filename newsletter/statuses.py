@@ -1,0 +1,20 @@
+"""The states a subscriber can be in and where one came from: plain enums, free of SQLAlchemy."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class SubscriberSource(StrEnum):
+    IMPORT = "import"
+    FORM = "form"
+    CLI = "cli"
+    API = "api"
