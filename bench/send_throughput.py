@@ -3,13 +3,18 @@
 Sends to Postfix's `smtp-sink` (aiosmtpd when it is not installed) in the embedded mode (SQLite, the
 in-process worker) and in the distributed mode (PostgreSQL, Redis, two `newsletter worker` processes),
 and measures in the same run the raw baseline: one pre-built message sent N times over one smtplib
-connection to the same sink. Prints messages per second, the ratio to the baseline, and peak memory.
+connection to the same sink. Prints messages per second, the ratio to the baseline, peak memory, and
+the CPU seconds per 1,000 messages of each kind of process (workers, the PostgreSQL backends of the
+bench database, Redis, the sink, `send` itself), so a change shows where it saved. Redis serves every
+user of the machine: its figure counts their commands too. `--profile` samples a worker (the `send`
+process in the embedded mode) with py-spy and prints its top functions; it slows what it samples, so
+take rates from a run without it.
 
-Targets on a 2-core machine: distributed 1,000 messages/s or more and at least 1.0x the raw baseline;
-peak memory at 100,000 subscribers within 10% of that at 10,000.
+Targets on a 2-core machine: distributed (2 workers x 2 threads) at least 1.3x the raw baseline,
+embedded at least 1.6x; peak memory at 100,000 subscribers within 10% of that at 10,000.
 
     python bench/send_throughput.py [--subscribers N | --large] [--mode both|embedded|distributed]
-                                    [--threads T]
+                                    [--threads T] [--profile]
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
+import redis
+from processes import CpuMeter, Profile, load_average, top_functions  # bench/processes.py
+from sqlalchemy import Engine, create_engine, insert, text
 
 from newsletter import campaign, database
 from newsletter.demo import SAMPLE_ISSUE
@@ -133,8 +140,8 @@ def populate(database_url: str, count: int) -> None:
     engine.dispose()
 
 
-def raw_baseline(port: int, count: int) -> float:
-    """Messages per second of one pre-built message sent `count` times over one smtplib connection."""
+def raw_baseline(port: int, count: int, sink_pid: int) -> dict[str, Any]:
+    """One pre-built message sent `count` times over one smtplib connection: its time and CPU."""
     settings = bench_settings(port)
     template = MessageTemplate.build(render_issue_file(SAMPLE_ISSUE, settings), settings)
     message = template.fill(
@@ -148,28 +155,44 @@ def raw_baseline(port: int, count: int) -> float:
         )
     )
     smtp = smtplib.SMTP("127.0.0.1", port)
+    meter = CpuMeter({"smtplib loop": lambda: [os.getpid()], "sink": lambda: [sink_pid]})
+    meter.start()
     started = time.perf_counter()
     for number in range(count):
         smtp.sendmail("bounces@example.org", [f"reader{number}@example.com"], message)
     seconds = time.perf_counter() - started
+    cpu = meter.stop()
     smtp.quit()
-    return count / seconds
+    return {"seconds": seconds, "cpu": cpu}
 
 
-def run_embedded(port: int, count: int, threads: int) -> dict[str, Any]:
+def run_embedded(port: int, count: int, threads: int, sink_pid: int, profile: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         settings = bench_settings(port, database_url=f"sqlite:///{directory}/bench.db", smtp_connections=threads)
         add_subscribers(settings, count)
         engine = database.make_engine(settings)
         issue = render_issue_file(SAMPLE_ISSUE, settings)
+        meter = CpuMeter({"send (its workers, SQLite)": lambda: [os.getpid()], "sink": lambda: [sink_pid]})
+        profiler = Profile(os.getpid(), Path(directory) / "profile.txt") if profile else None
+        meter.start()
         started = time.perf_counter()
         counts = campaign.send_issue(engine, Queue(settings, engine), issue)
         seconds = time.perf_counter() - started
+        cpu = meter.stop()
+        top = _stop_profile(profiler)
     assert counts["sent"] == count, counts.by_status
-    return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mb": peak_mb, "cpu": cpu, "profile": top}
 
 
-def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
+def _stop_profile(profiler: Profile | None) -> list[str]:
+    if profiler is None:
+        return []
+    profiler.stop()
+    return top_functions(profiler.output)
+
+
+def run_distributed(port: int, count: int, threads: int, sink_pid: int, profile: bool) -> dict[str, Any]:
     name = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -180,27 +203,28 @@ def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
     )
     try:
         add_subscribers(settings, count)
-        env = {
-            **os.environ,
-            **{
-                f"NEWSLETTER_{field.name.upper()}": str(getattr(settings, field.name))
-                for field in dataclasses.fields(settings)
-            },
-        }
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", "from newsletter.cli import main; main()", "worker", "--threads", str(threads)],
-                env=env,
-            )
-            for _ in range(WORKER_PROCESSES)
-        ]
+        workers = start_workers(settings, threads)
         time.sleep(3)  # let the workers import and connect before the clock starts
         engine = database.make_engine(settings)
         issue = render_issue_file(SAMPLE_ISSUE, settings)
         queue = Queue(settings, engine)
-        started = time.perf_counter()
-        counts = campaign.send_issue(engine, queue, issue)
-        seconds = time.perf_counter() - started
+        meter = CpuMeter(
+            {
+                "workers": lambda: [worker.pid for worker in workers],
+                "PostgreSQL backends": lambda: backend_pids(admin, name),
+                "Redis (shared)": lambda: [redis_pid()],
+                "sink": lambda: [sink_pid],
+                "send": lambda: [os.getpid()],
+            }
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            profiler = Profile(workers[0].pid, Path(directory) / "profile.txt") if profile else None
+            meter.start()
+            started = time.perf_counter()
+            counts = campaign.send_issue(engine, queue, issue)
+            seconds = time.perf_counter() - started
+            cpu = meter.stop()
+            top = _stop_profile(profiler)
         queue.stop()
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -212,6 +236,8 @@ def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
             "seconds": seconds,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "cpu": cpu,
+            "profile": top,
         }
     finally:
         with admin.connect() as connection:
@@ -219,7 +245,37 @@ def run_distributed(port: int, count: int, threads: int) -> dict[str, Any]:
         admin.dispose()
 
 
-def child(mode: str, port: int, count: int, threads: int) -> dict[str, Any]:
+def start_workers(settings: Settings, threads: int) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        **{
+            f"NEWSLETTER_{field.name.upper()}": str(getattr(settings, field.name))
+            for field in dataclasses.fields(settings)
+        },
+    }
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", "from newsletter.cli import main; main()", "worker", "--threads", str(threads)],
+            env=env,
+        )
+        for _ in range(WORKER_PROCESSES)
+    ]
+
+
+def backend_pids(admin: Engine, database_name: str) -> list[int]:
+    """The PostgreSQL backends connected to the bench database (the send's and the workers')."""
+    with admin.connect() as connection:
+        rows = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :name"), {"name": database_name}
+        )
+        return [row[0] for row in rows]
+
+
+def redis_pid() -> int:
+    return int(redis.Redis.from_url(REDIS_URL).info("server")["process_id"])
+
+
+def child(mode: str, port: int, count: int, threads: int, sink_pid: int, profile: bool) -> dict[str, Any]:
     """Run one mode in a fresh process, so its peak memory is its own."""
     command = [
         sys.executable,
@@ -232,9 +288,18 @@ def child(mode: str, port: int, count: int, threads: int) -> dict[str, Any]:
         str(count),
         "--threads",
         str(threads),
+        "--sink-pid",
+        str(sink_pid),
+        *(["--profile"] if profile else []),
     ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def cpu_line(cpu: dict[str, float], count: int) -> str:
+    per_thousand = {kind: seconds * 1000 / count for kind, seconds in cpu.items()}
+    parts = [f"{kind} {seconds:.2f}" for kind, seconds in per_thousand.items()]
+    return f"    CPU s per 1,000 messages: {', '.join(parts)}; total {sum(per_thousand.values()):.2f}"
 
 
 def main() -> None:
@@ -248,9 +313,11 @@ def main() -> None:
         default=None,
         help="threads per process (embedded default 4; distributed default 2 per worker)",
     )
+    parser.add_argument("--profile", action="store_true", help="sample a worker with py-spy, print its top functions")
     parser.add_argument("--child", choices=["embedded", "distributed", "populate"], help=argparse.SUPPRESS)
     parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--sink-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     count = 100_000 if args.large else args.subscribers
     if args.child == "populate":
@@ -258,24 +325,30 @@ def main() -> None:
         return
     if args.child:
         run = run_embedded if args.child == "embedded" else run_distributed
-        print(json.dumps(run(args.port, count, args.threads)))
+        print(json.dumps(run(args.port, count, args.threads, args.sink_pid, args.profile)))
         return
     port = free_port()
     sink, sink_name = start_sink(port)
     try:
-        baseline = raw_baseline(port, count)
-        print(f"{count:,} subscribers, sink {sink_name}, sample issue {SAMPLE_ISSUE.name}")
+        print(f"{count:,} subscribers, sink {sink_name}, sample issue {SAMPLE_ISSUE.name}; {load_average()}")
+        raw = raw_baseline(port, count, sink.pid)
+        baseline = count / raw["seconds"]
         print(f"raw baseline (one smtplib connection, pre-built bytes): {baseline:,.0f} msg/s")
+        print(cpu_line(raw["cpu"], count))
         modes = ["embedded", "distributed"] if args.mode == "both" else [args.mode]
         for mode in modes:
             threads = args.threads or (4 if mode == "embedded" else 2)
-            result = child(mode, port, count, threads)
+            result = child(mode, port, count, threads, sink.pid, args.profile)
             rate = count / result["seconds"]
             extra = f", workers {result['worker_peak_mb']:.0f} MB" if "worker_peak_mb" in result else ""
             print(
                 f"{mode:<12} {rate:>8,.0f} msg/s  {rate / baseline:.2f}x baseline  "
                 f"{result['seconds']:.1f} s  peak memory {result['peak_mb']:.0f} MB{extra}"
             )
+            print(cpu_line(result["cpu"], count))
+            for line in result["profile"]:
+                print(f"    {line}")
+        print(f"after the run: {load_average()}")
     finally:
         sink.terminate()
         sink.wait()
