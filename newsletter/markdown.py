@@ -15,10 +15,12 @@ from mdit_py_cjk_friendly import cjk_friendly
 from mdit_py_plugins.footnote import footnote_plugin
 from mdit_py_plugins.tasklists import tasklists_plugin
 
+from newsletter.cjk import CJK
+
 TOC_MARK_RE = re.compile(r"^\s*\[toc\]\s*$", re.IGNORECASE)
 # A bare URL ends before CJK text or full-width punctuation (`）`, `，`, `。`): Chinese prose puts no
 # space after a URL, and no real URL carries these characters unencoded.
-URL_STOP_RE = re.compile("[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\u2018-\u201f\u2026]")
+URL_STOP_RE = re.compile(f"[{CJK}\u2018-\u201f\u2026]")  # curly quotes and the ellipsis too
 CHECKBOX_PREFIX = '<input class="task-list-item-checkbox"'
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 from markdown_it.token import Token
-from mdit_py_cjk_friendly import is_cjk
 from wcwidth import wcwidth
 
+from newsletter.cjk import CJK, is_cjk
 from newsletter.markdown import URL_STOP_RE, ParsedMarkdown
 
 TEXT_WIDTH_COLUMNS = 76  # RFC 5322 2.1.1 recommends lines of at most 78 characters
@@ -17,7 +17,7 @@ URL_RE = re.compile(r"(?:https?|ftp|mailto|cid):[^\s<>\"]+|www\.[^\s<>\"]+", re.
 # Kinsoku: these never start a line (closing marks) or never end one (opening marks).
 NO_LINE_START = frozenset("，。、；：！？）」』】〉》〕…—,.;:!?)]}%’”·～~")
 NO_LINE_END = frozenset("（「『【〈《〔([{‘“")
-ATOM_RE = re.compile(r"\s+|[^\s\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]+|.", re.DOTALL)
+ATOM_RE = re.compile(rf"\s+|[^\s{CJK}]+|.", re.DOTALL)
 
 
 def display_width(text: str) -> int:

@@ -17,6 +17,7 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from newsletter import theme
+from newsletter.cjk import HAN_RE, HANGUL_RE, KANA_RE
 from newsletter.errors import IssueFormatError
 from newsletter.frontmatter import FrontMatter, split_front_matter
 from newsletter.images import InlineImage, is_remote, load_local_image
@@ -32,9 +33,6 @@ __all__ = ["InlineImage", "RenderedIssue", "SlotTemplate", "fill_slots", "render
 MAX_ISSUE_BYTES = 2 * 1_048_576  # far past what any inbox shows; a bigger file is a mistake, not an issue
 PREHEADER_COLUMNS = 140  # inbox lists show roughly the first 90-140 characters after the subject
 SLUG_RE = re.compile(r"[^\w.-]+")
-KANA_RE = re.compile("[\u3040-\u30ff]")
-HANGUL_RE = re.compile("[\uac00-\ud7af]")
-HAN_RE = re.compile("[\u4e00-\u9fff]")
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
