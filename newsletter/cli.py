@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from sqlalchemy import Engine
 
-    from newsletter.mailboxes import Tally
+    from newsletter.tally import Tally
 
 # `newsletter --help` and `newsletter preview` must start fast: SQLAlchemy, Alembic, Dramatiq, the renderer
 # and rich are imported inside the commands that use them, never here.

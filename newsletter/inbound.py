@@ -21,6 +21,7 @@ from newsletter.models import UnrecognizedMessage, utcnow
 from newsletter.received import addresses, header, message_digest, original_headers, parse
 from newsletter.reports import FeedbackReport, RecipientStatus, delivery_statuses, feedback_report, is_report
 from newsletter.settings import Settings
+from newsletter.tally import Tally
 from newsletter.tokens import Purpose, Signer, TokenInvalid
 
 MAX_KEPT_BYTES = 256 * 1024  # the head of an unrecognized message kept for the editor
@@ -63,17 +64,6 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class Ingested:
-    """What ingesting one message did."""
-
-    verdict: Verdict
-    recorded: int = 0
-    duplicates: int = 0
-    suppressed: int = 0
-    note: str = ""
-
-
-@dataclass(frozen=True)
 class Addressee:
     """Whom a message is for, from a verified token in its recipient address."""
 
@@ -88,7 +78,7 @@ class Addressee:
 
 def ingest(
     session: Session, settings: Settings, raw: bytes, *, source: str, envelope_recipient: str | None = None
-) -> Ingested:
+) -> Tally:
     """Read one RFC 5322 message and record what it says; an unreadable message is kept, never raised.
 
     Raises:
@@ -104,7 +94,7 @@ def ingest(
         message, digest = Message(), hashlib.sha256(raw).hexdigest()
         reading = Reading(Verdict.UNRECOGNIZED, note=f"could not be read: {type(error).__name__}: {error}"[:500])
     if reading.verdict in (Verdict.AUTO_REPLY, Verdict.IGNORED):
-        return Ingested(reading.verdict, note=reading.note)
+        return Tally.message(reading.verdict, note=reading.note)
     if reading.verdict == Verdict.UNRECOGNIZED:
         return _keep_unrecognized(session, message, raw, digest, source, envelope_recipient, reading.note)
     policy = BouncePolicy.from_settings(settings)
@@ -113,13 +103,7 @@ def ingest(
     if not found:
         note = f"{reading.verdict} about no subscriber on the list: {reading.note}"
         return _keep_unrecognized(session, message, raw, digest, source, envelope_recipient, note)
-    return Ingested(
-        reading.verdict,
-        recorded=sum(1 for result in found if not result.duplicate),
-        duplicates=sum(1 for result in found if result.duplicate),
-        suppressed=sum(1 for result in found if result.suppressed),
-        note=reading.note,
-    )
+    return Tally.of(results, verdict=reading.verdict, note=reading.note)
 
 
 def read_message(
@@ -319,10 +303,10 @@ def _read_complaint(
 
 def _keep_unrecognized(
     session: Session, message: Message, raw: bytes, digest: str, source: str, envelope_recipient: str | None, note: str
-) -> Ingested:
+) -> Tally:
     external_id = f"message:{digest}"
     if session.scalar(select(exists().where(UnrecognizedMessage.external_id == external_id))):
-        return Ingested(Verdict.UNRECOGNIZED, duplicates=1, note=note)
+        return Tally.message(Verdict.UNRECOGNIZED, duplicates=1, note=note)
     recipient = envelope_recipient or ", ".join(addresses(message, *RECIPIENT_HEADERS)[:5])
     session.add(
         UnrecognizedMessage(
@@ -337,7 +321,7 @@ def _keep_unrecognized(
         )
     )
     session.flush()
-    return Ingested(Verdict.UNRECOGNIZED, recorded=1, note=note)
+    return Tally.message(Verdict.UNRECOGNIZED, recorded=1, note=note)
 
 
 def _sourced(feedback: Feedback, source: str) -> Feedback:

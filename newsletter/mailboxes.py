@@ -11,10 +11,8 @@ import mailbox
 import os
 import poplib
 import ssl
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,9 +21,10 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter import database
 from newsletter.errors import NewsletterError
-from newsletter.inbound import Ingested, ingest
+from newsletter.inbound import ingest
 from newsletter.received import MAX_MESSAGE_BYTES
 from newsletter.settings import Settings
+from newsletter.tally import Tally
 
 MAILDIR_SEEN_FLAG = "S"  # Maildir flags (cr.yp.to/proto/maildir.html): S means seen
 MAILDIR_INFO = ":2,"
@@ -35,27 +34,9 @@ class MailboxUnreadable(NewsletterError):
     """A Maildir, mbox file or mail server that cannot be opened or read."""
 
 
-@dataclass
-class Tally:
-    """What reading a source found: how many messages of each verdict, and what they did."""
-
-    messages: int = 0
-    verdicts: Counter[str] = field(default_factory=Counter)
-    recorded: int = 0
-    duplicates: int = 0
-    suppressed: int = 0
-
-    def add(self, result: Ingested) -> None:
-        self.messages += 1
-        self.verdicts[result.verdict] += 1
-        self.recorded += result.recorded
-        self.duplicates += result.duplicates
-        self.suppressed += result.suppressed
-
-
 def ingest_committed(
     engine: Engine, settings: Settings, raw: bytes, source: str, envelope_recipient: str | None = None
-) -> Ingested:
+) -> Tally:
     """Ingest one message in its own transaction, committed before the caller marks the message."""
     try:
         with database.transaction(engine) as session:

@@ -11,10 +11,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from newsletter.settings import Settings
-from newsletter.webhooks import WebhookRejected, WebhookResult, mailgun, postmark, sendgrid, ses
+from newsletter.tally import Tally
+from newsletter.webhooks import WebhookRejected, mailgun, postmark, sendgrid, ses
 from subscribers.context import context_of
 
-Handler = Callable[[Settings, Session, dict[str, str], bytes], WebhookResult]
+Handler = Callable[[Settings, Session, dict[str, str], bytes], Tally]
 PROVIDERS: dict[str, Handler] = {
     "ses": ses.handle,
     "postmark": postmark.handle,

@@ -10,10 +10,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from newsletter import database
-from newsletter.inbound import Ingested, Verdict
+from newsletter.inbound import Verdict
 from newsletter.mailboxes import ingest_committed
 from newsletter.models import Event, Subscriber, SubscriberStatus, UnrecognizedMessage
 from newsletter.settings import Settings
+from newsletter.tally import Tally
 from tests.inbound_mail import Sent, arf, dsn, failed, make_sent
 
 pytestmark = pytest.mark.postgres
@@ -54,10 +55,10 @@ def delayed(to: str, rcpt: str, number: int) -> bytes:
     )
 
 
-def at_once(work: Callable[[int], Ingested], threads: int = THREADS) -> list[Ingested | BaseException]:
+def at_once(work: Callable[[int], Tally], threads: int = THREADS) -> list[Tally | BaseException]:
     """Run `work(n)` on `threads` threads released together; what each returned or raised."""
     start = threading.Barrier(threads)
-    results: list[Ingested | BaseException] = [RuntimeError("not run")] * threads
+    results: list[Tally | BaseException] = [RuntimeError("not run")] * threads
 
     def run(number: int) -> None:
         start.wait()
@@ -137,7 +138,7 @@ def test_concurrent_soft_bounces_of_different_messages_all_count(postgres_engine
             postgres_engine, sent.settings, delayed("bounces@example.org", "cho@example.com", number), f"r{number}"
         )
     )
-    assert [result.recorded for result in results if isinstance(result, Ingested)] == [1] * THREADS
+    assert [result.recorded for result in results if isinstance(result, Tally)] == [1] * THREADS
     assert status_of(postgres_engine, "cho@example.com") == (SubscriberStatus.BOUNCED, pytest.approx(THREADS))
     assert count_events(postgres_engine, "status") == 1
 

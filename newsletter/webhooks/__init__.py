@@ -10,7 +10,6 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from newsletter.bounces import BouncePolicy, Feedback, apply_all
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings
+from newsletter.tally import Tally
 
 MAX_BODY_BYTES = 1024 * 1024  # SNS messages are at most 256 KiB; SendGrid batches stay well under 1 MiB
 MAX_CLOCK_SKEW_SECONDS = 10 * 60  # a signed timestamp older (or newer) than this is a replay, not a retry
@@ -31,28 +31,11 @@ class WebhookRejected(NewsletterError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class WebhookResult:
-    """What one accepted request did."""
-
-    recorded: int = 0
-    duplicates: int = 0
-    suppressed: int = 0
-    ignored: int = 0  # events about no subscriber on the list, or of kinds that change nothing
-    note: str = ""
-
-
-def apply_events(session: Session, settings: Settings, feedback: list[Feedback], ignored: int = 0) -> WebhookResult:
+def apply_events(session: Session, settings: Settings, feedback: list[Feedback], ignored: int = 0) -> Tally:
     """Record each verified event through the same policy as inbound mail."""
     policy = BouncePolicy.from_settings(settings)
     results = apply_all(session, feedback, policy)
-    found = [result for result in results if result is not None]
-    return WebhookResult(
-        recorded=sum(1 for result in found if not result.duplicate),
-        duplicates=sum(1 for result in found if result.duplicate),
-        suppressed=sum(1 for result in found if result.suppressed),
-        ignored=ignored + len(results) - len(found),
-    )
+    return Tally.of(results, ignored=ignored)
 
 
 def lower_keys(headers: Mapping[str, str]) -> dict[str, str]:

@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.settings import Settings
-from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, check_fresh, json_body, text
+from newsletter.tally import Tally
+from newsletter.webhooks import WebhookRejected, apply_events, check_fresh, json_body, text
 
 
 def handle(
     settings: Settings, session: Session, headers: dict[str, str], body: bytes, now: dt.datetime | None = None
-) -> WebhookResult:
+) -> Tally:
     """Verify the signature block, then record the event (a replay within the window is recorded once)."""
     payload = json_body(body)
     if not isinstance(payload, dict):

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.settings import Settings
-from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, event_time, json_body, lower_keys, text
+from newsletter.tally import Tally
+from newsletter.webhooks import WebhookRejected, apply_events, event_time, json_body, lower_keys, text
 
 # postmarkapp.com/developer/api/bounce-api#bounce-types: which types say the address is gone for good.
 HARD_TYPES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
@@ -19,7 +20,7 @@ SOFT_TYPES = frozenset({"SoftBounce", "Transient", "DnsError", "Blocked", "SMTPA
 COMPLAINT_TYPES = frozenset({"SpamComplaint", "SpamNotification"})
 
 
-def handle(settings: Settings, session: Session, headers: dict[str, str], body: bytes) -> WebhookResult:
+def handle(settings: Settings, session: Session, headers: dict[str, str], body: bytes) -> Tally:
     """Check the basic-auth credentials, then record the bounce or complaint the request carries."""
     verify(settings, headers)
     event = json_body(body)

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.settings import Settings
+from newsletter.tally import Tally
 from newsletter.webhooks import (
     WebhookRejected,
-    WebhookResult,
     apply_events,
     check_fresh,
     json_body,
@@ -40,7 +40,7 @@ KINDS = {
 
 def handle(
     settings: Settings, session: Session, headers: dict[str, str], body: bytes, now: dt.datetime | None = None
-) -> WebhookResult:
+) -> Tally:
     """Verify the signature and timestamp, then record the batch of events."""
     verify(settings, headers, body, now)
     events = json_body(body)

@@ -22,8 +22,9 @@ from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.inbound import addressee_of
 from newsletter.links import bounce_base
 from newsletter.settings import Settings
+from newsletter.tally import Tally
 from newsletter.tokens import Signer
-from newsletter.webhooks import WebhookRejected, WebhookResult, apply_events, event_time, json_body, recipient_id, text
+from newsletter.webhooks import WebhookRejected, apply_events, event_time, json_body, recipient_id, text
 
 Fetch = Callable[[str], bytes]
 FETCH_TIMEOUT_SECONDS = 10
@@ -42,7 +43,7 @@ HARD_BOUNCE_TYPES = frozenset({"Permanent"})  # Transient and Undetermined may d
 
 def handle(
     settings: Settings, session: Session, headers: dict[str, str], body: bytes, fetch: Fetch | None = None
-) -> WebhookResult:
+) -> Tally:
     """Verify an SNS request, confirm a subscription or record the SES events it carries."""
     fetch = fetch or fetch_https
     envelope = json_body(body)
@@ -57,9 +58,9 @@ def handle(
     kind = envelope.get("Type")
     if kind == "SubscriptionConfirmation":
         fetch(sns_url(text(envelope.get("SubscribeURL"), 2000)))
-        return WebhookResult(note="subscription confirmed")
+        return Tally(note="subscription confirmed")
     if kind != "Notification":
-        return WebhookResult(ignored=1, note=f"{kind} ignored")
+        return Tally(ignored=1, note=f"{kind} ignored")
     feedback, ignored = parse(envelope, Signer(settings.secret_key), bounce_base(settings))
     return apply_events(session, settings, feedback, ignored)
 
