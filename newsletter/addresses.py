@@ -7,8 +7,7 @@ import unicodedata
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import InvalidAddress
-
-MAX_NAME_LENGTH = 200
+from newsletter.models import NAME_MAX_CHARS
 
 
 def normalize_address(email: str, check_deliverability: bool = False) -> tuple[str, str]:
@@ -35,7 +34,7 @@ def clean_name(name: str | None) -> str | None:
         return None
     if not name.isprintable():  # the common case skips the per-character look-up
         name = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in name)
-    cleaned = " ".join(name.split())[:MAX_NAME_LENGTH]
+    cleaned = " ".join(name.split())[:NAME_MAX_CHARS]
     return cleaned or None
 
 

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import IssueNotFound
 from newsletter.models import Issue, IssueStatus
 
 FEED_ENTRIES = 20
-
-
-class IssueNotFound(NewsletterError):
-    """No sent issue has this slug."""
 
 
 @dataclass(frozen=True)

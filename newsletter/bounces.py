@@ -14,13 +14,12 @@ from sqlalchemy.orm import Session
 from newsletter.addresses import normalize_address
 from newsletter.errors import InvalidAddress
 from newsletter.links import domain_of
-from newsletter.models import Delivery, Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.models import REASON_MAX_CHARS, Delivery, Event, Subscriber, SubscriberStatus, utcnow
 from newsletter.settings import Settings
 from newsletter.subscriptions import SUPPRESSED_STATUSES, change_status, record_event
 
 SOFT_BOUNCE_WEIGHT = 1.0
 SECONDS_PER_DAY = 86_400
-MAX_REASON_CHARS = 2_000  # a diagnostic quoted in full can be pages long; the head says what happened
 
 
 class FeedbackKind(StrEnum):
@@ -124,7 +123,7 @@ def record_bounce(
         subscriber,
         kind,
         source,
-        reason=reason[:MAX_REASON_CHARS],
+        reason=reason[:REASON_MAX_CHARS],
         payload=details,
         issue_id=issue_id,
         delivery_id=delivery_id,
@@ -161,7 +160,7 @@ def record_complaint(
         subscriber,
         FeedbackKind.COMPLAINT,
         source,
-        reason=reason[:MAX_REASON_CHARS],
+        reason=reason[:REASON_MAX_CHARS],
         payload=payload,
         issue_id=issue_id,
         delivery_id=delivery_id,
@@ -191,7 +190,7 @@ def record_unsubscribe_request(
         subscriber,
         FeedbackKind.UNSUBSCRIBE,
         source,
-        reason=reason[:MAX_REASON_CHARS],
+        reason=reason[:REASON_MAX_CHARS],
         payload=payload,
         external_id=external_id,
         at=at,

@@ -43,7 +43,7 @@ def confirmation_message(
     a message, spent while the sign-up holds the database's write lock.
     """
     settings.require("from_address", "secret_key")
-    url = f"{settings.base_url.rstrip('/')}/confirm/{confirmation_token(signer, request)}"
+    url = links.confirm_url(settings, confirmation_token(signer, request))
     valid_days = max(1, math.floor(settings.confirm_max_age_seconds / 86400))
     html = _html_template(settings.template_dir, settings.newsletter_name, settings.postal_address, valid_days)
     values = {"greeting": _greeting(subscriber), "email": subscriber.email, "confirm_url": url}

@@ -44,3 +44,7 @@ class DatabaseNotReady(NewsletterError):
 
 class IssueFormatError(NewsletterError):
     """An issue file that cannot be rendered: unreadable, bad front matter, or no subject."""
+
+
+class IssueNotFound(NewsletterError):
+    """No stored issue has the given slug (none sent under it, or none in the archive)."""

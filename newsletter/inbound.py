@@ -17,14 +17,20 @@ from sqlalchemy.orm import Session
 
 from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_all
 from newsletter.links import bounce_base
-from newsletter.models import UnrecognizedMessage, utcnow
+from newsletter.models import (
+    KEPT_HEADER_MAX_CHARS,
+    KEPT_MESSAGE_MAX_BYTES,
+    NOTE_MAX_CHARS,
+    SOURCE_MAX_CHARS,
+    UnrecognizedMessage,
+    utcnow,
+)
 from newsletter.received import addresses, header, message_digest, original_headers, parse
 from newsletter.reports import FeedbackReport, RecipientStatus, delivery_statuses, feedback_report, is_report
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 from newsletter.tokens import Purpose, Signer, TokenInvalid
 
-MAX_KEPT_BYTES = 256 * 1024  # the head of an unrecognized message kept for the editor
 UNSUBSCRIBE_LOCAL_PART = "unsubscribe"  # links.unsubscribe_mailto: unsubscribe+TOKEN@bounce domain
 # Where an MTA records the envelope recipient: Postfix (Delivered-To, X-Original-To), Exim (Envelope-To).
 RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
@@ -312,12 +318,12 @@ def _keep_unrecognized(
         UnrecognizedMessage(
             source=source,
             external_id=external_id,
-            sender=header(message, "From")[:500],
-            recipient=recipient[:500],
-            subject=header(message, "Subject")[:500],
-            note=note[:2000],
+            sender=header(message, "From")[:KEPT_HEADER_MAX_CHARS],
+            recipient=recipient[:KEPT_HEADER_MAX_CHARS],
+            subject=header(message, "Subject")[:KEPT_HEADER_MAX_CHARS],
+            note=note[:NOTE_MAX_CHARS],
             size_bytes=len(raw),
-            raw=raw[:MAX_KEPT_BYTES],
+            raw=raw[:KEPT_MESSAGE_MAX_BYTES],
         )
     )
     session.flush()
@@ -326,7 +332,7 @@ def _keep_unrecognized(
 
 def _sourced(feedback: Feedback, source: str) -> Feedback:
     """The feedback with the way it came in appended to its source: "dsn" through a Maildir is "dsn/maildir"."""
-    return dataclasses.replace(feedback, source=f"{feedback.source}/{source}"[:64])
+    return dataclasses.replace(feedback, source=f"{feedback.source}/{source}"[:SOURCE_MAX_CHARS])
 
 
 def _external_id(digest: str, recipient: str) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import record_bounce
-from newsletter.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
+from newsletter.models import REPLY_MAX_CHARS, Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
 from newsletter.settings import Settings
 from newsletter.smtp import Outcome
 
@@ -166,7 +166,7 @@ def _row(settings: Settings, result: Result, now: dt.datetime) -> dict[str, obje
     return {
         "delivery_id": result.claim.delivery_id,
         "new_status": str(status),
-        "reply": result.reply[:2000],
+        "reply": result.reply[:REPLY_MAX_CHARS],
         "message": result.message_id,
         "sent": now if status == DeliveryStatus.SENT else None,
         "next_attempt": next_attempt,

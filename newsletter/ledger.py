@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Exists, Select, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import IssueNotFound, NewsletterError
 from newsletter.models import (
     Delivery,
     DeliveryStatus,
@@ -48,10 +48,6 @@ STREAM_ROWS = 5_000
 
 class IssueChanged(NewsletterError):
     """The file differs from the issue already stored under its slug."""
-
-
-class IssueNotFound(NewsletterError):
-    """No stored issue has the given slug."""
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,8 @@ def preferences_url(settings: Settings, signer: Signer, subscriber_id: int) -> s
     return f"{settings.base_url.rstrip('/')}/preferences/{token}"
 
 
-def confirm_url(settings: Settings, signer: Signer, subscriber_id: int) -> str:
-    """The double opt-in link; it expires (tokens.CONFIRM_MAX_AGE_SECONDS)."""
-    token = signer.dumps(Purpose.CONFIRM, subscriber_id)
+def confirm_url(settings: Settings, token: str) -> str:
+    """The double opt-in page of a confirmation token (`optin.confirmation_token`: it names the request)."""
     return f"{settings.base_url.rstrip('/')}/confirm/{token}"
 
 

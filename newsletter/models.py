@@ -37,6 +37,32 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Column widths. A value cut to fit a column is cut with one of these names, never with an inline slice.
+EMAIL_MAX_CHARS = 320  # RFC 5321 4.5.3.1.1-2: a 64-octet local part, "@" and a 255-octet domain
+NAME_MAX_CHARS = 200
+STATUS_MAX_CHARS = 16
+SUBSCRIBER_SOURCE_MAX_CHARS = 16  # cli, import, web...
+SOURCE_MAX_CHARS = 64  # of an event or a kept message: "dsn/maildir", "webhook:ses"...
+KIND_MAX_CHARS = 32
+SLUG_MAX_CHARS = 200
+SUBJECT_MAX_CHARS = 998  # RFC 5322 2.1.1: a header line is at most 998 characters
+LANGUAGE_MAX_CHARS = 35  # BCP 47 tags of real use are far shorter; RFC 5646 4.4.1 asks for at least 35
+TAG_MAX_CHARS = 100
+TOPIC_KEY_MAX_CHARS = 64
+TIMEZONE_MAX_CHARS = 64  # an IANA zone name: "America/Argentina/ComodRivadavia"
+HASH_MAX_CHARS = 64  # a SHA-256 digest in hex
+MESSAGE_ID_MAX_CHARS = 255
+EXTERNAL_ID_MAX_CHARS = 255  # "ses:<id>:<hash>", "message:<sha256>"
+FILENAME_MAX_CHARS = 255
+CONTENT_TYPE_MAX_CHARS = 100
+THROTTLE_KEY_MAX_CHARS = 80
+# Text columns have no width; these bound how much of an unbounded value one row keeps.
+REPLY_MAX_CHARS = 2_000  # an SMTP server's last reply, shown by `newsletter status`
+REASON_MAX_CHARS = 2_000  # a diagnostic quoted in full can be pages long; the head says what happened
+NOTE_MAX_CHARS = 2_000  # why a kept message was not recognised
+KEPT_HEADER_MAX_CHARS = 500  # sender, recipient and subject of a kept message
+KEPT_MESSAGE_MAX_BYTES = 256 * 1024  # the head of an unrecognized message kept for the editor
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit keys.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -86,11 +112,6 @@ class IssueStatus(StrEnum):
     SENT = "sent"
 
 
-LANGUAGE_MAX_CHARS = 35  # BCP 47 tags of real use are far shorter; RFC 5646 4.4.1 asks for at least 35
-TAG_MAX_CHARS = 100
-TOPIC_KEY_MAX_CHARS = 64
-
-
 def _check_in(column: str, enum: type[StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(member.value) for member in enum)})"
 
@@ -100,12 +121,12 @@ class Subscriber(Base):
     __table_args__ = (CheckConstraint(_check_in("status", SubscriberStatus), name="status"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_CHARS))
     # The address trimmed and lower-cased: the form two rows may never share.
-    email_key: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), index=True, default=SubscriberStatus.PENDING)
-    source: Mapped[str] = mapped_column(String(16), default=SubscriberSource.CLI)
+    email_key: Mapped[str] = mapped_column(String(EMAIL_MAX_CHARS), unique=True)
+    name: Mapped[str | None] = mapped_column(String(NAME_MAX_CHARS))
+    status: Mapped[str] = mapped_column(String(STATUS_MAX_CHARS), index=True, default=SubscriberStatus.PENDING)
+    source: Mapped[str] = mapped_column(String(SUBSCRIBER_SOURCE_MAX_CHARS), default=SubscriberSource.CLI)
     bounce_score: Mapped[float] = mapped_column(Float, default=0.0)
     bounce_score_at: Mapped[dt.datetime | None]
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -126,14 +147,14 @@ class Issue(Base):
     __table_args__ = (CheckConstraint(_check_in("status", IssueStatus), name="status"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    slug: Mapped[str] = mapped_column(String(200), unique=True)
-    subject: Mapped[str] = mapped_column(String(998))
+    slug: Mapped[str] = mapped_column(String(SLUG_MAX_CHARS), unique=True)
+    subject: Mapped[str] = mapped_column(String(SUBJECT_MAX_CHARS))
     preheader: Mapped[str] = mapped_column(Text, default="")
     source_text: Mapped[str] = mapped_column(Text)
-    source_hash: Mapped[str] = mapped_column(String(64))
+    source_hash: Mapped[str] = mapped_column(String(HASH_MAX_CHARS))
     html: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default=IssueStatus.DRAFT)
+    status: Mapped[str] = mapped_column(String(STATUS_MAX_CHARS), default=IssueStatus.DRAFT)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None]
     # With html, text and the images, everything a worker on another machine needs to build the message.
@@ -159,7 +180,7 @@ class Topic(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(TOPIC_KEY_MAX_CHARS), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_MAX_CHARS))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -186,16 +207,16 @@ class ScheduledSend(Base):
     __table_args__ = (CheckConstraint(_check_in("status", ScheduleStatus), name="status"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    slug: Mapped[str] = mapped_column(String(200), index=True)
-    subject: Mapped[str] = mapped_column(String(998))
+    slug: Mapped[str] = mapped_column(String(SLUG_MAX_CHARS), index=True)
+    subject: Mapped[str] = mapped_column(String(SUBJECT_MAX_CHARS))
     source_path: Mapped[str] = mapped_column(Text)  # local images are looked up beside it
     source_text: Mapped[str] = mapped_column(Text)
-    source_hash: Mapped[str] = mapped_column(String(64))
-    subject_override: Mapped[str] = mapped_column(String(998), default="")
+    source_hash: Mapped[str] = mapped_column(String(HASH_MAX_CHARS))
+    subject_override: Mapped[str] = mapped_column(String(SUBJECT_MAX_CHARS), default="")
     segment: Mapped[dict[str, Any] | None]
     due_at: Mapped[dt.datetime] = mapped_column(index=True)
-    timezone: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default=ScheduleStatus.SCHEDULED, index=True)
+    timezone: Mapped[str] = mapped_column(String(TIMEZONE_MAX_CHARS))
+    status: Mapped[str] = mapped_column(String(STATUS_MAX_CHARS), default=ScheduleStatus.SCHEDULED, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     note: Mapped[str] = mapped_column(Text, default="")
@@ -209,9 +230,9 @@ class IssueImage(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
-    cid: Mapped[str] = mapped_column(String(255))
-    filename: Mapped[str] = mapped_column(String(255))
-    content_type: Mapped[str] = mapped_column(String(100))
+    cid: Mapped[str] = mapped_column(String(FILENAME_MAX_CHARS))
+    filename: Mapped[str] = mapped_column(String(FILENAME_MAX_CHARS))
+    content_type: Mapped[str] = mapped_column(String(CONTENT_TYPE_MAX_CHARS))
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -227,10 +248,10 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    status: Mapped[str] = mapped_column(String(STATUS_MAX_CHARS), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_reply: Mapped[str | None] = mapped_column(Text)
-    message_id: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str] = mapped_column(String(MESSAGE_ID_MAX_CHARS))
     claimed_at: Mapped[dt.datetime | None]
     next_attempt_at: Mapped[dt.datetime | None]
     sent_at: Mapped[dt.datetime | None]
@@ -243,11 +264,11 @@ class OutboundMessage(Base):
     __table_args__ = (CheckConstraint(_check_in("status", DeliveryStatus), name="status"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    envelope_from: Mapped[str] = mapped_column(String(320))
-    recipient: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(KIND_MAX_CHARS))
+    envelope_from: Mapped[str] = mapped_column(String(EMAIL_MAX_CHARS))
+    recipient: Mapped[str] = mapped_column(String(EMAIL_MAX_CHARS))
     message: Mapped[bytes] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    status: Mapped[str] = mapped_column(String(STATUS_MAX_CHARS), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_reply: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -265,14 +286,14 @@ class Event(Base):
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
     issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
-    kind: Mapped[str] = mapped_column(String(32))
-    old_status: Mapped[str | None] = mapped_column(String(16))
-    new_status: Mapped[str | None] = mapped_column(String(16))
-    source: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(KIND_MAX_CHARS))
+    old_status: Mapped[str | None] = mapped_column(String(STATUS_MAX_CHARS))
+    new_status: Mapped[str | None] = mapped_column(String(STATUS_MAX_CHARS))
+    source: Mapped[str] = mapped_column(String(SOURCE_MAX_CHARS))
     reason: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any] | None]
     # A provider's own id for the event ("ses:<id>", "message:<sha256>"): seen twice, recorded once.
-    external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_MAX_CHARS), unique=True)
 
 
 class UnrecognizedMessage(Base):
@@ -282,9 +303,9 @@ class UnrecognizedMessage(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
-    source: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(SOURCE_MAX_CHARS))
     # "message:<sha256>" as in events: the same mail fetched twice is kept once.
-    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    external_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_MAX_CHARS), unique=True)
     sender: Mapped[str] = mapped_column(Text, default="")
     recipient: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str] = mapped_column(Text, default="")
@@ -298,6 +319,6 @@ class Throttle(Base):
 
     __tablename__ = "throttles"
 
-    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    key: Mapped[str] = mapped_column(String(THROTTLE_KEY_MAX_CHARS), primary_key=True)
     window_start: Mapped[dt.datetime] = mapped_column(primary_key=True, index=True)
     hits: Mapped[int] = mapped_column(Integer, default=0)

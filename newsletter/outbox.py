@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import database
 from newsletter.leases import retry_delay_seconds
-from newsletter.models import DeliveryStatus, OutboundMessage, utcnow
+from newsletter.models import REPLY_MAX_CHARS, DeliveryStatus, OutboundMessage, utcnow
 from newsletter.settings import Settings
 from newsletter.smtp import Outcome, Reply
 
@@ -118,7 +118,7 @@ def record_message(session: Session, settings: Settings, outbound_id: int, reply
         .where(OutboundMessage.id == outbound_id)
         .values(
             status=status,
-            last_reply=str(reply)[:2000],
+            last_reply=str(reply)[:REPLY_MAX_CHARS],
             claimed_at=None,
             sent_at=utcnow() if status == DeliveryStatus.SENT else None,
         )

@@ -32,6 +32,7 @@ __all__ = ["InlineImage", "RenderedIssue", "SlotTemplate", "fill_slots", "render
 
 MAX_ISSUE_BYTES = 2 * 1_048_576  # far past what any inbox shows; a bigger file is a mistake, not an issue
 PREHEADER_COLUMNS = 140  # inbox lists show roughly the first 90-140 characters after the subject
+SLUG_CHARS = 80  # short enough to read in a URL, well within models.SLUG_MAX_CHARS
 SLUG_RE = re.compile(r"[^\w.-]+")
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -213,7 +214,7 @@ def detect_lang(text: str) -> str:
 def make_slug(text: str) -> str:
     """A file-name and URL safe slug."""
     slug = SLUG_RE.sub("-", unicodedata.normalize("NFKC", text)).strip("-.").lower()
-    return slug[:80] or "issue"
+    return slug[:SLUG_CHARS] or "issue"
 
 
 @cache

@@ -11,7 +11,6 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLS
 
 from newsletter.errors import NewsletterError
 
-CONFIRM_MAX_AGE_SECONDS = 7 * 24 * 3600
 ADDRESS_MAC_HEX_CHARS = 20  # 80 bits: forging one by guessing is out of reach
 
 

@@ -15,8 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from newsletter import database
-from newsletter.archive import IssueNotFound
-from newsletter.errors import DatabaseNotReady, InvalidAddress, NewsletterError
+from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, NewsletterError
 from newsletter.optin import TokenUsed, TooManySignups
 from newsletter.privacy import SubscriberErased
 from newsletter.settings import Settings

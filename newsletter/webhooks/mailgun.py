@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
+from newsletter.models import EMAIL_MAX_CHARS
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 from newsletter.webhooks import WebhookRejected, apply_events, check_fresh, json_body, text
@@ -49,7 +50,11 @@ def verify(settings: Settings, signature: Any, now: dt.datetime | None = None) -
 
 def parse(event: dict[str, Any]) -> list[Feedback]:
     """The feedback of one event: permanent and temporary failures, complaints and unsubscribes."""
-    name, email, event_id = text(event.get("event"), 40), text(event.get("recipient"), 320), text(event.get("id"), 200)
+    name, email, event_id = (
+        text(event.get("event"), 40),
+        text(event.get("recipient"), EMAIL_MAX_CHARS),
+        text(event.get("id"), 200),
+    )
     if not email or not event_id:
         return []
     given_status = event.get("delivery-status")

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
+from newsletter.models import EMAIL_MAX_CHARS
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 from newsletter.webhooks import WebhookRejected, apply_events, event_time, json_body, lower_keys, text
@@ -47,7 +48,7 @@ def verify(settings: Settings, headers: dict[str, str]) -> None:
 def parse(event: dict[str, Any]) -> list[Feedback]:
     """The feedback of one Postmark event; an empty list for events that change nothing."""
     record_type = text(event.get("RecordType"), 40)
-    email = text(event.get("Email") or event.get("Recipient"), 320)
+    email = text(event.get("Email") or event.get("Recipient"), EMAIL_MAX_CHARS)
     event_id = text(event.get("ID") or event.get("MessageID"), 100)
     if not email or not event_id:
         return []

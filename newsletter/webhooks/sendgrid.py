@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
+from newsletter.models import EMAIL_MAX_CHARS
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 from newsletter.webhooks import (
@@ -88,7 +89,7 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
     kind = KINDS.get(text(event.get("event"), 40))
     if kind == FeedbackKind.HARD_BOUNCE and text(event.get("type"), 20) == "blocked":
         kind = FeedbackKind.SOFT_BOUNCE  # older payloads send `bounce` with type `blocked`
-    email, event_id = text(event.get("email"), 320), text(event.get("sg_event_id"), 200)
+    email, event_id = text(event.get("email"), EMAIL_MAX_CHARS), text(event.get("sg_event_id"), 200)
     if kind is None or not email or not event_id:
         return []
     reason = " ".join(filter(None, (text(event.get("status"), 20), text(event.get("reason")))))

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.inbound import addressee_of
 from newsletter.links import bounce_base
+from newsletter.models import EMAIL_MAX_CHARS
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 from newsletter.tokens import Signer
@@ -143,7 +144,7 @@ def _bounces(bounce: Any, delivery_id: int | None) -> list[Feedback]:
             " ".join(filter(None, (text(item.get("status")), text(item.get("diagnosticCode")))))
             or text(bounce.get("bounceSubType")),
             recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
-            email=text(item.get("emailAddress"), 320),
+            email=text(item.get("emailAddress"), EMAIL_MAX_CHARS),
             delivery_id=delivery_id if len(recipients) == 1 else None,
             at=event_time(bounce.get("timestamp")),
             payload={
@@ -168,7 +169,7 @@ def _complaints(complaint: Any, delivery_id: int | None) -> list[Feedback]:
             "ses",
             f"{feedback_type} report from {text(complaint.get('userAgent'), 200)}",
             recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
-            email=text(item.get("emailAddress"), 320),
+            email=text(item.get("emailAddress"), EMAIL_MAX_CHARS),
             delivery_id=delivery_id if len(recipients) == 1 else None,
             at=event_time(complaint.get("timestamp")),
             payload={"feedback_type": feedback_type},
