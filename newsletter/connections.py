@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dramatiq.rate_limits import ConcurrentRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError
 from newsletter.settings import Settings
 
 SLOT_MAX_TTL_SECONDS = 60.0  # a dead worker's slots come free this long after its last renewal, at most
@@ -25,10 +25,6 @@ CONNECTION_IDLE_SECONDS = 3.0  # a connection unused this long is closed and its
 SLOT_WAIT_SECONDS = 1.0  # a batch waits this long for a free slot before it goes back to the queue
 SLOT_RETRY_SECONDS = 1.0  # and is worked on again this much later
 SLOT_POLL_SECONDS = 0.05
-
-
-class NoSlot(NewsletterError):
-    """Every one of the `smtp_connections` slots is held by a connection of some worker."""
 
 
 class Slot:

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from newsletter import replies
 from newsletter.bounces import record_bounce
 from newsletter.models import REPLY_MAX_CHARS, Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
+from newsletter.replies import Action, Verdict
 from newsletter.settings import Settings
-from newsletter.smtp import Outcome
 
 # Messages sent between two commits of their outcomes: the most a crash can make be sent twice, per thread.
 GROUP_SIZE = 20
-MAX_RETRY_DELAY_SECONDS = 6 * 3600
 SMTP_BOUNCE_SOURCE = "smtp"
 
 
@@ -39,8 +39,7 @@ class Result:
     """What became of one claimed delivery."""
 
     claim: Claim
-    outcome: Outcome
-    reply: str
+    verdict: Verdict
     message_id: str
 
 
@@ -132,16 +131,11 @@ def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_se
     return claims
 
 
-def retry_delay_seconds(settings: Settings, attempts: int) -> float:
-    """Exponential backoff: retry_delay_seconds, then twice that, and so on, capped at six hours."""
-    return float(min(settings.retry_delay_seconds * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_SECONDS))
-
-
 def record(session: Session, settings: Settings, issue_id: int, results: Sequence[Result]) -> None:
-    """Commit-ready outcomes of a group of sends: sent, retried later, failed, or bounced.
+    """Commit-ready outcomes of a group of sends: sent, retried later, failed, or bounced (replies.settle).
 
-    A permanent refusal is also a hard bounce of the subscriber, through the same policy as inbound
-    bounce reports (bounces.record_bounce).
+    A bounce is also a hard bounce of the subscriber, through the same policy as inbound bounce reports
+    (bounces.record_bounce).
     """
     if not results:
         return
@@ -149,27 +143,20 @@ def record(session: Session, settings: Settings, issue_id: int, results: Sequenc
     rows = [_row(settings, result, now) for result in results]
     session.connection().execute(_RECORD, rows)
     for result in results:
-        if result.outcome == Outcome.PERMANENT:
+        if result.verdict.action == Action.BOUNCE:
             _record_hard_bounce(session, issue_id, result)
 
 
 def _row(settings: Settings, result: Result, now: dt.datetime) -> dict[str, object]:
-    status, next_attempt = DeliveryStatus.SENT, None
-    if result.outcome == Outcome.PERMANENT:
-        status = DeliveryStatus.BOUNCED
-    elif result.outcome == Outcome.TEMPORARY:
-        if result.claim.attempts >= settings.max_attempts:
-            status = DeliveryStatus.FAILED
-        else:
-            status = DeliveryStatus.PENDING
-            next_attempt = now + dt.timedelta(seconds=retry_delay_seconds(settings, result.claim.attempts))
+    settled = replies.settle(result.verdict, result.claim.attempts, settings)
+    retry = settled.retry_seconds
     return {
         "delivery_id": result.claim.delivery_id,
-        "new_status": str(status),
-        "reply": result.reply[:REPLY_MAX_CHARS],
+        "new_status": str(settled.status),
+        "reply": str(result.verdict.reply)[:REPLY_MAX_CHARS],
         "message": result.message_id,
-        "sent": now if status == DeliveryStatus.SENT else None,
-        "next_attempt": next_attempt,
+        "sent": now if settled.status == DeliveryStatus.SENT else None,
+        "next_attempt": None if retry is None else now + dt.timedelta(seconds=retry),
     }
 
 
@@ -182,7 +169,7 @@ def _record_hard_bounce(session: Session, issue_id: int, result: Result) -> None
         subscriber,
         hard=True,
         source=SMTP_BOUNCE_SOURCE,
-        reason=result.reply,
+        reason=str(result.verdict.reply),
         delivery_id=result.claim.delivery_id,
         issue_id=issue_id,
         external_id=f"smtp:{result.claim.delivery_id}",

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import database
-from newsletter.leases import retry_delay_seconds
+from newsletter import database, replies
 from newsletter.models import REPLY_MAX_CHARS, DeliveryStatus, OutboundMessage, utcnow
+from newsletter.replies import Verdict
 from newsletter.settings import Settings
-from newsletter.smtp import Outcome, Reply
 
 # A message re-enqueued for when a lease ends arrives a little after it, so the claim finds it expired.
 LEASE_MARGIN_SECONDS = 0.1
@@ -96,7 +95,7 @@ def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> P
 
 
 def release_message(session: Session, outbound_id: int) -> None:
-    """Give back a claimed message that was not tried (the relay refused our session): pending, try uncounted."""
+    """Give back a claimed message that was not tried (our side held it back): pending, its try uncounted."""
     session.execute(
         update(OutboundMessage)
         .where(OutboundMessage.id == outbound_id, OutboundMessage.status == DeliveryStatus.SENDING)
@@ -104,23 +103,19 @@ def release_message(session: Session, outbound_id: int) -> None:
     )
 
 
-def record_message(session: Session, settings: Settings, outbound_id: int, reply: Reply, attempts: int) -> float | None:
-    """Record the server's reply; returns the seconds to wait before the next try, or None when final."""
-    retry: float | None = None
-    status = {Outcome.SENT: DeliveryStatus.SENT, Outcome.PERMANENT: DeliveryStatus.BOUNCED}.get(reply.outcome)
-    if status is None:
-        if attempts >= settings.max_attempts:
-            status = DeliveryStatus.FAILED
-        else:
-            status, retry = DeliveryStatus.PENDING, retry_delay_seconds(settings, attempts)
+def record_message(
+    session: Session, settings: Settings, outbound_id: int, verdict: Verdict, attempts: int
+) -> float | None:
+    """Record what the server's reply means (replies.settle); returns the seconds before the next try, or None."""
+    settled = replies.settle(verdict, attempts, settings)
     session.execute(
         update(OutboundMessage)
         .where(OutboundMessage.id == outbound_id)
         .values(
-            status=status,
-            last_reply=str(reply)[:REPLY_MAX_CHARS],
+            status=settled.status,
+            last_reply=str(verdict.reply)[:REPLY_MAX_CHARS],
             claimed_at=None,
-            sent_at=utcnow() if status == DeliveryStatus.SENT else None,
+            sent_at=utcnow() if settled.status == DeliveryStatus.SENT else None,
         )
     )
-    return retry
+    return settled.retry_seconds

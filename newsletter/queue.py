@@ -28,12 +28,11 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
 from newsletter import database, outbox
-from newsletter.connections import SLOT_RETRY_SECONDS, NoSlot, make_slots
+from newsletter.connections import make_slots
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.models import utcnow
-from newsletter.sender import SESSION_ERRORS, SESSION_RETRY_SECONDS, Sender, make_rate_limiter
+from newsletter.sender import Held, Sender, make_rate_limiter
 from newsletter.settings import Settings
-from newsletter.smtp import PermanentFailure, TemporaryFailure
 
 DELIVERIES_ACTOR = "send_deliveries"
 MESSAGE_ACTOR = "send_message"
@@ -99,6 +98,10 @@ class Queue:
         """Why the relay refused this process's SMTP session, if it did (None before any Sender exists)."""
         return self._sender.refused if self._sender is not None else None
 
+    def held(self) -> str | None:
+        """Why this process's worker sends nothing right now (a refused session, a failing relay), or None."""
+        return self._sender.held() if self._sender is not None else None
+
     def sender(self) -> Sender:
         with self._lock:
             if self._sender is None:
@@ -135,9 +138,9 @@ class Queue:
         )
         def send_message(outbound_id: int) -> None:
             """Send one stored one-off message by id; idempotent, since only a claimed row is sent."""
-            retry_seconds = self._send_outbound(outbound_id)
-            if retry_seconds is not None:
-                self.send_message(outbound_id, at=utcnow() + dt.timedelta(seconds=retry_seconds))
+            retry_at = self._send_outbound(outbound_id)
+            if retry_at is not None:
+                self.send_message(outbound_id, at=retry_at)
 
         return send_deliveries, send_message
 
@@ -163,27 +166,22 @@ class Queue:
             messages += 1
         return messages
 
-    def _send_outbound(self, outbound_id: int) -> float | None:
+    def _send_outbound(self, outbound_id: int) -> dt.datetime | None:
+        """Send one stored message; returns when to try it again, or None once it is final (or not ours)."""
         sender = self.sender()
         with database.transaction(self.engine) as session:
             prepared = outbox.claim_message(session, outbound_id, self.settings.lease_seconds)
         if prepared is None:
             return None
         try:
-            reply = sender.send_bytes(prepared.envelope_from, prepared.recipient, prepared.message)
-        except (TemporaryFailure, PermanentFailure) as failure:
-            reply = failure.reply
-        except SESSION_ERRORS as refused:  # our setup is at fault, not the recipient: try again later
-            sender.refuse(refused)
+            verdict = sender.send_bytes(prepared.envelope_from, prepared.recipient, prepared.message)
+        except Held as held:  # our side cannot send now (session refused, no slot, relay paused): no try spent
             with database.transaction(self.engine) as session:
                 outbox.release_message(session, outbound_id)
-            return SESSION_RETRY_SECONDS
-        except NoSlot:  # every SMTP connection of the fleet is open elsewhere
-            with database.transaction(self.engine) as session:
-                outbox.release_message(session, outbound_id)
-            return SLOT_RETRY_SECONDS
+            return held.until
         with database.transaction(self.engine) as session:
-            return outbox.record_message(session, self.settings, outbound_id, reply, prepared.attempts)
+            retry_seconds = outbox.record_message(session, self.settings, outbound_id, verdict, prepared.attempts)
+        return None if retry_seconds is None else utcnow() + dt.timedelta(seconds=retry_seconds)
 
     def start_worker(self, threads: int | None = None) -> dramatiq.Worker:
         """Run a Dramatiq worker in this process: one thread, and one SMTP connection, per `threads`.

@@ -15,12 +15,11 @@ from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from newsletter import database, leases, ledger, links
+from newsletter import database, leases, ledger, links, replies
 from newsletter.connections import (
     CONNECTION_IDLE_SECONDS,
     SLOT_RETRY_SECONDS,
     SLOT_WAIT_SECONDS,
-    NoSlot,
     Slot,
     Slots,
 )
@@ -30,6 +29,7 @@ from newsletter.leases import Claim, Result
 from newsletter.mime import MessageTemplate, Recipient
 from newsletter.models import utcnow
 from newsletter.render import RenderedIssue
+from newsletter.replies import Action, Backoff, Verdict
 from newsletter.settings import Settings
 from newsletter.smtp import (
     PermanentFailure,
@@ -49,6 +49,17 @@ SESSION_RETRY_SECONDS = 60.0
 # What a connection raises when the sender's setup, not a recipient, is at fault: never a bounce.
 SESSION_ERRORS = (SessionRefused, ConfigError)
 LOGGER = logging.getLogger("newsletter.sender")
+
+
+class Held(NewsletterError):
+    """Nothing was tried: our side cannot send now (session refused, no slot, the relay paused, stopping).
+
+    The message goes back untried, its try uncounted, to be worked on again from `until`.
+    """
+
+    def __init__(self, why: str, until: dt.datetime) -> None:
+        super().__init__(why)
+        self.until = until
 
 
 class Template(Protocol):
@@ -192,18 +203,22 @@ class Sender:
             self._keeper = threading.Thread(target=self._keep_slots, name="newsletter-slots", daemon=True)
             self._keeper.start()
         self.refused: NewsletterError | None = None  # the last SessionRefused (or unreadable smtp_ca_file)
-        self._refused_until: dt.datetime | None = None
+        self._holding = ""  # why nothing goes out until _held_until (a refused session, a relay that fails)
+        self._held_until: dt.datetime | None = None
+        self._link = Backoff()
 
     def send_deliveries(self, issue_id: int, delivery_ids: Sequence[int]) -> leases.Unfinished:
         """Send what can be sent now of `delivery_ids`; returns those still to go (retries, held rows)."""
-        resume_at = self._held_back_until()
-        if resume_at is None and not self.hold_slot():
-            resume_at = utcnow() + dt.timedelta(seconds=SLOT_RETRY_SECONDS)
-        if resume_at is not None:
-            # No slot free, or the relay refused our session a moment ago: the rows stay claimable, untouched,
-            # and the batch comes back later (rather than try AUTH again for every batch in the queue).
-            return leases.Unfinished(list(delivery_ids), resume_at)
+        try:
+            self._check_hold()
+            if not self.hold_slot():
+                raise self._no_slot()
+        except Held as held:
+            # No slot free, or the relay refused our session or failed a moment ago: the rows stay claimable,
+            # untouched, and the batch comes back later (rather than try AUTH again for every batch in the queue).
+            return leases.Unfinished(list(delivery_ids), held.until)
         template = self.template(issue_id)
+        resume_at: dt.datetime | None = None
         sent: tuple[list[Claim], list[Result]] = ([], [])  # the last group's outcomes, committed with what follows
         for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
             if self.stopping.is_set() or resume_at is not None:
@@ -236,33 +251,56 @@ class Sender:
 
         A slow server (long throttling pauses, timeouts) must never let a lease run out while its rows are
         still being sent: another worker would take them and send them a second time. Returns the results
-        and, when the group was cut short by our side (no slot, session refused), when to resume.
+        and, when the group was cut short by our side (no slot, session refused, relay paused), when to resume.
         """
         deadline = time.monotonic() + self.settings.lease_seconds / 2
         results: list[Result] = []
         for claim in claims:
             if results and (self.stopping.is_set() or time.monotonic() + self._pause_ahead() > deadline):
                 break
+            composed = self.composer.compose(template, issue_id, claim)
             try:
-                results.append(self._send_one(template, issue_id, claim))
-            except SESSION_ERRORS as refused:  # the rows from this one on are given back, their try uncounted
-                return results, self.refuse(refused)
-            except NoSlot:
-                return results, utcnow() + dt.timedelta(seconds=SLOT_RETRY_SECONDS)
+                verdict = self.send_bytes(composed.envelope_from, composed.recipient, composed.message)
+            except Held as held:  # the rows from this one on are given back, their try uncounted
+                return results, held.until
+            results.append(Result(claim, verdict, composed.message_id))
         return results, None
 
     def refuse(self, refused: NewsletterError) -> dt.datetime:
         """Remember that the relay refused our session: no batch tries again for SESSION_RETRY_SECONDS."""
-        LOGGER.error("%s; trying again in %.0f s", refused, SESSION_RETRY_SECONDS)
-        with self._lock:
-            self.refused = refused
-            self._refused_until = utcnow() + dt.timedelta(seconds=SESSION_RETRY_SECONDS)
-            return self._refused_until
+        self.refused = refused
+        return self._hold(str(refused), SESSION_RETRY_SECONDS)
 
-    def _held_back_until(self) -> dt.datetime | None:
+    def _hold(self, why: str, seconds: float) -> dt.datetime:
+        """Send nothing from this process for `seconds`: every message meanwhile is given back untried."""
         with self._lock:
-            until = self._refused_until
-        return until if until is not None and until > utcnow() else None
+            until = utcnow() + dt.timedelta(seconds=seconds)
+            if self._held_until is None or self._held_until < until:
+                LOGGER.warning("%s; trying again in %.0f s", why, seconds)
+                self._held_until, self._holding = until, why
+            return self._held_until
+
+    def held(self) -> str | None:
+        """Why this process sends nothing right now (a refused session, a failing relay), or None."""
+        with self._lock:
+            if self._held_until is not None and self._held_until > utcnow():
+                return self._holding
+        return None
+
+    def _check_hold(self) -> None:
+        """Raise Held while the process holds back (a refused session, a failing relay) or is stopping."""
+        if self.stopping.is_set():
+            raise Held("stopping", utcnow())
+        with self._lock:
+            until, why = self._held_until, self._holding
+        if until is not None and until > utcnow():
+            raise Held(why, until)
+
+    def _no_slot(self) -> Held:
+        return Held(
+            f"all {self.settings.smtp_connections} SMTP connections are open elsewhere",
+            utcnow() + dt.timedelta(seconds=SLOT_RETRY_SECONDS),
+        )
 
     def template(self, issue_id: int) -> Template:
         """The issue's message template, built once per process and rebuilt when the stored issue changed."""
@@ -278,14 +316,17 @@ class Sender:
             self._templates[(issue_id, source_hash)] = template
         return template
 
-    def send_bytes(self, envelope_from: str, recipient: str, message: bytes) -> Reply:
+    def send_bytes(self, envelope_from: str, recipient: str, message: bytes) -> Verdict:
         """One SMTP transaction on this thread's connection, paced by the rate limit and by throttling.
 
+        Returns what the reply means (replies.judge) when it is the recipient's business: sent, to retry,
+        bounced or failed. A refused session, a relay that cannot be reached or resets the connection, or a
+        421 hold the whole process back instead, for a short backoff, and raise Held: nothing was spent.
+
         Raises:
-            TemporaryFailure: see SmtpConnection.send.
-            PermanentFailure: see SmtpConnection.send.
-            SessionRefused: see SmtpConnection.send (and ConfigError for an unreadable smtp_ca_file).
+            Held: nothing was tried (see Held).
         """
+        self._check_hold()
         lane = self._lane()
         with lane.busy:
             if lane.slot is not None and lane.slot.lost:  # it expired under us: the connection must not stay open
@@ -293,21 +334,30 @@ class Sender:
             if self.slots is not None and lane.slot is None:
                 lane.slot = self.slots.wait(self.stopping, SLOT_WAIT_SECONDS)
                 if lane.slot is None:
-                    raise NoSlot(f"all {self.settings.smtp_connections} SMTP connections are open elsewhere")
+                    raise self._no_slot()
             try:
-                return self._send_paced(lane, envelope_from, recipient, message)
+                reply = self._send_paced(lane, envelope_from, recipient, message)
+            except SESSION_ERRORS as refused:
+                raise Held(str(refused), self.refuse(refused)) from None
             finally:
                 lane.used = time.monotonic()
+        verdict = replies.judge(reply)
+        if verdict.action == Action.HOLD:
+            where = f"{self.settings.smtp_host}:{self.settings.smtp_port}"
+            raise Held(str(reply), self._hold(f"the SMTP server {where} failed: {reply}", self._link.next_seconds()))
+        self._link.reset()
+        return verdict
 
     def _send_paced(self, lane: Lane, envelope_from: str, recipient: str, message: bytes) -> Reply:
         if lane.pace.pause_seconds:
             self.stopping.wait(lane.pace.pause_seconds)
         self._wait_for_rate()
+        if self.stopping.is_set():
+            raise Held("stopping", utcnow())  # finish the message in flight, never start one while stopping
         try:
             reply = lane.connection.send(envelope_from, recipient, message)
         except (TemporaryFailure, PermanentFailure) as failure:
-            lane.pace.after(failure.reply)
-            raise
+            reply = failure.reply
         lane.pace.after(reply)
         return reply
 
@@ -322,14 +372,6 @@ class Sender:
                 lane.slot = self.slots.wait(self.stopping, SLOT_WAIT_SECONDS)
             lane.used = time.monotonic()
             return lane.slot is not None
-
-    def _send_one(self, template: Template, issue_id: int, claim: Claim) -> Result:
-        composed = self.composer.compose(template, issue_id, claim)
-        try:
-            reply = self.send_bytes(composed.envelope_from, composed.recipient, composed.message)
-        except (TemporaryFailure, PermanentFailure) as failure:
-            reply = failure.reply
-        return Result(claim, reply.outcome, str(reply), composed.message_id)
 
     def _wait_for_rate(self) -> None:
         if self.rate_limiter is None:

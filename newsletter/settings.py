@@ -71,7 +71,9 @@ class Settings:
     )
     max_attempts: int = setting(6, "Tries per delivery on temporary SMTP failures before it is marked failed.")
     retry_delay_seconds: float = setting(
-        120.0, "Wait before the second try of a temporarily failed delivery; doubles with each try."
+        120.0,
+        "Wait before the second try of a temporarily failed delivery (up to twice that, jittered); doubles with "
+        "each try.",
     )
     dkim_private_key_path: str = setting("", "PEM file of the DKIM private key; empty sends unsigned.")
     dkim_selector: str = setting("", "DKIM selector: the key is published at SELECTOR._domainkey.DOMAIN.")

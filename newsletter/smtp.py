@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -13,6 +14,7 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.settings import Settings
 
 CONNECTION_LOST = 0  # no reply at all: the server closed the connection or the network failed
+END_OF_DATA = "end of DATA"  # the stage after the final dot: a connection lost here may have delivered
 # One mechanism is tried, not each in turn as smtplib's login() does: another mechanism cannot make a wrong
 # password right, and every refused try counts towards the relay's lockout.
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
@@ -58,6 +60,10 @@ class PermanentFailure(NewsletterError):
         self.reply = reply
 
 
+class _Stale(Exception):
+    """A reused connection turned out closed before the server said anything about this message."""
+
+
 class SessionRefused(NewsletterError):
     """The relay would not open a session for us (untrusted certificate, no TLS, AUTH refused): our setup is at
     fault, not any recipient, so no delivery may be counted as bounced for it."""
@@ -88,9 +94,13 @@ class SmtpConnection:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._smtp: smtplib.SMTP | None = None
+        self._stage = "connect"  # how far the current transaction got, for a connection lost on the way
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> Reply:
         """Send one message to one recipient.
+
+        A connection kept open from an earlier message that the server closed meanwhile (an idle timeout)
+        is noticed before the message, or at the first reply, and opened again: that costs no try.
 
         Raises:
             TemporaryFailure: a 4xx or 552 reply, or the connection could not be made or was lost.
@@ -98,19 +108,32 @@ class SmtpConnection:
             SessionRefused: the server's certificate is not trusted, or it refused STARTTLS or AUTH for good.
             ConfigError: `smtp_ca_file` cannot be read.
         """
-        for address in (envelope_from, recipient):
+        for address, stage in ((envelope_from, "MAIL"), (recipient, "RCPT")):
             if UNSAFE_ADDRESS_RE.search(address):
-                raise PermanentFailure(Reply(553, f"address {address[:80]!r} cannot go into an SMTP command"))
+                raise PermanentFailure(Reply(553, f"address {address[:80]!r} cannot go into an SMTP command", stage))
+        if self._smtp is not None and _closed_by_server(self._smtp):
+            self.close()
+        reused = self._smtp is not None
+        try:
+            return self._transaction(envelope_from, recipient, message, reused)
+        except _Stale:
+            self.close()
+            return self._transaction(envelope_from, recipient, message, reused=False)
+
+    def _transaction(self, envelope_from: str, recipient: str, message: bytes, reused: bool) -> Reply:
+        self._stage = "connect"
         try:
             smtp = self._smtp or self._connect()
+            self._stage = "MAIL"
             utf8 = not (envelope_from + recipient).isascii()
             if utf8 and not smtp.has_extn("smtputf8"):
-                # RFC 6531 3.4: an address that is not ASCII needs a server that offers SMTPUTF8.
-                raise PermanentFailure(Reply(553, "the server does not offer SMTPUTF8", "MAIL"))
-            self._envelope(smtp, envelope_from, recipient, utf8)
+                # RFC 6531 3.4: an address that is not ASCII needs a server that offers SMTPUTF8; our relay's limit.
+                raise PermanentFailure(Reply(553, "5.6.7 the SMTP server does not offer SMTPUTF8", "MAIL"))
+            self._envelope(smtp, envelope_from, recipient, utf8, reused)
             # RFC 5321 4.5.2: transparency, a line that starts with a dot gets a second one.
             payload = _with_crlf(message).replace(b"\r\n.", b"\r\n..")
             smtp.send((b"." if payload.startswith(b".") else b"") + payload + b".\r\n")
+            self._stage = END_OF_DATA
             code, text = smtp.getreply()
             reply = self._reply(code, text, "DATA")
             if reply.outcome != Outcome.SENT:
@@ -118,7 +141,9 @@ class SmtpConnection:
             return reply
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
             self.close()
-            raise TemporaryFailure(Reply(CONNECTION_LOST, str(error) or type(error).__name__)) from None
+            if reused and self._stage == "MAIL":
+                raise _Stale() from None  # closed while idle: nothing was said about this message yet
+            raise TemporaryFailure(Reply(CONNECTION_LOST, str(error) or type(error).__name__, self._stage)) from None
         except smtplib.SMTPResponseException as error:  # a refusal of EHLO, STARTTLS or AUTH while connecting
             self.close()
             reply = self._reply(error.smtp_code, error.smtp_error, "connect")
@@ -127,7 +152,7 @@ class SmtpConnection:
                 raise SessionRefused(f"the SMTP server {where} refused the session: {reply}") from None
             raise TemporaryFailure(reply) from None
 
-    def _envelope(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, utf8: bool) -> None:
+    def _envelope(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, utf8: bool, reused: bool) -> None:
         """MAIL, RCPT and DATA, in one write when the server offers PIPELINING (RFC 2920); raises unless 354."""
         commands = [
             f"MAIL FROM:<{envelope_from}>{' SMTPUTF8' if utf8 else ''}\r\n".encode(),
@@ -135,18 +160,19 @@ class SmtpConnection:
             b"DATA\r\n",
         ]
         replies: list[Reply] = []
-        if smtp.has_extn("pipelining"):
+        pipelined = smtp.has_extn("pipelining")
+        if pipelined:
             smtp.send(b"".join(commands))
-            for stage in ("MAIL", "RCPT", "DATA"):
-                code, text = smtp.getreply()
-                replies.append(self._reply(code, text, stage))
-        else:
-            for stage, command in zip(("MAIL", "RCPT", "DATA"), commands, strict=True):
+        for stage, command in zip(("MAIL", "RCPT", "DATA"), commands, strict=True):
+            self._stage = stage
+            if not pipelined:
                 smtp.send(command)
-                code, text = smtp.getreply()
-                replies.append(self._reply(code, text, stage))
-                if replies[-1].code >= 400:
-                    break
+            code, text = smtp.getreply()
+            replies.append(self._reply(code, text, stage))
+            if stage == "MAIL" and reused and code == 421:
+                raise _Stale()  # RFC 5321 4.5.3.2.7: the server timed the idle connection out and says so
+            if not pipelined and replies[-1].code >= 400:
+                break
         refused = next((reply for reply in replies[:2] if reply.outcome != Outcome.SENT), None)
         if refused is not None:
             if replies[-1].code == 354:  # RFC 2920 3.1: DATA accepted after all; end it empty
@@ -276,6 +302,18 @@ def _untrusted(settings: Settings, error: ssl.SSLCertVerificationError) -> Sessi
         f"the TLS certificate of the SMTP server {settings.smtp_host}:{settings.smtp_port} is not trusted "
         f"({error.verify_message}); set smtp_ca_file to the CA that signed it"
     )
+
+
+def _closed_by_server(smtp: smtplib.SMTP) -> bool:
+    """True when an idle connection has something to read: the server hung up (EOF) or said 421 before closing."""
+    sock = smtp.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _with_crlf(message: bytes) -> bytes:

@@ -6,6 +6,7 @@ import email
 import email.policy
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,11 +65,24 @@ class MailSink:
         self.open_connections = 0
         self.peak_connections = 0  # the most connections that were open at the same moment
         self._lock = threading.Lock()
+        self._servers: set[SMTP] = set()
 
-    def connected(self, change: int) -> None:
+    def connected(self, change: int, server: SMTP | None = None) -> None:
         with self._lock:
             self.open_connections += change
             self.peak_connections = max(self.peak_connections, self.open_connections)
+            if server is not None:
+                (self._servers.add if change > 0 else self._servers.discard)(server)
+
+    def hang_up(self, wait_seconds: float = 2.0) -> None:
+        """Close every client connection without a word, and wait until the server has seen them go."""
+        with self._lock:
+            servers = list(self._servers)
+        for server in servers:
+            server.loop.call_soon_threadsafe(server.transport.close)
+        deadline = time.monotonic() + wait_seconds
+        while self.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def fail(self, address: str, stage: str, reply: str, times: int | None = None) -> None:
         self.faults[address.lower()] = Fault(stage, reply, times)
@@ -128,11 +142,11 @@ class CountingSMTP(SMTP):
 
     def connection_made(self, transport: Any) -> None:
         if self._original_transport is None:  # a second call is the same connection after STARTTLS
-            self.event_handler.connected(+1)
+            self.event_handler.connected(+1, self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self.event_handler.connected(-1)
+        self.event_handler.connected(-1, self)
         super().connection_lost(error)
 
 

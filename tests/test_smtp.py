@@ -77,6 +77,31 @@ def test_one_connection_carries_many_messages_and_survives_faults(settings: Sett
         assert b"\r\n.starts with a dot\r\n" in sink.received[0].data, "dot-stuffing is undone by the server"
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_a_connection_the_server_closed_while_idle_is_reopened_without_a_failure(
+    settings: Settings, pipelining: bool
+) -> None:
+    # aiosmtpd's timeout: after a second of silence it says 421 and hangs up, as real servers do.
+    with running_sink(MailSink(pipelining=pipelining), timeout=1) as (sink, port):
+        connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=port))
+        assert connection.send("bounces@example.org", "one@example.com", MESSAGE).code == 250
+        time.sleep(1.5)
+        assert connection.send("bounces@example.org", "two@example.com", MESSAGE).code == 250
+        connection.close()
+    assert [message.recipient for message in sink.received] == ["one@example.com", "two@example.com"]
+    assert sink.attempts["two@example.com"] == 1
+
+
+def test_a_connection_reset_while_idle_is_reopened_without_a_failure(settings: Settings) -> None:
+    with running_sink() as (sink, port):
+        connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=port))
+        assert connection.send("bounces@example.org", "one@example.com", MESSAGE).code == 250
+        sink.hang_up()  # closed without a word, as a NAT or a restarted relay does
+        assert connection.send("bounces@example.org", "two@example.com", MESSAGE).code == 250
+        connection.close()
+    assert [message.recipient for message in sink.received] == ["one@example.com", "two@example.com"]
+
+
 def test_an_address_that_would_break_the_command_is_refused_before_sending(settings: Settings) -> None:
     connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=free_port()))
     with pytest.raises(PermanentFailure, match="cannot go into an SMTP command"):
