@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from newsletter import throttle
+from newsletter import throttle, topics
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.models import Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
@@ -55,8 +56,14 @@ def subscribe(
     name: str | None = None,
     client_ip: str | None = None,
     now: dt.datetime | None = None,
+    *,
+    language: str | None = None,
+    topic_keys: Sequence[str] = (),
 ) -> ConfirmationRequest | None:
     """Take a sign-up from the form; returns the confirmation mail to send, or None when none is due.
+
+    A reader not yet active takes the `language` and topics of this sign-up; an active one keeps theirs
+    (a stranger must not change them by signing their address up).
 
     The caller shows the same answer whatever the address's state (no enumeration): a new or pending
     address gets a (fresh) confirmation, an active one nothing new, a suppressed one a confirmation
@@ -76,6 +83,10 @@ def subscribe(
         return None
     if subscriber.status == SubscriberStatus.PENDING and name and clean_name(name) != subscriber.name:
         subscriber.name = clean_name(name)
+    if language:
+        subscriber.language = language
+    if topic_keys:
+        topics.choose_topics(session, subscriber, topic_keys)
     return request_confirmation(session, settings, subscriber, SOURCE_FORM, now)
 
 

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 from newsletter.errors import NewsletterError
 from newsletter.models import Delivery, Event, Issue, Subscriber
 from newsletter.subscriptions import forget, is_forgotten
+from newsletter.tags import tags_of
 from newsletter.tokens import Purpose, Signer, TokenInvalid
+from newsletter.topics import chosen_topics
 
 SOURCE_PREFERENCES = "preferences-page"
 
@@ -54,6 +56,10 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         "confirmed_at": _iso(subscriber.confirmed_at),
         "unsubscribed_at": _iso(subscriber.unsubscribed_at),
         "bounce_score": subscriber.bounce_score,
+        "language": subscriber.language,
+        "paused_until": _iso(subscriber.paused_until),
+        "tags": tags_of(session, subscriber.id),
+        "topics": chosen_topics(session, subscriber.id),
         "events": [
             {
                 "at": _iso(event.created_at),

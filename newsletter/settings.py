@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from newsletter import language
 from newsletter.errors import ConfigError, MissingSetting
 
 CONFIG_FILENAME = "newsletter.toml"
@@ -118,6 +119,15 @@ class Settings:
         "", "SendGrid signed event webhook verification key (base64 DER or PEM, ECDSA P-256)."
     )
     mailgun_webhook_signing_key: str = setting("", "Mailgun HTTP webhook signing key.")
+    default_language: str = setting(
+        "en",
+        "Language of the pages and mails for a reader whose own is not known (a tag with a catalog: en, zh-CN).",
+    )
+    welcome_enabled: bool = setting(True, "Send the welcome mail (templates/welcome.mjml.j2) once a reader confirms.")
+    schedule_max_lateness: float = setting(
+        3600.0,
+        "Seconds a scheduled send may start late (nothing was running at its time); later it waits for the editor.",
+    )
 
     def require(self, *names: str) -> None:
         """Raise MissingSetting for the first of `names` that has no value."""
@@ -212,6 +222,13 @@ def _validate(settings: Settings) -> None:
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"setting {name!r} must not be negative")
+    if language.supported(settings.default_language) is None:
+        raise ConfigError(
+            f"setting 'default_language' must be a language with a catalog ({', '.join(language.available())}), "
+            f"not {settings.default_language!r}"
+        )
+    if settings.schedule_max_lateness < 0:
+        raise ConfigError("setting 'schedule_max_lateness' must not be negative")
     if settings.confirm_max_age_seconds < 1:
         raise ConfigError("setting 'confirm_max_age_seconds' must be at least 1")
     for name in ("bounce_soft_threshold", "bounce_score_half_life_days", "inbound_poll_seconds"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from newsletter import language
+
 BODY_WIDTH_PX = 600
 CONTENT_WIDTH_PX = BODY_WIDTH_PX - 2 * 24  # the card's side padding
 
@@ -58,32 +60,23 @@ FONTS = MappingProxyType(
     }
 )
 
-WORDS = {
-    "en": MappingProxyType(
-        {
-            "why": "You are receiving this email because you subscribed to {name}. It was sent to {email}.",
-            "unsubscribe": "Unsubscribe",
-            "preferences": "Manage subscription",
-            "view_in_browser": "View in browser",
-            "text_unsubscribe": "Unsubscribe",
-            "text_preferences": "Manage subscription",
-            "text_view": "Read online",
-        }
-    ),
-    "zh": MappingProxyType(
-        {
-            "why": "您收到这封邮件，是因为您订阅了「{name}」。本邮件发送至 {email}。",
-            "unsubscribe": "退订",
-            "preferences": "管理订阅",
-            "view_in_browser": "在浏览器中查看",
-            "text_unsubscribe": "退订",
-            "text_preferences": "管理订阅",
-            "text_view": "在线阅读",
-        }
-    ),
-}
+N_ = language.N_
+# The footer's words, translated by the gettext catalogs (newsletter/locale/); {name} and {email} are
+# filled by the renderer.
+WORDS = MappingProxyType(
+    {
+        "why": N_("You are receiving this email because you subscribed to {name}. It was sent to {email}."),
+        "unsubscribe": N_("Unsubscribe"),
+        "preferences": N_("Manage subscription"),
+        "view_in_browser": N_("View in browser"),
+        "text_unsubscribe": N_("Unsubscribe"),
+        "text_preferences": N_("Manage subscription"),
+        "text_view": N_("Read online"),
+    }
+)
 
 
 def words_for(lang: str) -> MappingProxyType[str, str]:
-    """The footer wording in the issue's language, English when there is none for it."""
-    return WORDS.get(lang.split("-")[0].lower(), WORDS["en"])
+    """The footer wording in the issue's language, English when there is no catalog for it."""
+    translations = language.translations(language.choose(lang))
+    return MappingProxyType({key: translations.gettext(message) for key, message in WORDS.items()})

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from newsletter import database
+from newsletter import database, language
 from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, NewsletterError
 from newsletter.optin import TokenUsed, TooManySignups
 from newsletter.privacy import SubscriberErased
@@ -42,6 +42,23 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (DatabaseNotReady, 503),
 ]
 RETRY_AFTER_SECONDS = 3600  # the sign-up limits count per hour
+N_ = language.N_
+# The sentences error pages show, as the errors raised in newsletter/ word them (see context.sentence):
+# marked here so the catalogs translate them.
+ERROR_SENTENCES = (
+    N_("This link has expired."),
+    N_("This link has already been used."),
+    N_("This link is not valid (it may have been cut short or altered)."),
+    N_("This link is not valid."),
+    N_("This link names nobody on the list."),
+    N_("The data behind this link was erased at your request; nothing about you is kept."),
+    N_("This form has expired or did not come from this site: reload the page and try again."),
+    N_("There is no page at this address."),
+    N_("This page cannot be used that way."),
+    N_("Something went wrong on our side. Please try again in a little while."),
+    N_("The pause date is not a date."),
+    N_("A pause lasts at most a year."),
+)
 
 
 def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueue | None = None) -> Starlette:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter import database
+from newsletter import database, language
 from newsletter.settings import Settings
 from newsletter.tokens import Signer
 from subscribers.pages import Pages
@@ -23,6 +23,7 @@ from subscribers.security import Csrf, FormStamp
 
 T = TypeVar("T")
 SQLITE_THREADS = 4
+MAX_FORM_FIELDS = 50
 Enqueue = Callable[[int], None]
 
 
@@ -67,15 +68,46 @@ def context_of(request: Request) -> Context:
     return context
 
 
+LANGUAGE_QUERY = "lang"  # `?lang=zh-CN` on any page: the reader's choice for this page
+
+
+def reader_language(request: Request) -> str:
+    """The language of the page: `?lang=`, else the reader's stored one, else Accept-Language, else the default.
+
+    A route that knows the reader puts their stored language in `request.state.language` first.
+    """
+    return language.choose(
+        request.query_params.get(LANGUAGE_QUERY),
+        getattr(request.state, "language", None),
+        language.from_accept_language(request.headers.get("accept-language")),
+        default=context_of(request).settings.default_language,
+    )
+
+
+def gettext(request: Request, message: str) -> str:
+    """`message` in the reader's language (for text a route, not a template, words)."""
+    return language.gettext(reader_language(request), message)
+
+
 def page(
     request: Request, template: str, status_code: int = 200, headers: dict[str, str] | None = None, **values: Any
 ) -> Response:
-    """A page of templates/web/."""
-    return context_of(request).pages.response(template, status_code, headers, **values)
+    """A page of templates/web/ in the reader's language."""
+    return context_of(request).pages.response(template, status_code, headers, reader_language(request), **values)
 
 
 def error_page(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return page(request, "error.html", status, headers, status=status, message=message)
+    """The error page; the message (an error's text) as a sentence, translated when the catalog has it."""
+    return page(request, "error.html", status, headers, status=status, message=gettext(request, sentence(message)))
+
+
+def sentence(text: str) -> str:
+    """`this link has expired` as `This link has expired.`"""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[:1].upper() + text[1:]
+    return text if text[-1] in ".!?。！？" else text + "."
 
 
 def form_page(request: Request, template: str, status_code: int = 200, **values: Any) -> Response:
@@ -89,8 +121,14 @@ def form_page(request: Request, template: str, status_code: int = 200, **values:
 
 async def form_fields(request: Request) -> dict[str, str]:
     """The text fields of a posted form (urlencoded or multipart); files are refused, not stored."""
-    form = await request.form(max_files=0, max_fields=50)
+    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
     return {name: value for name, value in form.items() if isinstance(value, str)}
+
+
+async def form_list(request: Request, name: str) -> list[str]:
+    """Every value of a field a form posts several times (checkboxes); Starlette parsed the form once."""
+    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    return [value for value in form.getlist(name) if isinstance(value, str)]
 
 
 def client_ip(request: Request) -> str | None:

@@ -147,8 +147,8 @@ def test_sign_up_confirm_receive_and_leave(site: tuple[str, Path, Settings], smt
             [*command, "send", str(issue_file), "--yes"], capture_output=True, text=True, cwd=tmp_path, timeout=120
         )
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        wait_until(lambda: len(smtpd.to(ADDRESS)) == 2, 20, "the issue")
-        issue = smtpd.to(ADDRESS)[1].message
+        wait_until(lambda: len(smtpd.to(ADDRESS)) == 3, 20, "the welcome mail and the issue")
+        issue = next(mail.message for mail in smtpd.to(ADDRESS) if mail.message["Subject"] == "Browser notes")
         assert issue["Subject"] == "Browser notes"
         assert "List-Unsubscribe=One-Click" in issue["List-Unsubscribe-Post"]
         html_part = issue.get_body(("html",))

@@ -104,7 +104,7 @@ async def test_preferences_show_export_and_erase(settings: Settings, engine: Eng
     _, preferences = reader(engine, settings)
     page = await client.get(preferences)
     assert page.status_code == 200
-    for shown in ("ann@example.org", "Ann", "Springfield", "active", "created"):
+    for shown in ("ann@example.org", "Ann", "Springfield", "subscribed", "signed up"):
         assert shown in page.text
     exported = await client.get(preferences + "/export")
     assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]

@@ -1,0 +1,100 @@
+"""Tags the editor puts on subscribers (by hand or from an import's Tags column); segments select by them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from newsletter.addresses import normalize_address
+from newsletter.errors import NewsletterError
+from newsletter.models import TAG_MAX_CHARS, Subscriber, SubscriberTag
+
+
+class InvalidTag(NewsletterError):
+    """A tag that is empty, too long, or holds a comma or a control character."""
+
+
+class UnknownSubscriber(NewsletterError):
+    """An address that is not on the list."""
+
+
+def clean_tag(tag: str) -> str:
+    """A tag as stored: spaces folded, case kept (Mailchimp and Ghost keep it), at most 100 characters.
+
+    Raises:
+        InvalidTag: it is empty, too long, or holds a comma or a control character.
+    """
+    cleaned = " ".join(tag.split())
+    if not cleaned or len(cleaned) > TAG_MAX_CHARS or "," in cleaned or not cleaned.isprintable():
+        raise InvalidTag(f"tag {tag[:80]!r} must be 1 to {TAG_MAX_CHARS} printable characters without a comma")
+    return cleaned
+
+
+def split_tags(text: str) -> list[str]:
+    """The tags of an export's Tags cell: comma-separated, each optionally quoted (`"a", "b"`)."""
+    tags = []
+    for piece in text.split(","):
+        piece = piece.strip().strip('"').strip()
+        if piece:
+            tags.append(clean_tag(piece))
+    return list(dict.fromkeys(tags))
+
+
+def add_tags(session: Session, subscriber_ids: Sequence[int], tags: Iterable[str]) -> None:
+    """Put the tags on the subscribers; a tag already there stays once."""
+    cleaned = list(dict.fromkeys(clean_tag(tag) for tag in tags))
+    rows = [{"subscriber_id": subscriber_id, "tag": tag} for subscriber_id in subscriber_ids for tag in cleaned]
+    if not rows:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(SubscriberTag).values(rows).on_conflict_do_nothing())
+
+
+def tag(session: Session, emails: Iterable[str], tags: Sequence[str]) -> int:
+    """Tag the subscribers with these addresses; returns how many.
+
+    Raises:
+        UnknownSubscriber: an address is not on the list.
+        InvalidTag: a tag is not valid.
+    """
+    ids = _subscriber_ids(session, emails)
+    add_tags(session, ids, tags)
+    return len(ids)
+
+
+def untag(session: Session, emails: Iterable[str], tags: Sequence[str]) -> int:
+    """Take the tags off the subscribers with these addresses; returns how many.
+
+    Raises:
+        UnknownSubscriber: an address is not on the list.
+    """
+    ids = _subscriber_ids(session, emails)
+    cleaned = [clean_tag(tag) for tag in tags]
+    session.execute(delete(SubscriberTag).where(SubscriberTag.subscriber_id.in_(ids), SubscriberTag.tag.in_(cleaned)))
+    return len(ids)
+
+
+def tags_of(session: Session, subscriber_id: int) -> list[str]:
+    """The tags of one subscriber, sorted."""
+    query = select(SubscriberTag.tag).where(SubscriberTag.subscriber_id == subscriber_id).order_by(SubscriberTag.tag)
+    return list(session.scalars(query))
+
+
+def tag_counts(session: Session) -> list[tuple[str, int]]:
+    """Every tag in use and how many subscribers carry it."""
+    query = select(SubscriberTag.tag, func.count()).group_by(SubscriberTag.tag).order_by(SubscriberTag.tag)
+    return [(name, count) for name, count in session.execute(query).tuples()]
+
+
+def _subscriber_ids(session: Session, emails: Iterable[str]) -> list[int]:
+    ids = []
+    for email in emails:
+        _, key = normalize_address(email)
+        subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
+        if subscriber_id is None:
+            raise UnknownSubscriber(f"{email} is not on the list")
+        ids.append(subscriber_id)
+    return ids

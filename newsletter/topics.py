@@ -1,0 +1,118 @@
+"""Topics the editor defines and readers choose: on the sign-up form, and later on the preferences page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from newsletter.errors import NewsletterError
+from newsletter.models import TOPIC_KEY_MAX_CHARS, Subscriber, SubscriberTopic, Topic
+
+TOPIC_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+TOPIC_NAME_MAX_CHARS = 200
+
+
+class InvalidTopic(NewsletterError):
+    """A topic key that is not a short lower-case word, or a topic that does not exist."""
+
+
+@dataclass(frozen=True)
+class TopicView:
+    """A topic as pages and commands show it."""
+
+    key: str
+    name: str
+    description: str
+
+
+def check_key(key: str) -> str:
+    """The key as stored (trimmed, lower-cased).
+
+    Raises:
+        InvalidTopic: not a word of letters, digits, `-` and `_` of at most 64 characters.
+    """
+    cleaned = key.strip().lower()
+    if not TOPIC_KEY_RE.match(cleaned) or len(cleaned) > TOPIC_KEY_MAX_CHARS:
+        raise InvalidTopic(
+            f"topic key {key[:80]!r} must be lower-case letters, digits, - and _ (at most {TOPIC_KEY_MAX_CHARS})"
+        )
+    return cleaned
+
+
+def define_topic(session: Session, key: str, name: str, description: str = "") -> TopicView:
+    """Create a topic, or rename and describe the one with this key."""
+    key = check_key(key)
+    shown = " ".join(name.split())[:TOPIC_NAME_MAX_CHARS] or key
+    topic = session.scalar(select(Topic).where(Topic.key == key))
+    if topic is None:
+        topic = Topic(key=key, name=shown, description=description.strip())
+        session.add(topic)
+    else:
+        topic.name, topic.description = shown, description.strip()
+    session.flush()
+    return TopicView(topic.key, topic.name, topic.description)
+
+
+def remove_topic(session: Session, key: str) -> None:
+    """Delete a topic and every reader's choice of it.
+
+    Raises:
+        InvalidTopic: there is no such topic.
+    """
+    topic = _topic(session, key)
+    session.delete(topic)
+    session.flush()
+
+
+def list_topics(session: Session) -> list[TopicView]:
+    """Every topic, in the order they were defined."""
+    return [
+        TopicView(topic.key, topic.name, topic.description)
+        for topic in session.scalars(select(Topic).order_by(Topic.id))
+    ]
+
+
+def topic_ids(session: Session, keys: Iterable[str]) -> list[int]:
+    """The ids of the topics named by `keys`.
+
+    Raises:
+        InvalidTopic: a key names no topic.
+    """
+    wanted = {check_key(key) for key in keys}
+    found = dict(session.execute(select(Topic.key, Topic.id).where(Topic.key.in_(wanted))).tuples())
+    missing = wanted - set(found)
+    if missing:
+        raise InvalidTopic(f"no topic {sorted(missing)[0]!r}; `newsletter topics list` shows them")
+    return sorted(found.values())
+
+
+def chosen_topics(session: Session, subscriber_id: int) -> list[str]:
+    """The keys of the topics a reader chose."""
+    query = (
+        select(Topic.key)
+        .join(SubscriberTopic, SubscriberTopic.topic_id == Topic.id)
+        .where(SubscriberTopic.subscriber_id == subscriber_id)
+        .order_by(Topic.id)
+    )
+    return list(session.scalars(query))
+
+
+def choose_topics(session: Session, subscriber: Subscriber, keys: Iterable[str]) -> list[str]:
+    """Make the reader's topics exactly `keys` (unknown keys, as a tampered form sends, are ignored)."""
+    existing = {key for key in (key.strip().lower() for key in keys) if TOPIC_KEY_RE.match(key)}
+    ids = list(session.scalars(select(Topic.id).where(Topic.key.in_(existing)))) if existing else []
+    session.execute(delete(SubscriberTopic).where(SubscriberTopic.subscriber_id == subscriber.id))
+    session.add_all(SubscriberTopic(subscriber_id=subscriber.id, topic_id=topic_id) for topic_id in ids)
+    session.flush()
+    return chosen_topics(session, subscriber.id)
+
+
+def _topic(session: Session, key: str) -> Topic:
+    topic = session.scalar(select(Topic).where(Topic.key == check_key(key)))
+    if topic is None:
+        raise InvalidTopic(f"no topic {key[:80]!r}; `newsletter topics list` shows them")
+    return topic
