@@ -26,7 +26,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Exists, Select, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Exists, Select, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import IssueNotFound, NewsletterError
@@ -153,9 +153,17 @@ def issue_hash(session: Session, issue_id: int) -> str:
     return session.execute(select(Issue.source_hash).where(Issue.id == issue_id)).scalar_one()
 
 
+def _eligible(now: dt.datetime) -> ColumnElement[bool]:
+    """Who may get an issue now: active, and not pausing (the preferences page's "no mail until")."""
+    return and_(
+        Subscriber.status == SubscriberStatus.ACTIVE,
+        or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now),
+    )
+
+
 def count_recipients(session: Session, issue_id: int | None) -> int:
     """How many active subscribers have no delivery of this issue yet (all of them for a new issue)."""
-    query = select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE)
+    query = select(func.count()).select_from(Subscriber).where(_eligible(utcnow()))
     if issue_id is not None:
         query = query.where(~_has_delivery(issue_id))
     return session.execute(query).scalar_one()
@@ -175,7 +183,7 @@ def create_deliveries(session: Session, issue: Issue) -> int:
         return 0
     recipients = select(
         literal(issue.id), Subscriber.id, literal(str(DeliveryStatus.PENDING)), literal(0), literal("")
-    ).where(Subscriber.status == SubscriberStatus.ACTIVE, ~_has_delivery(issue.id))
+    ).where(_eligible(utcnow()), ~_has_delivery(issue.id))
     columns = ["issue_id", "subscriber_id", "status", "attempts", "message_id"]
     # preserve_rowcount: SQLAlchemy only keeps an INSERT's row count when asked (psycopg reports 0 otherwise).
     statement = insert(Delivery).from_select(columns, recipients).execution_options(preserve_rowcount=True)

@@ -147,9 +147,7 @@ async def test_the_form_choice_beats_the_browser(client: httpx.AsyncClient, engi
 
 @pytest.mark.anyio
 async def test_a_pasted_form_without_language_takes_the_browser_s(client: httpx.AsyncClient, engine: Engine) -> None:
-    await client.post(
-        "/subscribe", data={"email": "wu@example.org", "website": ""}, headers={"accept-language": "zh"}
-    )
+    await client.post("/subscribe", data={"email": "wu@example.org", "website": ""}, headers={"accept-language": "zh"})
     assert stored_language(engine, "wu@example.org") == "zh-CN"
 
 
