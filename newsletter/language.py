@@ -12,15 +12,13 @@ import io
 import re
 from functools import cache
 from pathlib import Path
-
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime, get_timezone
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
-from babel.support import Translations
+from typing import TYPE_CHECKING
 
 from newsletter.resources import PACKAGE_DIR
+
+if TYPE_CHECKING:  # Babel loads when a page or mail needs it, not when settings are read
+    from babel import Locale
+    from babel.support import Translations
 
 LOCALE_DIR = PACKAGE_DIR / "locale"
 DOMAIN = "messages"
@@ -28,6 +26,7 @@ FALLBACK = "en"  # the language the templates are written in: its catalog may be
 # RFC 9110 12.5.4: Accept-Language is a list of language ranges with optional q-values.
 _RANGE_RE = re.compile(r"^\s*([A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([01](?:\.\d{0,3})?))?\s*$")
 MAX_ACCEPT_LANGUAGE_CHARS = 1000
+LANGUAGE_MAX_CHARS = 35  # BCP 47 tags of real use are far shorter; RFC 5646 4.4.1 asks for at least 35
 
 
 def _tag(locale_dir_name: str) -> str:
@@ -47,7 +46,7 @@ def supported(tag: str | None) -> str | None:
     if not tag:
         return None
     cleaned = tag.strip().replace("_", "-")
-    if not cleaned or len(cleaned) > 35:
+    if not cleaned or len(cleaned) > LANGUAGE_MAX_CHARS:
         return None
     by_lower = {language.lower(): language for language in available()}
     if cleaned.lower() in by_lower:
@@ -89,6 +88,10 @@ def choose(*candidates: str | None, default: str = FALLBACK) -> str:
 @cache
 def translations(language: str) -> Translations:
     """The gettext translations of `language`, compiled from its `.po` file once per process."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import Translations
+
     path = catalog_path(language)
     if not path.is_file():
         return Translations()
@@ -113,6 +116,8 @@ def gettext(language: str, message: str) -> str:
 @cache
 def locale(language: str) -> Locale:
     """The Babel locale of a language tag (English when Babel does not know it)."""
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(language.replace("-", "_"))
     except (ValueError, UnknownLocaleError):
@@ -121,16 +126,22 @@ def locale(language: str) -> Locale:
 
 def date_text(value: dt.date | dt.datetime, language: str, style: str = "long") -> str:
     """A date as readers of `language` write it: "December 5, 2026", "2026年12月5日"."""
+    from babel.dates import format_date
+
     return format_date(value, style, locale=locale(language))
 
 
 def datetime_text(value: dt.datetime, language: str, timezone: str = "UTC", style: str = "medium") -> str:
     """A moment in `timezone` as readers of `language` write it, with the zone."""
+    from babel.dates import format_datetime, get_timezone
+
     return format_datetime(value, style, tzinfo=get_timezone(timezone), locale=locale(language))
 
 
 def number_text(value: float, language: str) -> str:
     """A number with the grouping and decimal marks of `language`."""
+    from babel.numbers import format_decimal
+
     return format_decimal(value, locale=locale(language))
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from newsletter.language import LANGUAGE_MAX_CHARS
 from newsletter.statuses import SubscriberSource as SubscriberSource
 from newsletter.statuses import SubscriberStatus as SubscriberStatus
 
@@ -46,7 +47,6 @@ SOURCE_MAX_CHARS = 64  # of an event or a kept message: "dsn/maildir", "webhook:
 KIND_MAX_CHARS = 32
 SLUG_MAX_CHARS = 200
 SUBJECT_MAX_CHARS = 998  # RFC 5322 2.1.1: a header line is at most 998 characters
-LANGUAGE_MAX_CHARS = 35  # BCP 47 tags of real use are far shorter; RFC 5646 4.4.1 asks for at least 35
 TAG_MAX_CHARS = 100
 TOPIC_KEY_MAX_CHARS = 64
 TIMEZONE_MAX_CHARS = 64  # an IANA zone name: "America/Argentina/ComodRivadavia"

@@ -10,10 +10,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import NewsletterError
-from newsletter.models import TOPIC_KEY_MAX_CHARS, Subscriber, SubscriberTopic, Topic
+from newsletter.models import NAME_MAX_CHARS, TOPIC_KEY_MAX_CHARS, Subscriber, SubscriberTopic, Topic
 
 TOPIC_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-TOPIC_NAME_MAX_CHARS = 200
 
 
 class InvalidTopic(NewsletterError):
@@ -46,7 +45,7 @@ def check_key(key: str) -> str:
 def define_topic(session: Session, key: str, name: str, description: str = "") -> TopicView:
     """Create a topic, or rename and describe the one with this key."""
     key = check_key(key)
-    shown = " ".join(name.split())[:TOPIC_NAME_MAX_CHARS] or key
+    shown = " ".join(name.split())[:NAME_MAX_CHARS] or key
     topic = session.scalar(select(Topic).where(Topic.key == key))
     if topic is None:
         topic = Topic(key=key, name=shown, description=description.strip())
