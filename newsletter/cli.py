@@ -13,7 +13,7 @@ import click
 
 from newsletter.errors import NewsletterError
 from newsletter.settings import CONFIG_FILENAME, Settings, load_settings, setting_help
-from newsletter.statuses import SubscriberSource, SubscriberStatus
+from newsletter.statuses import AccountRole, SubscriberSource, SubscriberStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -284,6 +284,104 @@ def subscribers_import(app: App, file: Path, status: str) -> None:
     console.print(
         f"Imported {report.added}, already on the list {report.already_present}, rejected {len(report.rejected)}."
     )
+
+
+@main.group("users")
+def users_group() -> None:
+    """The accounts that sign in to the editor's desk (/admin) and call the API."""
+
+
+ROLE_CHOICE = click.Choice([role.value for role in AccountRole])
+
+
+def _new_password() -> str:
+    """A password typed twice on a terminal, or two equal lines on standard input (for scripts)."""
+    if sys.stdin.isatty():
+        password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return password
+    first, second = sys.stdin.readline().rstrip("\r\n"), sys.stdin.readline().rstrip("\r\n")
+    if first != second:
+        raise click.ClickException("the two password lines on standard input differ")
+    return first
+
+
+@users_group.command("add")
+@click.argument("email")
+@click.option("--role", type=ROLE_CHOICE, default="editor", show_default=True, help="A viewer changes nothing.")
+@pass_app
+def users_add(app: App, email: str, role: str) -> None:
+    """Create an account for EMAIL; the password is asked twice (or read as two lines from stdin)."""
+    from newsletter import accounts, database
+
+    engine = app.ready_engine()
+    password = _new_password()
+    with database.transaction(engine) as session:
+        account = accounts.add_account(session, email, password, AccountRole(role))
+    console.print(f"Added {account.email} ({account.role}). Sign in at {app.settings.base_url}/admin", markup=False)
+
+
+@users_group.command("list")
+@pass_app
+def users_list(app: App) -> None:
+    """Show the accounts."""
+    from rich.table import Table
+
+    from newsletter import accounts, database
+
+    table = Table("email", "role", "created", "last signed in")
+    with database.transaction(app.ready_engine()) as session:
+        for account in accounts.list_accounts(session):
+            table.add_row(
+                account.email,
+                account.role,
+                account.created_at.strftime("%Y-%m-%d %H:%M"),
+                account.signed_in_at.strftime("%Y-%m-%d %H:%M") if account.signed_in_at else "never",
+            )
+    console.print(table)
+
+
+@users_group.command("remove")
+@click.argument("email")
+@pass_app
+def users_remove(app: App, email: str) -> None:
+    """Delete the account of EMAIL, its sessions and its API tokens."""
+    from newsletter import accounts, database
+
+    with database.transaction(app.ready_engine()) as session:
+        accounts.remove_account(session, email)
+    console.print(f"Removed the account of {email.strip()}.", markup=False)
+
+
+@users_group.command("passwd")
+@click.argument("email")
+@pass_app
+def users_passwd(app: App, email: str) -> None:
+    """Set a new password for EMAIL (asked twice, or two lines on stdin); its sessions end."""
+    from newsletter import accounts, database
+
+    engine = app.ready_engine()
+    password = _new_password()
+    with database.transaction(engine) as session:
+        accounts.set_password(session, email, password)
+    console.print(f"New password set for {email.strip()}; its open sessions are signed out.", markup=False)
+
+
+@users_group.command("token")
+@click.argument("email")
+@click.option("--revoke", is_flag=True, help="Remove every API token of EMAIL instead.")
+@pass_app
+def users_token(app: App, email: str, revoke: bool) -> None:
+    """Print a new API bearer token for EMAIL as the last line (it is shown once)."""
+    from newsletter import accounts, database
+
+    with database.transaction(app.ready_engine()) as session:
+        if revoke:
+            count = accounts.revoke_tokens(session, email)
+            console.print(f"Removed {count} token{'s' if count != 1 else ''} of {email.strip()}.", markup=False)
+            return
+        token = accounts.new_token(session, email)
+    error_console.print("Keep this token: it is not shown again. Send it as `Authorization: Bearer TOKEN`.")
+    click.echo(token)
 
 
 EX_TEMPFAIL = 75  # sysexits.h: the MTA (Postfix pipe(8), Exim's pipe transport) keeps the message and retries

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from newsletter.language import LANGUAGE_MAX_CHARS
+from newsletter.statuses import AccountRole as AccountRole
 from newsletter.statuses import SubscriberSource as SubscriberSource
 from newsletter.statuses import SubscriberStatus as SubscriberStatus
 
@@ -118,7 +119,12 @@ def _check_in(column: str, enum: type[StrEnum]) -> str:
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
-    __table_args__ = (CheckConstraint(_check_in("status", SubscriberStatus), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_check_in("status", SubscriberStatus), name="status"),
+        # The desk pages the list newest first by id (keyset), filtered by status or sign-up date.
+        Index("ix_subscribers_status_id", "status", "id"),
+        Index("ix_subscribers_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_CHARS))
@@ -294,6 +300,8 @@ class Event(Base):
     payload: Mapped[dict[str, Any] | None]
     # A provider's own id for the event ("ses:<id>", "message:<sha256>"): seen twice, recorded once.
     external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_MAX_CHARS), unique=True)
+    # The desk or API account that made the change (its address, kept when the account is removed).
+    actor: Mapped[str | None] = mapped_column(String(EMAIL_MAX_CHARS))
 
 
 class UnrecognizedMessage(Base):
@@ -322,3 +330,32 @@ class Throttle(Base):
     key: Mapped[str] = mapped_column(String(THROTTLE_KEY_MAX_CHARS), primary_key=True)
     window_start: Mapped[dt.datetime] = mapped_column(primary_key=True, index=True)
     hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Account(Base):
+    """Someone who signs in to the editor's desk or calls the API: an editor or a viewer."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint(_check_in("role", AccountRole), name="role"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_CHARS))
+    email_key: Mapped[str] = mapped_column(String(EMAIL_MAX_CHARS), unique=True)
+    role: Mapped[str] = mapped_column(String(STATUS_MAX_CHARS), default=AccountRole.EDITOR)
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, in the PHC string format
+    # Raised by a new password: every session cookie signed with the old number stops working.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    signed_in_at: Mapped[dt.datetime | None]
+
+
+class ApiToken(Base):
+    """A bearer token of the JSON API; only its SHA-256 is stored, the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(HASH_MAX_CHARS), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[dt.datetime | None]

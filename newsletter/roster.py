@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import func, insert, literal, select
+from sqlalchemy import String, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_name, normalize_address
@@ -57,8 +57,13 @@ def import_csv(
     path: Path,
     status: SubscriberStatus = SubscriberStatus.ACTIVE,
     source: SubscriberSource = SubscriberSource.IMPORT,
+    shown_name: str | None = None,
+    actor: str | None = None,
 ) -> ImportReport:
     """Import the valid rows of a CSV file in the caller's transaction; report each rejected row.
+
+    `shown_name` names the file in errors (an upload's own name rather than where it was saved);
+    `actor` is the desk or API account that imported it.
 
     Addresses already on the list are left as they are: an unsubscribed, bounced or complained address
     is never re-activated by an import.
@@ -67,7 +72,7 @@ def import_csv(
         ImportFileError: the file cannot be read or has no `email` column.
     """
     report = ImportReport()
-    rows = list(_read_rows(path, report))
+    rows = list(_read_rows(path, report, shown_name or str(path)))
     candidates: dict[str, tuple[_Row, str]] = {}
     for row, given, key, error in _validate(rows):
         if error is not None:
@@ -80,22 +85,22 @@ def import_csv(
     existing = _existing_keys(session, list(candidates))
     report.already_present = len(existing)
     new = [(key, row, given) for key, (row, given) in candidates.items() if key not in existing]
-    report.added = _insert(session, new, status, source)
+    report.added = _insert(session, new, status, source, actor)
     report.rejected.sort(key=lambda rejection: rejection.line)
     return report
 
 
-def _read_rows(path: Path, report: ImportReport) -> Iterator[_Row]:
+def _read_rows(path: Path, report: ImportReport, name: str) -> Iterator[_Row]:
     csv.field_size_limit(MAX_FIELD_CHARS)
     try:
         with path.open(encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file)
             header = next(reader, None)
             if header is None:
-                raise ImportFileError(f"{path} is empty")
+                raise ImportFileError(f"{name} is empty")
             columns = [name.strip().lower() for name in header]
             if "email" not in columns:
-                raise ImportFileError(f"{path} has no 'email' column (first line: {', '.join(header)[:200]})")
+                raise ImportFileError(f"{name} has no 'email' column (first line: {', '.join(header)[:200]})")
             email_at = columns.index("email")
             name_at = columns.index("name") if "name" in columns else None
             status_at = columns.index("status") if "status" in columns else None
@@ -124,13 +129,13 @@ def _read_rows(path: Path, report: ImportReport) -> Iterator[_Row]:
                     attributes={name: values[index] for index, name in attribute_columns if values[index]},
                 )
     except FileNotFoundError:
-        raise ImportFileError(f"{path} does not exist") from None
+        raise ImportFileError(f"{name} does not exist") from None
     except UnicodeDecodeError as error:
-        raise ImportFileError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise ImportFileError(f"{name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except csv.Error as error:
-        raise ImportFileError(f"{path} is not valid CSV: {error}") from None
+        raise ImportFileError(f"{name} is not valid CSV: {error}") from None
     except OSError as error:
-        raise ImportFileError(f"cannot read {path}: {error.strerror}") from None
+        raise ImportFileError(f"cannot read {name}: {error.strerror}") from None
 
 
 _Checked = tuple[_Row, str, str, str | None]
@@ -171,7 +176,11 @@ def _existing_keys(session: Session, keys: list[str]) -> set[str]:
 
 
 def _insert(
-    session: Session, new: list[tuple[str, _Row, str]], status: SubscriberStatus, source: SubscriberSource
+    session: Session,
+    new: list[tuple[str, _Row, str]],
+    status: SubscriberStatus,
+    source: SubscriberSource,
+    actor: str | None,
 ) -> int:
     if not new:
         return 0
@@ -197,9 +206,15 @@ def _insert(
         session.execute(insert(table).values(values), rows)
     # One set-based statement logs the creation of every row this import added.
     created = select(
-        Subscriber.id, literal("created"), Subscriber.status, literal(str(source)), Subscriber.created_at
+        Subscriber.id,
+        literal("created"),
+        Subscriber.status,
+        literal(str(source)),
+        Subscriber.created_at,
+        literal(actor, String()),
     ).where(Subscriber.id > before, Subscriber.created_at == now, Subscriber.source == source)
-    session.execute(insert(Event).from_select(["subscriber_id", "kind", "new_status", "source", "created_at"], created))
+    columns = ["subscriber_id", "kind", "new_status", "source", "created_at", "actor"]
+    session.execute(insert(Event).from_select(columns, created))
     return len(new)
 
 

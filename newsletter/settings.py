@@ -92,6 +92,9 @@ class Settings:
     trusted_proxies: str = setting(
         "127.0.0.1", "Reverse proxies whose X-Forwarded-For names the client IP: comma-separated IPs, or *."
     )
+    desk_session_hours: float = setting(
+        12.0, "Hours a sign-in to the editor's desk (/admin) lasts before the password is asked again."
+    )
     bounce_soft_threshold: float = setting(
         3.0, "Soft-bounce score at which a subscriber becomes bounced (each soft bounce adds 1)."
     )
@@ -231,7 +234,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("setting 'schedule_max_lateness' must not be negative")
     if settings.confirm_max_age_seconds < 1:
         raise ConfigError("setting 'confirm_max_age_seconds' must be at least 1")
-    for name in ("bounce_soft_threshold", "bounce_score_half_life_days", "inbound_poll_seconds"):
+    for name in ("bounce_soft_threshold", "bounce_score_half_life_days", "inbound_poll_seconds", "desk_session_hours"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name!r} must be greater than 0")
     for name in ("imap_security", "pop3_security"):

@@ -18,3 +18,9 @@ class SubscriberSource(StrEnum):
     FORM = "form"
     CLI = "cli"
     API = "api"
+    DESK = "desk"  # added by hand on the editor's desk
+
+
+class AccountRole(StrEnum):
+    EDITOR = "editor"  # changes the list, sends issues
+    VIEWER = "viewer"  # sees everything the desk shows, changes nothing

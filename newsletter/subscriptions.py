@@ -42,8 +42,9 @@ def add_subscriber(
     status: SubscriberStatus = SubscriberStatus.ACTIVE,
     source: SubscriberSource = SubscriberSource.CLI,
     attributes: dict[str, Any] | None = None,
+    actor: str | None = None,
 ) -> Subscriber:
-    """Put a new address on the list.
+    """Put a new address on the list (`actor`: the desk or API account that did it).
 
     Raises:
         InvalidAddress: the address is not valid.
@@ -66,7 +67,7 @@ def add_subscriber(
     )
     session.add(subscriber)
     session.flush()
-    record_event(session, subscriber, "created", source, new_status=status)
+    record_event(session, subscriber, "created", source, new_status=status, actor=actor)
     return subscriber
 
 
@@ -77,6 +78,7 @@ def change_status(
     source: str,
     reason: str | None = None,
     payload: dict[str, Any] | None = None,
+    actor: str | None = None,
 ) -> bool:
     """Move a subscriber to `status` and log it; returns False (and logs nothing) when already there."""
     old = subscriber.status
@@ -89,20 +91,28 @@ def change_status(
     elif status == SubscriberStatus.UNSUBSCRIBED:
         subscriber.unsubscribed_at = now
     record_event(
-        session, subscriber, "status", source, old_status=old, new_status=status, reason=reason, payload=payload
+        session,
+        subscriber,
+        "status",
+        source,
+        old_status=old,
+        new_status=status,
+        reason=reason,
+        payload=payload,
+        actor=actor,
     )
     return True
 
 
-def unsubscribe(session: Session, email: str, source: str = "cli") -> Subscriber:
+def unsubscribe(session: Session, email: str, source: str = "cli", actor: str | None = None) -> Subscriber:
     """Unsubscribe an address, keeping its record so it is never mailed again."""
     subscriber = get_subscriber(session, email)
     if subscriber.status not in SUPPRESSED_STATUSES:
-        change_status(session, subscriber, SubscriberStatus.UNSUBSCRIBED, source)
+        change_status(session, subscriber, SubscriberStatus.UNSUBSCRIBED, source, actor=actor)
     return subscriber
 
 
-def forget(session: Session, email: str, source: str = "cli") -> None:
+def forget(session: Session, email: str, source: str = "cli", actor: str | None = None) -> None:
     """Erase a subscriber's personal data (GDPR art. 17), keeping an anonymous row so counts stay true."""
     subscriber = get_subscriber(session, email)
     old = subscriber.status
@@ -115,7 +125,15 @@ def forget(session: Session, email: str, source: str = "cli") -> None:
     subscriber.unsubscribed_at = subscriber.unsubscribed_at or utcnow()
     # The log may quote the address (a bounce's raw reason, a form's payload): erase that too.
     session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(reason=None, payload=None))
-    record_event(session, subscriber, "forgotten", source, old_status=old, new_status=SubscriberStatus.UNSUBSCRIBED)
+    record_event(
+        session,
+        subscriber,
+        "forgotten",
+        source,
+        old_status=old,
+        new_status=SubscriberStatus.UNSUBSCRIBED,
+        actor=actor,
+    )
 
 
 def is_forgotten(subscriber: Subscriber) -> bool:
@@ -145,8 +163,9 @@ def record_event(
     delivery_id: int | None = None,
     external_id: str | None = None,
     at: dt.datetime | None = None,
+    actor: str | None = None,
 ) -> Event:
-    """Append one row to the event log."""
+    """Append one row to the event log; `actor` is the desk or API account that made the change."""
     event = Event(
         subscriber_id=subscriber.id if subscriber is not None else None,
         kind=kind,
@@ -159,6 +178,7 @@ def record_event(
         delivery_id=delivery_id,
         external_id=external_id,
         created_at=at or utcnow(),
+        actor=actor,
     )
     session.add(event)
     return event

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -46,3 +46,10 @@ def hit(session: Session, key: str, window_seconds: int, now: dt.datetime | None
     hits = session.execute(upsert.returning(Throttle.hits)).scalar_one()
     session.execute(delete(Throttle).where(Throttle.window_start < now - dt.timedelta(seconds=RETENTION_SECONDS)))
     return int(hits)
+
+
+def hits(session: Session, key: str, window_seconds: int, now: dt.datetime | None = None) -> int:
+    """The hits on `key` in the current window, without counting one."""
+    start = window_start(now or utcnow(), window_seconds)
+    found = session.scalar(select(Throttle.hits).where(Throttle.key == key, Throttle.window_start == start))
+    return int(found or 0)

@@ -15,13 +15,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from newsletter import database, language
-from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, NewsletterError
+from newsletter.accounts import AccountExists, AccountNotFound, TooManySignIns, WeakPassword
+from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, NewsletterError, SubscriberNotFound
 from newsletter.optin import TokenUsed, TooManySignups
 from newsletter.privacy import SubscriberErased
 from newsletter.settings import Settings
 from newsletter.tokens import Signer, TokenExpired, TokenInvalid
 from subscribers import archive, leaving, signup, webhooks
 from subscribers.context import Context, Enqueue, context_of, error_page
+from subscribers.desk import desk_routes
+from subscribers.desk.guard import DeskSessions, ViewerCannotChange
 from subscribers.logs import redact
 from subscribers.pages import Pages, static_dir
 from subscribers.security import BodyTooLarge, Csrf, FormExpired, FormStamp, SecurityHeaders
@@ -36,6 +39,12 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (TokenInvalid, 400),
     (IssueNotFound, 404),
     (FormExpired, 403),
+    (ViewerCannotChange, 403),
+    (SubscriberNotFound, 404),
+    (AccountNotFound, 404),
+    (AccountExists, 409),
+    (WeakPassword, 422),
+    (TooManySignIns, 429),
     (TooManySignups, 429),
     (BodyTooLarge, 413),
     (InvalidAddress, 422),
@@ -68,14 +77,16 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
     it the message waits in the ledger for a worker.
     """
     settings.require("secret_key")
+    secure = settings.base_url.startswith("https://")
     context = Context(
         settings=settings,
         engine=engine or database.make_engine(settings),
         signer=Signer(settings.secret_key),
         pages=Pages(settings),
-        csrf=Csrf(settings.secret_key, secure_cookie=settings.base_url.startswith("https://")),
+        csrf=Csrf(settings.secret_key, secure_cookie=secure),
         stamp=FormStamp(settings.secret_key),
         enqueue=enqueue or _no_queue,
+        sessions=DeskSessions(settings.secret_key, int(settings.desk_session_hours * 3600), secure),
     )
     routes = [
         Route("/", signup.subscribe_form, methods=["GET"]),
@@ -84,6 +95,7 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
         Route("/issues", lambda request: RedirectResponse("/issues/", status_code=308), methods=["GET"]),
         *archive.routes,
         *webhooks.routes,
+        *desk_routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static_dir(settings)), name="static"),
     ]

@@ -6,19 +6,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from newsletter import database, language
 from newsletter.settings import Settings
 from newsletter.tokens import Signer
 from subscribers.pages import Pages
+
+if TYPE_CHECKING:
+    from subscribers.desk.guard import DeskSessions
 from subscribers.security import Csrf, FormStamp
 
 T = TypeVar("T")
@@ -36,6 +39,7 @@ class Context:
     csrf: Csrf
     stamp: FormStamp
     enqueue: Enqueue  # hands a stored outbound message's id to the queue, after the commit
+    sessions: DeskSessions  # the editor's desk's sign-in cookies
     # SQLite has one writer at a time; threads that queue here wait their turn instead of sleeping in
     # SQLite's busy handler (whose back-off, up to 100 ms a try, is what made the p99 latency seconds).
     sqlite_writer: threading.Lock = field(default_factory=threading.Lock)
@@ -97,7 +101,13 @@ def page(
 
 
 def error_page(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The error page; the message (an error's text) as a sentence, translated when the catalog has it."""
+    """The error page of the request's part of the site: the desk's, the API's (JSON) or the readers' (a
+    sentence, translated when the catalog has it)."""
+    path = request.url.path
+    if path == "/api" or path.startswith("/api/"):
+        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+    if path == "/admin" or path.startswith("/admin/"):
+        return page(request, "desk/error.html", status, headers, status=status, message=sentence(message), account=None)
     return page(request, "error.html", status, headers, status=status, message=gettext(request, sentence(message)))
 
 

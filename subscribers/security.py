@@ -19,6 +19,9 @@ MAX_BODY_BYTES = 64 * 1024  # the largest form here is an address and a name
 # ESP webhooks batch events: SendGrid posts up to thousands per request, an SNS message may be 256 KiB.
 WEBHOOK_MAX_BODY_BYTES = 8 * 1024 * 1024
 WEBHOOK_PATH_PREFIX = "/webhooks/"
+# The desk's uploads: a CSV of subscribers, an issue with its images. Bigger lists go through the CLI.
+UPLOAD_MAX_BODY_BYTES = 8 * 1024 * 1024
+UPLOAD_PATHS = frozenset({"/admin/subscribers/import", "/admin/issues/new"})
 CSRF_COOKIE = "newsletter_csrf"
 CSRF_FIELD = "csrf_token"
 STAMP_FIELD = "stamp"
@@ -34,8 +37,8 @@ ISSUE_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline' https:; img-src https: http: data:; font-src https: data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+FRAME_OPTIONS = "DENY"  # a page framed by our own desk (the issue preview) sets SAMEORIGIN itself
 HEADERS = {
-    "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
     # Token links must not leak to remote image hosts or other sites through Referer.
     "referrer-policy": "no-referrer",
@@ -68,12 +71,19 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
                     headers[name] = value
+                headers.setdefault("x-frame-options", FRAME_OPTIONS)
                 headers.setdefault("content-security-policy", PAGE_POLICY)
                 headers.setdefault("cache-control", "no-store")
             await send(message)
 
-        limit = WEBHOOK_MAX_BODY_BYTES if scope["path"].startswith(WEBHOOK_PATH_PREFIX) else MAX_BODY_BYTES
+        limit = _body_limit(scope["path"])
         await self.app(scope, _capped(receive, limit), send_with_headers)
+
+
+def _body_limit(path: str) -> int:
+    if path.startswith(WEBHOOK_PATH_PREFIX):
+        return WEBHOOK_MAX_BODY_BYTES
+    return UPLOAD_MAX_BODY_BYTES if path in UPLOAD_PATHS else MAX_BODY_BYTES
 
 
 def _capped(receive: Receive, limit: int) -> Receive:
@@ -85,7 +95,8 @@ def _capped(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise BodyTooLarge(f"the request is larger than {limit // 1024} KiB")
+                size = f"{limit // 1_048_576} MiB" if limit >= 1_048_576 else f"{limit // 1024} KiB"
+                raise BodyTooLarge(f"the request is larger than {size}")
         return message
 
     return capped_receive

@@ -1,0 +1,274 @@
+"""The list searched, filtered and paged (keyset: as fast on the last page as on the first), and a reader's record."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
+from sqlalchemy.orm import Session
+
+from newsletter.addresses import clean_name
+from newsletter.errors import NewsletterError, SubscriberNotFound
+from newsletter.models import (
+    TAG_MAX_CHARS,
+    Delivery,
+    Event,
+    Issue,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberTag,
+)
+from newsletter.subscriptions import record_event
+from newsletter.tags import add_tags, tags_of
+
+DEFAULT_PAGE_ROWS = 50
+MAX_PAGE_ROWS = 500
+MAX_QUERY_CHARS = 320
+HISTORY_ROWS = 200
+
+
+class Sort(StrEnum):
+    NEWEST = "newest"
+    OLDEST = "oldest"
+    EMAIL = "email"
+
+
+class BadCursor(NewsletterError):
+    """A page cursor that this list did not hand out (edited, or from another sort order)."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the editor looks for; every field is optional."""
+
+    query: str = ""  # part of the address (from its start, or its domain after @) or the start of the name
+    status: SubscriberStatus | None = None
+    tag: str = ""
+    joined_from: dt.date | None = None
+    joined_until: dt.date | None = None  # inclusive
+    sort: Sort = Sort.NEWEST
+    limit: int = DEFAULT_PAGE_ROWS
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    email: str
+    name: str | None
+    status: str
+    source: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Row]
+    next_cursor: str | None  # None on the last page
+
+
+def search(session: Session, wanted: Search, cursor: str | None = None) -> Page:
+    """One page of subscribers matching `wanted`, after `cursor` (a `next_cursor` of the page before).
+
+    Raises:
+        BadCursor: the cursor was not made by this function for this sort order.
+    """
+    limit = max(1, min(wanted.limit, MAX_PAGE_ROWS))
+    query = select(
+        Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.source, Subscriber.created_at
+    ).where(*_conditions(wanted))
+    if wanted.sort == Sort.EMAIL:
+        query = query.order_by(Subscriber.email_key, Subscriber.id)
+        if cursor:
+            key, last_id = _read_cursor(cursor, wanted.sort)
+            query = query.where(
+                or_(Subscriber.email_key > key, and_(Subscriber.email_key == key, Subscriber.id > last_id))
+            )
+    elif wanted.sort == Sort.OLDEST:
+        query = query.order_by(Subscriber.id)
+        if cursor:
+            query = query.where(Subscriber.id > _read_cursor(cursor, wanted.sort)[1])
+    else:
+        query = query.order_by(Subscriber.id.desc())
+        if cursor:
+            query = query.where(Subscriber.id < _read_cursor(cursor, wanted.sort)[1])
+    found = [Row(*row) for row in session.execute(query.limit(limit + 1))]
+    rows = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        last = rows[-1]
+        key = last.email.strip().lower() if wanted.sort == Sort.EMAIL else ""
+        next_cursor = _make_cursor(wanted.sort, key, last.id)
+    return Page(rows, next_cursor)
+
+
+def _conditions(wanted: Search) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    query = wanted.query.strip().lower()[:MAX_QUERY_CHARS]
+    if query:
+        pattern = _escape_like(query)
+        matches = [Subscriber.email_key.like(f"{pattern}%", escape="\\")]
+        if "@" not in query:
+            matches.append(Subscriber.email_key.like(f"%@{pattern}%", escape="\\"))
+            matches.append(Subscriber.name.ilike(f"{_escape_like(wanted.query.strip())}%", escape="\\"))
+        conditions.append(or_(*matches))
+    if wanted.status is not None:
+        conditions.append(Subscriber.status == wanted.status)
+    if wanted.tag:
+        conditions.append(
+            exists().where(
+                SubscriberTag.subscriber_id == Subscriber.id, SubscriberTag.tag == wanted.tag[:TAG_MAX_CHARS]
+            )
+        )
+    if wanted.joined_from is not None:
+        conditions.append(Subscriber.created_at >= _start_of(wanted.joined_from))
+    if wanted.joined_until is not None:
+        conditions.append(Subscriber.created_at < _start_of(wanted.joined_until + dt.timedelta(days=1)))
+    return conditions
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _start_of(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def _make_cursor(sort: Sort, key: str, last_id: int) -> str:
+    data = json.dumps([str(sort), key, last_id], ensure_ascii=False, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str, sort: Sort) -> tuple[str, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise BadCursor("this page link is damaged: start again from the first page") from None
+    valid = isinstance(data, list) and len(data) == 3 and isinstance(data[1], str) and type(data[2]) is int
+    if not valid or data[0] != sort:
+        raise BadCursor("this page link belongs to another order of the list: start again from the first page")
+    return data[1], data[2]
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    at: dt.datetime
+    kind: str
+    old_status: str | None
+    new_status: str | None
+    source: str
+    reason: str | None
+    actor: str | None
+    issue_slug: str | None
+
+
+@dataclass(frozen=True)
+class Received:
+    slug: str
+    subject: str
+    status: str
+    attempts: int
+    sent_at: dt.datetime | None
+    reply: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """A reader's page: who they are, what happened to them, what they were sent."""
+
+    subscriber: Subscriber
+    tags: list[str]
+    history: list[HistoryLine]
+    received: list[Received] = field(default_factory=list)
+
+
+def reader(session: Session, subscriber_id: int) -> Record:
+    """Everything the desk shows about one subscriber.
+
+    Raises:
+        SubscriberNotFound: no subscriber has this id.
+    """
+    subscriber = get_by_id(session, subscriber_id)
+    history = [
+        HistoryLine(*row)
+        for row in session.execute(
+            select(
+                Event.created_at,
+                Event.kind,
+                Event.old_status,
+                Event.new_status,
+                Event.source,
+                Event.reason,
+                Event.actor,
+                Issue.slug,
+            )
+            .outerjoin(Issue, Issue.id == Event.issue_id)
+            .where(Event.subscriber_id == subscriber_id)
+            .order_by(Event.created_at.desc(), Event.id.desc())
+            .limit(HISTORY_ROWS)
+        )
+    ]
+    received = [
+        Received(slug, subject, status, attempts, sent_at, reply or "")
+        for slug, subject, status, attempts, sent_at, reply in session.execute(
+            select(Issue.slug, Issue.subject, Delivery.status, Delivery.attempts, Delivery.sent_at, Delivery.last_reply)
+            .join(Issue, Issue.id == Delivery.issue_id)
+            .where(Delivery.subscriber_id == subscriber_id)
+            .order_by(Delivery.id.desc())
+            .limit(HISTORY_ROWS)
+        )
+    ]
+    return Record(subscriber, tags_of(session, subscriber_id), history, received)
+
+
+def get_by_id(session: Session, subscriber_id: int) -> Subscriber:
+    """The subscriber with this id.
+
+    Raises:
+        SubscriberNotFound: there is none.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise SubscriberNotFound(f"no subscriber has the id {subscriber_id}")
+    return subscriber
+
+
+def edit(
+    session: Session,
+    subscriber_id: int,
+    *,
+    name: str | None,
+    language: str | None,
+    tags: list[str] | None,
+    source: str,
+    actor: str | None,
+) -> Subscriber:
+    """Change a subscriber's name, language and tags (None leaves a field as it is); logs what changed.
+
+    The caller passes tags already cleaned (tags.split_tags) and a language the catalogs support.
+    """
+    subscriber = get_by_id(session, subscriber_id)
+    changed: dict[str, Any] = {}
+    if name is not None and clean_name(name) != subscriber.name:
+        subscriber.name = clean_name(name)
+        changed["name"] = True
+    if language is not None and (language or None) != subscriber.language:
+        subscriber.language = language or None
+        changed["language"] = subscriber.language
+    if tags is not None:
+        old = set(tags_of(session, subscriber_id))
+        new = set(tags)
+        session.execute(
+            delete(SubscriberTag).where(SubscriberTag.subscriber_id == subscriber_id, SubscriberTag.tag.in_(old - new))
+        )
+        add_tags(session, [subscriber_id], sorted(new - old))
+        if old != new:
+            changed["tags"] = sorted(new)
+    if changed:
+        record_event(session, subscriber, "edited", source, payload=changed, actor=actor)
+    return subscriber

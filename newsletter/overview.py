@@ -1,0 +1,180 @@
+"""What the desk's dashboard shows: the list by status, joiners and leavers per day, the last issues, what waits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Date, and_, cast, func, select
+from sqlalchemy.orm import Session
+
+from newsletter import ledger
+from newsletter.bounces import FeedbackKind
+from newsletter.models import (
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Issue,
+    IssueStatus,
+    Subscriber,
+    SubscriberStatus,
+    UnrecognizedMessage,
+    utcnow,
+)
+from newsletter.subscriptions import SUPPRESSED_STATUSES
+
+# Unsubscribes this long after an issue reached a reader are put down to that issue.
+UNSUBSCRIBED_AFTER_DAYS = 7
+LAST_ISSUES = 10
+
+
+@dataclass(frozen=True)
+class Day:
+    day: dt.date
+    joined: int
+    left: int
+
+
+@dataclass(frozen=True)
+class IssueSummary:
+    slug: str
+    subject: str
+    status: str
+    sent_at: dt.datetime | None
+    sent: int
+    unfinished: int
+    failed: int
+    bounced: int
+    complained: int
+    unsubscribed_after: int
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Something the editor should look at, with the desk page that deals with it."""
+
+    message: str
+    path: str
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    """How many subscribers are in each state (every state present, zero when none)."""
+    rows = session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status))
+    found = {status: number for status, number in rows}
+    return {str(status): found.get(status, 0) for status in SubscriberStatus}
+
+
+def _day(session: Session, column: Any) -> ColumnElement[Any]:
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.timezone("UTC", column), Date)  # the UTC day, whatever the server's time zone
+    return func.date(column)
+
+
+def joiners_and_leavers(session: Session, days: int, now: dt.datetime | None = None) -> list[Day]:
+    """Per day over the last `days` (oldest first): subscribers created, and those who left or were suppressed."""
+    now = now or utcnow()
+    first = (now - dt.timedelta(days=days - 1)).date()
+    since = dt.datetime.combine(first, dt.time(), dt.UTC)
+    joined_day = _day(session, Subscriber.created_at)
+    joined: dict[object, int] = dict(
+        session.execute(
+            select(joined_day, func.count()).where(Subscriber.created_at >= since).group_by(joined_day)
+        ).all()
+    )
+    left_day = _day(session, Event.created_at)
+    left: dict[object, int] = dict(
+        session.execute(
+            select(left_day, func.count())
+            .where(
+                Event.created_at >= since,
+                Event.kind.in_(("status", "forgotten")),
+                Event.new_status.in_([str(status) for status in SUPPRESSED_STATUSES]),
+                Event.old_status.not_in([str(status) for status in SUPPRESSED_STATUSES]),
+            )
+            .group_by(left_day)
+        ).all()
+    )
+    result = []
+    for offset in range(days):
+        day = first + dt.timedelta(days=offset)
+        result.append(Day(day, _on(joined, day), _on(left, day)))
+    return result
+
+
+def _on(table: dict[object, int], day: dt.date) -> int:
+    return table.get(day, 0) or table.get(day.isoformat(), 0)
+
+
+def issue_summaries(session: Session, limit: int = LAST_ISSUES) -> list[IssueSummary]:
+    """The last issues with their delivery counts, complaints and the unsubscribes that followed them."""
+    summaries = []
+    for issue in ledger.issues_by_recency(session)[:limit]:
+        counts = ledger.counts(session, issue.id)
+        summaries.append(
+            IssueSummary(
+                slug=issue.slug,
+                subject=issue.subject,
+                status=issue.status,
+                sent_at=issue.sent_at,
+                sent=counts[DeliveryStatus.SENT],
+                unfinished=counts.remaining,
+                failed=counts[DeliveryStatus.FAILED],
+                bounced=counts[DeliveryStatus.BOUNCED],
+                complained=_complaints(session, issue.id),
+                unsubscribed_after=_unsubscribed_after(session, issue.id),
+            )
+        )
+    return summaries
+
+
+def _complaints(session: Session, issue_id: int) -> int:
+    query = (
+        select(func.count()).select_from(Event).where(Event.issue_id == issue_id, Event.kind == FeedbackKind.COMPLAINT)
+    )
+    return int(session.execute(query).scalar_one())
+
+
+def _unsubscribed_after(session: Session, issue_id: int) -> int:
+    window = dt.timedelta(days=UNSUBSCRIBED_AFTER_DAYS)
+    query = (
+        select(func.count(func.distinct(Event.subscriber_id)))
+        .select_from(Event)
+        .join(Delivery, and_(Delivery.subscriber_id == Event.subscriber_id, Delivery.issue_id == issue_id))
+        .where(
+            Delivery.status == DeliveryStatus.SENT,
+            Event.kind == "status",
+            Event.new_status == SubscriberStatus.UNSUBSCRIBED,
+            Event.created_at >= Delivery.sent_at,
+        )
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.where(Event.created_at < Delivery.sent_at + window)
+    else:  # SQLite stores the times as text: compare with a shifted text
+        query = query.where(Event.created_at < func.datetime(Delivery.sent_at, f"+{UNSUBSCRIBED_AFTER_DAYS} days"))
+    return int(session.execute(query).scalar_one())
+
+
+def needs_attention(session: Session) -> list[Attention]:
+    """What waits for the editor: sends not finished, deliveries that gave up, mail nobody recognised."""
+    found = []
+    for slug, subject in session.execute(
+        select(Issue.slug, Issue.subject).where(Issue.status == IssueStatus.SENDING).order_by(Issue.id)
+    ):
+        found.append(Attention(f"“{subject}” is still being sent", f"/admin/issues/{slug}"))
+    failed = session.execute(
+        select(Issue.slug, func.count())
+        .join(Delivery, Delivery.issue_id == Issue.id)
+        .where(Delivery.status == DeliveryStatus.FAILED)
+        .group_by(Issue.slug)
+    ).all()
+    for slug, number in failed:
+        found.append(
+            Attention(f"{number:,} deliveries of {slug} failed for a temporary reason", f"/admin/issues/{slug}")
+        )
+    unrecognized = session.execute(select(func.count()).select_from(UnrecognizedMessage)).scalar_one()
+    if unrecognized:
+        found.append(
+            Attention(f"{unrecognized:,} messages to the bounce address were not recognised", "/admin/bounces")
+        )
+    return found

@@ -1,0 +1,11 @@
+"""The editor's desk under /admin: sign-in, dashboard, subscribers, issues, bounces, deliverability."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from subscribers.desk import dashboard, readers, signin
+
+
+def desk_routes() -> list[BaseRoute]:
+    return [*signin.routes, *dashboard.routes, *readers.routes]

@@ -1,0 +1,318 @@
+"""The desk's subscriber pages: search and pages, a reader's record, add, edit, unsubscribe, forget, import, export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from newsletter import directory, roster, subscriptions
+from newsletter import language as languages
+from newsletter.accounts import SignedIn
+from newsletter.errors import ImportFileError, InvalidAddress, NewsletterError
+from newsletter.models import TAG_MAX_CHARS, SubscriberSource, SubscriberStatus
+from newsletter.subscriptions import SubscriberExists
+from newsletter.tags import InvalidTag, split_tags
+from subscribers.context import context_of
+from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
+
+BASE = f"{DESK_PATH}/subscribers"
+DESK_SOURCE = "desk"
+EXPORT_CHUNK_BYTES = 64 * 1024
+MAX_TAGS = 50
+
+
+class BadInput(NewsletterError):
+    """A desk form field the list cannot take."""
+
+
+def search_of(params: dict[str, str]) -> directory.Search:
+    """The search a query string asks for; unknown or malformed values are left out, never an error page."""
+    status = params.get("status", "")
+    sort = params.get("sort", "")
+    return directory.Search(
+        query=params.get("q", "")[: directory.MAX_QUERY_CHARS],
+        status=SubscriberStatus(status) if status in set(SubscriberStatus) else None,
+        tag=params.get("tag", "").strip()[:TAG_MAX_CHARS],
+        joined_from=_date(params.get("from", "")),
+        joined_until=_date(params.get("until", "")),
+        sort=directory.Sort(sort) if sort in set(directory.Sort) else directory.Sort.NEWEST,
+        limit=_int(params.get("limit", ""), directory.DEFAULT_PAGE_ROWS),
+    )
+
+
+def _date(value: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _int(value: str, default: int) -> int:
+    return int(value) if value.isdigit() and len(value) < 6 else default
+
+
+@desk_route
+async def listing(request: Request, account: SignedIn) -> Response:
+    params = dict(request.query_params)
+    wanted = search_of(params)
+    cursor = params.get("after") or None
+    try:
+        found = await context_of(request).run(directory.search, wanted, cursor)
+    except directory.BadCursor as error:
+        values = {**_listing(params, wanted), "error": str(error)}
+        return desk_page(request, account, "desk/subscribers.html", 400, **values)
+    values = _listing(params, wanted)
+    values["page"] = found
+    values["next_params"] = {**{k: v for k, v in params.items() if v and k != "notice"}, "after": found.next_cursor}
+    return desk_page(request, account, "desk/subscribers.html", **values)
+
+
+def _listing(params: dict[str, str], wanted: directory.Search) -> dict[str, Any]:
+    return {
+        "section": "subscribers",
+        "params": params,
+        "wanted": wanted,
+        "statuses": [str(status) for status in SubscriberStatus],
+        "sorts": [str(sort) for sort in directory.Sort],
+        "page": None,
+        "next_params": {},
+        "error": "",
+        "first_page": "after" in params,
+    }
+
+
+@desk_route
+async def new_form(request: Request, account: SignedIn) -> Response:
+    return desk_page(request, account, "desk/subscriber_new.html", section="subscribers", error="", email="", name="")
+
+
+@desk_route
+async def add(request: Request, account: SignedIn) -> Response:
+    form = await posted(request)
+    email, name = form.get("email", "").strip()[:400], form.get("name", "").strip()[:400]
+    status = SubscriberStatus.PENDING if form.get("status") == "pending" else SubscriberStatus.ACTIVE
+    try:
+        subscriber = await context_of(request).run(_add, email, name or None, status, account.email)
+    except (InvalidAddress, SubscriberExists, BadInput) as error:
+        reason = error.reason if isinstance(error, InvalidAddress) else str(error)
+        return desk_page(
+            request,
+            account,
+            "desk/subscriber_new.html",
+            422,
+            section="subscribers",
+            error=reason,
+            email=email,
+            name=name,
+        )
+    return back_to(request, f"{BASE}/{subscriber}", "Added to the list.")
+
+
+def _add(session: Session, email: str, name: str | None, status: SubscriberStatus, actor: str) -> int:
+    _refuse_line_breaks(name or "")
+    subscriber = subscriptions.add_subscriber(session, email, name, status, SubscriberSource.DESK, actor=actor)
+    return subscriber.id
+
+
+def _refuse_line_breaks(*values: str) -> None:
+    if any(char in value for value in values for char in "\r\n\x00"):
+        raise BadInput("a name or tag cannot hold a line break")
+
+
+@desk_route
+async def record(request: Request, account: SignedIn) -> Response:
+    found = await context_of(request).run(directory.reader, request.path_params["id"])
+    return desk_page(
+        request,
+        account,
+        "desk/subscriber.html",
+        section="subscribers",
+        record=found,
+        forgotten=subscriptions.is_forgotten(found.subscriber),
+        error="",
+    )
+
+
+def _tags(text: str) -> list[str]:
+    try:
+        tags = split_tags(text)
+    except InvalidTag as error:
+        raise BadInput(str(error)) from None
+    if len(tags) > MAX_TAGS:
+        raise BadInput(f"a subscriber has at most {MAX_TAGS} tags")
+    return tags
+
+
+def _language(text: str) -> str:
+    if not text:
+        return ""
+    found = languages.supported(text)
+    if found is None:
+        raise BadInput(f"there is no translation for {text[:40]!r}: choose one of {', '.join(languages.available())}")
+    return found
+
+
+@desk_route
+async def edit(request: Request, account: SignedIn) -> Response:
+    form = await posted(request)
+    subscriber_id = request.path_params["id"]
+    try:
+        name = form.get("name", "").strip()
+        _refuse_line_breaks(name, form.get("tags", ""), form.get("language", ""))
+        language = _language(form.get("language", "").strip())
+        tags = _tags(form.get("tags", ""))
+    except BadInput as error:
+        found = await context_of(request).run(directory.reader, subscriber_id)
+        return desk_page(
+            request,
+            account,
+            "desk/subscriber.html",
+            422,
+            section="subscribers",
+            record=found,
+            forgotten=False,
+            error=str(error),
+        )
+    await context_of(request).run(
+        lambda session: directory.edit(
+            session, subscriber_id, name=name, language=language, tags=tags, source=DESK_SOURCE, actor=account.email
+        )
+    )
+    return back_to(request, f"{BASE}/{subscriber_id}", "Saved.")
+
+
+@desk_route
+async def unsubscribe(request: Request, account: SignedIn) -> Response:
+    subscriber_id = request.path_params["id"]
+
+    def _unsubscribe(session: Session) -> None:
+        subscriber = directory.get_by_id(session, subscriber_id)
+        subscriptions.unsubscribe(session, subscriber.email, DESK_SOURCE, actor=account.email)
+
+    await context_of(request).run(_unsubscribe)
+    return back_to(request, f"{BASE}/{subscriber_id}", "Unsubscribed: no issue goes to this address any more.")
+
+
+@desk_route
+async def forget_form(request: Request, account: SignedIn) -> Response:
+    found = await context_of(request).run(directory.get_by_id, request.path_params["id"])
+    return desk_page(request, account, "desk/forget.html", section="subscribers", subscriber=found)
+
+
+@desk_route
+async def forget(request: Request, account: SignedIn) -> Response:
+    form = await posted(request)
+    subscriber_id = request.path_params["id"]
+    found = await context_of(request).run(directory.get_by_id, subscriber_id)
+    if form.get("confirm_email", "").strip().lower() != found.email_key:
+        return desk_page(
+            request,
+            account,
+            "desk/forget.html",
+            422,
+            section="subscribers",
+            subscriber=found,
+            error="Type the address exactly as shown to confirm.",
+        )
+
+    def _forget(session: Session) -> None:
+        subscriptions.forget(
+            session, directory.get_by_id(session, subscriber_id).email, DESK_SOURCE, actor=account.email
+        )
+
+    await context_of(request).run(_forget)
+    return back_to(
+        request, f"{BASE}/{subscriber_id}", "Erased: only an anonymous row is left, so the counts stay true."
+    )
+
+
+@desk_route
+async def import_form(request: Request, account: SignedIn) -> Response:
+    return desk_page(request, account, "desk/import.html", section="subscribers", report=None, error="", filename="")
+
+
+@desk_route
+async def import_upload(request: Request, account: SignedIn) -> Response:
+    form = await request.form()
+    upload = form.get("file")
+    status = SubscriberStatus.PENDING if form.get("status") == "pending" else SubscriberStatus.ACTIVE
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return desk_page(
+            request,
+            account,
+            "desk/import.html",
+            422,
+            section="subscribers",
+            report=None,
+            error="Choose a CSV file to upload.",
+            filename="",
+        )
+    filename = Path(upload.filename).name[:200]
+    with tempfile.TemporaryDirectory(prefix="newsletter-import-") as directory_name:
+        path = Path(directory_name) / "upload.csv"
+        path.write_bytes(await upload.read())
+        try:
+            report = await context_of(request).run(
+                lambda session: roster.import_csv(
+                    session, path, status, SubscriberSource.IMPORT, shown_name=filename, actor=account.email
+                )
+            )
+        except ImportFileError as error:
+            return desk_page(
+                request,
+                account,
+                "desk/import.html",
+                422,
+                section="subscribers",
+                report=None,
+                error=str(error),
+                filename=filename,
+            )
+    return desk_page(
+        request, account, "desk/import.html", section="subscribers", report=report, error="", filename=filename
+    )
+
+
+@desk_route
+async def export(request: Request, account: SignedIn) -> Response:
+    status_value = request.query_params.get("status", "")
+    status = SubscriberStatus(status_value) if status_value in set(SubscriberStatus) else None
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8", newline="")
+    await context_of(request).run(lambda session: roster.export_csv(session, spool, status))
+    spool.seek(0)
+
+    def chunks() -> Iterator[str]:
+        with spool:
+            while chunk := spool.read(EXPORT_CHUNK_BYTES):
+                yield chunk
+
+    name = f"subscribers-{status or 'all'}-{dt.date.today().isoformat()}.csv"
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+routes = [
+    Route(BASE, listing, methods=["GET"]),
+    Route(f"{BASE}/new", new_form, methods=["GET"]),
+    Route(f"{BASE}/new", add, methods=["POST"]),
+    Route(f"{BASE}/import", import_form, methods=["GET"]),
+    Route(f"{BASE}/import", import_upload, methods=["POST"]),
+    Route(f"{BASE}/export.csv", export, methods=["GET"]),
+    Route(BASE + "/{id:int}", record, methods=["GET"]),
+    Route(BASE + "/{id:int}/edit", edit, methods=["POST"]),
+    Route(BASE + "/{id:int}/unsubscribe", unsubscribe, methods=["POST"]),
+    Route(BASE + "/{id:int}/forget", forget_form, methods=["GET"]),
+    Route(BASE + "/{id:int}/forget", forget, methods=["POST"]),
+]
