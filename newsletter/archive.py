@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,9 @@ from newsletter.errors import IssueNotFound
 from newsletter.models import Issue, IssueStatus
 
 FEED_ENTRIES = 20
+# The web version marks its content (templates/issue_web.html.j2); an issue stored before that has a body.
+CONTENT_RE = re.compile(r"<!--nl-content-->(.*)<!--/nl-content-->", re.DOTALL)
+BODY_RE = re.compile(r"<body\b[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,10 @@ def sent_issue(session: Session, slug: str) -> Issue:
 def web_html(issue: Issue) -> str:
     """The issue's web version: the page without per-recipient slots, else the email's HTML."""
     return issue.web_html or issue.html
+
+
+def feed_content(issue: Issue) -> str:
+    """The issue's own content for a feed entry: no <head>, no page around it (RFC 4287 4.1.3)."""
+    page = web_html(issue)
+    found = CONTENT_RE.search(page) or BODY_RE.search(page)
+    return (found.group(1) if found else page).strip()

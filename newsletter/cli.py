@@ -575,11 +575,12 @@ def send(
     """Send ISSUE_FILE to every active subscriber; run it again to resume where it stopped."""
     from newsletter import campaign, progress
     from newsletter.queue import Queue
+    from newsletter.remote import image_sizes_for
     from newsletter.render import render_issue_file
 
     settings = app.settings
     settings.require("from_address", "secret_key", "postal_address")
-    issue = render_issue_file(issue_file, settings, subject=subject)
+    issue = render_issue_file(issue_file, settings, subject=subject, image_sizes=image_sizes_for(settings))
     if test_addresses:
         for outcome in campaign.send_test(settings, issue, test_addresses):
             console.print(f"{outcome.address}: {outcome.reply}", markup=False)

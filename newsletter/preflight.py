@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -14,6 +16,7 @@ GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past 102 KB of 
 LONG_SUBJECT_COLUMNS = 70  # inbox lists cut subjects around 60-70 columns (CJK counts double)
 PLACEHOLDER_RE = re.compile(r"\bTK\b|\bTODO\b|\bFIXME\b|\bXXX\b|lorem ipsum|\blorem\b|待补充|待定", re.IGNORECASE)
 CASE_SENSITIVE_PLACEHOLDERS = frozenset({"TK", "TODO", "FIXME", "XXX"})
+STYLE_ATTRIBUTE_RE = re.compile(r"""\sstyle=("[^"]*"|'[^']*')""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,23 @@ def preflight(issue: RenderedIssue, message_bytes: int) -> PreflightReport:
         images,
         tuple(warnings),
     )
+
+
+def inline_style_share(html: str) -> float:
+    """The share of the HTML's bytes that are inline `style` attributes (name and value)."""
+    total = len(html.encode("utf-8"))
+    styles = sum(len(match.group(0).encode("utf-8")) for match in STYLE_ATTRIBUTE_RE.finditer(html))
+    return styles / total if total else 0.0
+
+
+def html_part_bytes(message: bytes) -> int:
+    """The size of the message's text/html part as sent (transfer-encoded), which is what Gmail clips on."""
+    parsed = email.message_from_bytes(message, policy=email.policy.compat32)
+    for part in parsed.walk():
+        if part.get_content_type() == "text/html":
+            payload = part.get_payload()
+            return len(payload.encode("ascii", "replace")) if isinstance(payload, str) else 0
+    return 0
 
 
 def _size_warnings(html_bytes: int, message_bytes: int) -> list[Warning]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from newsletter import links
 from newsletter.mime import MessageTemplate, Recipient
 from newsletter.preflight import PreflightReport, Warning, preflight
+from newsletter.remote import image_sizes_for
 from newsletter.render import RenderedIssue, fill_slots, render_issue_file
 from newsletter.settings import Settings
 
@@ -58,7 +59,7 @@ def preview_issue(path: Path, settings: Settings, out_dir: Path, *, subject: str
                 "missing-postal-address", "postal_address is not set; laws such as CAN-SPAM require it in the footer"
             )
         )
-    issue = render_issue_file(path, settings, subject=subject)
+    issue = render_issue_file(path, settings, subject=subject, image_sizes=image_sizes_for(settings))
     recipient = sample_recipient(settings)
     message = MessageTemplate.build(issue, settings).fill(recipient)
     values = {

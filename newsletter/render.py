@@ -23,6 +23,7 @@ from newsletter.frontmatter import FrontMatter, split_front_matter
 from newsletter.images import InlineImage, is_remote, load_local_image
 from newsletter.markdown import Heading, ParsedMarkdown, Reference, inline_text, parse_markdown, render_markdown_html
 from newsletter.plaintext import display_width, markdown_to_text, wrap
+from newsletter.remote import RemoteImageSizes
 from newsletter.resources import template_loader
 from newsletter.sanitizer import ImageSource, clean_html
 from newsletter.settings import Settings
@@ -35,6 +36,8 @@ PREHEADER_COLUMNS = 140  # inbox lists show roughly the first 90-140 characters 
 SLUG_CHARS = 80  # short enough to read in a URL, well within models.SLUG_MAX_CHARS
 SLUG_RE = re.compile(r"[^\w.-]+")
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+STYLE_TAG_RE = re.compile(r"<style\b", re.IGNORECASE)
+FALSE_WORDS = frozenset({"no", "false", "off", "0"})
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,9 @@ class RenderedIssue:
         return tuple(dict.fromkeys(ref.url for ref in self.references if ref.kind == "link" and ref.url))
 
 
-def render_issue_file(path: Path, settings: Settings, *, subject: str | None = None) -> RenderedIssue:
+def render_issue_file(
+    path: Path, settings: Settings, *, subject: str | None = None, image_sizes: RemoteImageSizes | None = None
+) -> RenderedIssue:
     """Render an issue file; local images are looked up beside it, the slug defaults to its name.
 
     Raises:
@@ -88,7 +93,9 @@ def render_issue_file(path: Path, settings: Settings, *, subject: str | None = N
         source = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise IssueFormatError(f"cannot read {path}: {error}") from None
-    return render_issue(source, settings, base_dir=path.parent, subject=subject, slug=path.stem)
+    return render_issue(
+        source, settings, base_dir=path.parent, subject=subject, slug=path.stem, image_sizes=image_sizes
+    )
 
 
 def render_issue(
@@ -98,12 +105,15 @@ def render_issue(
     base_dir: Path | None = None,
     subject: str | None = None,
     slug: str | None = None,
+    image_sizes: RemoteImageSizes | None = None,
 ) -> RenderedIssue:
     """Render Markdown (with optional front matter) into the email's HTML and text, and a web page.
 
     Parameters:
         subject: used when the front matter names none; else the first heading is the subject.
         slug: used when the front matter names none; else one is made from the subject.
+        image_sizes: the size of a remote image, where it can be known; else remote images are shown at
+            their natural size up to the column width.
 
     Raises:
         IssueFormatError: the front matter is invalid, or no subject can be found.
@@ -116,9 +126,13 @@ def render_issue(
     title = _subject(front, parsed, subject)
     meta = front.meta
     lang = meta.get("lang") or detect_lang(front.body)
-    images = _ImageResolver(base_dir)
+    if image_sizes is not None:
+        image_sizes.prefetch(ref.url for ref in parsed.references if ref.kind == "image")
+    images = _ImageResolver(base_dir, image_sizes)
     content = clean_html(render_markdown_html(parsed), images.resolve, theme.CONTENT_WIDTH_PX)
-    page = _PageValues(settings, title, _preheader(meta, parsed), lang, meta.get("date", ""), content)
+    page = _PageValues(
+        settings, title, _preheader(meta, parsed), lang, meta.get("date", ""), content, shows_title(meta, parsed)
+    )
     return RenderedIssue(
         slug=make_slug(meta.get("slug") or slug or title),
         subject=title,
@@ -147,19 +161,26 @@ class _PageValues:
     lang: str
     date: str
     content: str
+    show_title: bool
 
 
 class _ImageResolver:
     """Turns each image src into what the email uses: remote stays, local becomes cid:, else reported."""
 
-    def __init__(self, base_dir: Path | None) -> None:
+    def __init__(self, base_dir: Path | None, remote_sizes: RemoteImageSizes | None) -> None:
         self.base_dir = base_dir
+        self.remote_sizes = remote_sizes
         self.embedded: dict[str, InlineImage] = {}
         self.problems: list[ImageProblem] = []
 
     def resolve(self, src: str) -> ImageSource:
         if not src or is_remote(src):
-            return ImageSource(src)
+            size = (
+                self.remote_sizes(src)
+                if self.remote_sizes is not None and src.startswith(("http:", "https:"))
+                else None
+            )
+            return ImageSource(src, size[0] if size else None)
         local = load_local_image(src, self.base_dir)
         if local.image is None:
             self.problems.append(ImageProblem(src, local.problem))
@@ -183,6 +204,14 @@ def _subject(front: FrontMatter, parsed: ParsedMarkdown, given: str | None) -> s
     raise IssueFormatError(
         "the issue has no subject: add `subject:` front matter, pass --subject, or start the issue with a heading"
     )
+
+
+def shows_title(meta: dict[str, str], parsed: ParsedMarkdown) -> bool:
+    """Whether the body opens with the subject as its title: not when the Markdown starts with its own H1."""
+    if meta.get("show_title", "").lower() in FALSE_WORDS:
+        return False
+    first = next((token for token in parsed.tokens if token.type != "html_block" or token.content.strip()), None)
+    return not (first is not None and first.type == "heading_open" and first.tag == "h1")
 
 
 def _preheader(meta: dict[str, str], parsed: ParsedMarkdown) -> str:
@@ -244,9 +273,11 @@ def _common(page: _PageValues, environment: jinja2.Environment) -> dict[str, Any
         "dark": theme.DARK,
         "fonts": theme.FONTS,
         "body_width_px": theme.BODY_WIDTH_PX,
+        "show_title": page.show_title,
     }
-    css = environment.get_template("content.css.j2").render(values)
-    values["css"] = css + environment.get_template("dark.css.j2").render(values)
+    values["css"] = environment.get_template("content.css.j2").render(values)
+    head = (environment.get_template(name).render(values) for name in ("head.css.j2", "dark.css.j2"))
+    values["head_css"] = "".join(head)
     return values
 
 
@@ -270,7 +301,7 @@ def email_html(page: _PageValues, environment: jinja2.Environment) -> str:
         '<meta name="supported-color-schemes" content="light dark">',
         1,
     )
-    return marker.to_html_slots(inline_css(html))
+    return marker.to_html_slots(inline_css(html, values["css"]))
 
 
 @cache
@@ -282,15 +313,20 @@ def _skip_css_validation() -> None:
     cssutils.profile.removeProfile(all=True)
 
 
-def inline_css(html: str) -> str:
-    """Inline the <style> rules, keeping media queries and !important (MJML's mobile layout needs both)."""
+def inline_css(html: str, css: str) -> str:
+    """Inline `css` into the elements it matches; the document's own <style> blocks stay in the head as they are.
+
+    MJML's resets (`table, td {...}`, `p {display: block}`) and media queries are written for the head:
+    inlined, they would repeat on every cell and paragraph and take a third of the message.
+    """
     _skip_css_validation()
     # premailer keeps the doctype only when it is spelled as lxml spells it; without one, browsers and
     # webmail render in quirks mode.
     if html[:15].lower() == "<!doctype html>":
         html = "<!DOCTYPE html>" + html[15:]
     inliner = Premailer(
-        html,
+        STYLE_TAG_RE.sub('<style data-premailer="ignore"', html),
+        css_text=css,
         allow_network=False,
         strip_important=False,
         keep_style_tags=False,
@@ -308,7 +344,8 @@ def email_text(page: _PageValues, body: str) -> str:
     """The text part: name, subject, body, and a footer with the slots."""
     settings = page.settings
     words = theme.words_for(page.lang)
-    head = [settings.newsletter_name, page.subject]
+    # When the body opens with its own H1, that heading is the title: the subject is not said twice.
+    head = [settings.newsletter_name, page.subject] if page.show_title else [settings.newsletter_name]
     if page.date:
         head.append(page.date)
     why = words["why"].format(name=settings.newsletter_name, email=text_slot("email"))
@@ -331,4 +368,5 @@ def web_html(page: _PageValues, environment: jinja2.Environment, images: dict[st
         content = content.replace(f'src="cid:{cid}"', f'src="{image.data_uri}"')
     archive_url = page.settings.base_url.rstrip("/") + "/issues"
     values = _common(page, environment) | {"content": content, "archive_url": archive_url}
+    values["web_css"] = environment.get_template("web.css.j2").render(values)
     return environment.get_template("issue_web.html.j2").render(values)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import nh3
 from lxml import html as lxml_html
-from lxml.etree import ParserError
+from lxml.etree import Comment, ParserError
 
 ALLOWED_TAGS = frozenset(
     {
@@ -146,6 +146,8 @@ def clean_html(fragment: str, resolve_image: Callable[[str], ImageSource], conte
             _fit_image(element, resolve_image, content_width_px)
         elif element.tag == "table":
             _fit_table(element)
+        elif element.tag == "pre":
+            _fit_code(element)
         if element.get("id"):
             _name_anchor(element)
     root.text = root.text or ""
@@ -161,12 +163,18 @@ def _fit_image(image: lxml_html.HtmlElement, resolve_image: Callable[[str], Imag
     width_px = _declared_width(image.get("width", ""))
     if share is not None:
         width_px = max(1, round(column_px * share))
-    elif width_px is None:
-        width_px = min(source.width_px, column_px) if source.width_px else column_px
+    elif width_px is None and source.width_px:
+        width_px = source.width_px
+    image.attrib.pop("height", None)
+    if width_px is None:
+        # Of unknown size: shown at its natural size up to the column, never enlarged to fill it.
+        image.attrib.pop("width", None)
+        image.set("style", "max-width:100%;" + IMAGE_STYLE)
+        image.set("alt", image.get("alt", ""))
+        return
     width_px = min(width_px, column_px)
     # Outlook's Word engine ignores max-width and sizes images by the width attribute alone.
     image.set("width", str(width_px))
-    image.attrib.pop("height", None)
     # A share of the column, never fixed pixels: an image a client blocks (Outlook, Thunderbird, Gmail with
     # images off) keeps its box, and a fixed box wider than a phone would widen the whole message.
     if share is not None:
@@ -202,6 +210,17 @@ def _fit_table(table: lxml_html.HtmlElement) -> None:
     box = lxml_html.Element("div", {"class": "table-scroll"})
     table.addprevious(box)
     box.append(table)
+
+
+def _fit_code(pre: lxml_html.HtmlElement) -> None:
+    # Outlook for Windows (Word) ignores white-space:pre-wrap and lets a long line widen the whole message;
+    # inside a fixed-layout table of its own, Word wraps the line at the column instead.
+    pre.addprevious(
+        Comment('[if mso]><table role="presentation" width="100%" style="table-layout:fixed"><tr><td><![endif]')
+    )
+    closing = Comment("[if mso]></td></tr></table><![endif]")
+    closing.tail, pre.tail = pre.tail, None
+    pre.addnext(closing)
 
 
 def _name_anchor(element: lxml_html.HtmlElement) -> None:

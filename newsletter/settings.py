@@ -59,6 +59,10 @@ class Settings:
         "Directory whose templates win over the shipped ones (issue.mjml.j2, confirm.mjml.j2, web/*.html, "
         "web/static/); empty uses the shipped.",
     )
+    remote_image_sizes: bool = setting(
+        True, "Read the size of remote images (a short partial GET each, once per issue) so none is enlarged."
+    )
+    remote_image_timeout: float = setting(3.0, "Seconds to wait for a remote image's size before leaving it unknown.")
     batch_size: int = setting(200, "Deliveries per queue message.")
     rate_limit: float = setting(0.0, "Messages per second across all workers; 0 means no limit.")
     rate_limit_url: str = setting(

@@ -30,7 +30,7 @@ async def issue_page(request: Request) -> Response:
 
 
 async def feed(request: Request) -> Response:
-    """An Atom feed (RFC 4287) of the newest issues, their web version as the content."""
+    """An Atom feed (RFC 4287) of the newest issues, each with its content (not the page around it)."""
     context = context_of(request)
     issues = await context.run(archive.latest_issues)
     entries = [
@@ -39,7 +39,7 @@ async def feed(request: Request) -> Response:
             "subject": issue.subject,
             "summary": issue.preheader,
             "updated": (issue.sent_at or issue.created_at).isoformat(),
-            "content": archive.web_html(issue),
+            "content": archive.feed_content(issue),
         }
         for issue in issues
     ]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
+import struct
+import threading
+import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +28,9 @@ SAMPLES = ROOT / "newsletter" / "samples"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.md"))
 # A test parametrized over no samples would skip; a checkout without them is broken, so say so.
 assert len(SAMPLE_FILES) >= 2, f"the sample issues are missing from {SAMPLES}"
+# A link-heavy English weekly (300 links, 5 tables, 3 code blocks, Pelican front matter), the kind of
+# issue that meets Gmail's clipping size first.
+LINK_HEAVY_ISSUE = ROOT / "tests" / "issues" / "link-heavy-weekly.md"
 POSTGRES_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS", "redis://127.0.0.1:6379/15")
 RABBITMQ_URL = os.environ.get("NEWSLETTER_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
@@ -52,6 +60,7 @@ def settings(tmp_path: Path) -> Settings:
         newsletter_name="AI 简报",
         base_url="https://news.example.org",
         postal_address="1 Example Street, Springfield",
+        remote_image_sizes=False,  # tests never reach the network; one serves images on loopback
     )
 
 
@@ -128,3 +137,60 @@ async def client(settings: Settings, engine: Engine, queued: list[int]) -> Async
     app = create_app(settings.replace(signup_min_fill_seconds=0), engine, enqueue=queued.append)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=settings.base_url) as client:
         yield client
+
+
+def tiny_png(width: int, height: int) -> bytes:
+    """A valid PNG of that many pixels, for image size and layout tests."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+class WebServer:
+    """A tiny HTTP server on loopback: path -> (status, content type, body, delay in seconds)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, str, bytes, float]] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+                server.requests.append(self.path)
+                status, content_type, body, delay = server.routes.get(self.path, (404, "text/plain", b"no", 0.0))
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting, as a timeout test wants
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_port}{path}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def webserver() -> Iterator[WebServer]:
+    """A loopback HTTP server whose routes the test sets (images, pages, errors, slow answers)."""
+    server = WebServer()
+    yield server
+    server.close()

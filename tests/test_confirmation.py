@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from sqlalchemy import Engine
@@ -48,6 +49,9 @@ def test_confirmation_goes_through_the_queue_to_smtp(settings: Settings, engine:
     html = html_part.get_content()
     assert "<mj-" not in html and "Confirm my subscription" in html
     assert "Ann &lt;script&gt;" in html and "<script>" not in html  # the template autoescapes
+    # The hidden preheader is not white-on-white text (SpamAssassin's HTML_FONT_LOW_CONTRAST).
+    hidden = re.search(r'<div class="nl-preheader" style="([^"]*)">One click', html)
+    assert hidden and "display:none" in hidden.group(1) and "color" not in hidden.group(1)
     link = confirm_link(message)
     assert LINK.fullmatch(link)
     with database.transaction(engine) as session:

@@ -11,8 +11,9 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import Engine
 
-from newsletter import database, links
+from newsletter import database, ledger, links
 from newsletter.models import Issue, IssueStatus, utcnow
+from newsletter.render import render_issue
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import Signer
@@ -81,6 +82,7 @@ async def test_feed_is_atom(client: AsyncClient, engine: Engine, settings: Setti
     assert entries[1].findtext(f"{ATOM}id") == links.issue_url(settings, "first")
     content = entries[1].findtext(f"{ATOM}content") or ""
     assert "<h1>First & best</h1>" in content  # the HTML, escaped once in the XML
+    assert "<body" not in content and "<html" not in content
     dt.datetime.fromisoformat(root.findtext(f"{ATOM}updated") or "")
     with database.transaction(engine) as session:
         session.query(Issue).delete()
@@ -149,3 +151,17 @@ def test_logs_never_show_tokens(settings: Settings, engine: Engine) -> None:
     assert token not in line and "a%40b" not in line and "/unsubscribe/[token]/resubscribe" in line
     for path in (f"/confirm/{token}", f"/preferences/{token}/export"):
         assert token not in redact(f"GET {path} HTTP/1.1")
+
+
+async def test_feed_entry_carries_the_issue_content_only(
+    client: AsyncClient, engine: Engine, settings: Settings
+) -> None:
+    rendered = render_issue("---\nsubject: Notes\nslug: notes\n---\n\nHello **reader**.\n", settings)
+    with database.transaction(engine) as session:
+        issue = ledger.store_issue(session, rendered)
+        issue.status, issue.sent_at = IssueStatus.SENT, utcnow()
+    feed = ElementTree.fromstring((await client.get("/issues/feed.xml")).content)
+    content = feed.findtext(f"{ATOM}entry/{ATOM}content") or ""
+    assert "Hello <strong>reader</strong>." in content
+    for page_part in ("<head", "<style", "<body", "nl-brand"):
+        assert page_part not in content
