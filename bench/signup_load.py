@@ -1,6 +1,6 @@
-"""Load benchmark: concurrent sign-ups against `newsletter serve` on SQLite, on loopback only.
+"""Load benchmark: concurrent sign-ups against `newsletter serve` on SQLite (or PostgreSQL), on loopback only.
 
-    python bench/signup_load.py [--clients 100] [--seconds 30]
+    python bench/signup_load.py [--clients 100] [--seconds 30] [--postgres]
 
 Starts an aiosmtpd sink and `newsletter serve` (embedded queue: it sends the confirmation mails too),
 then has `--clients` concurrent clients post sign-ups with fresh addresses for `--seconds`. Prints
@@ -8,7 +8,11 @@ sign-ups per second and latency percentiles, then proves that none was lost or d
 answered sign-up is exactly one subscriber row, one outbound confirmation and one mail at the sink,
 and a burst of the clients posting one same address at once leaves exactly one row. The rate limits
 and the fill-time check are off for the run (one client IP posts everything), and nothing leaves
-127.0.0.1.
+127.0.0.1. Also printed: the server's CPU milliseconds per sign-up (confirmation mail included), a
+figure that a shared machine disturbs less than the rate, and the load average.
+
+Targets on a quiet 2-core machine, 100 clients: at least 400 sign-ups/s with p99 under 250 ms on SQLite,
+and more on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -22,19 +26,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 from aiosmtpd.controller import Controller
-from sqlalchemy import create_engine, func, select
+from processes import cpu_seconds, load_average  # bench/processes.py
+from sqlalchemy import create_engine, func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsletter.models import OutboundMessage, Subscriber  # noqa: E402
 
+POSTGRES_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 STAMP = re.compile(r'name="stamp" value="([^"]+)"')
 DRAIN_LIMIT_SECONDS = 180
 STARTUP_LIMIT_SECONDS = 30
@@ -164,17 +171,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database instead of SQLite")
     arguments = parser.parse_args()
+    print(load_average())
     with tempfile.TemporaryDirectory(prefix="signup-load-") as directory:
-        return run(Path(directory), arguments.clients, arguments.seconds)
+        if not arguments.postgres:
+            return run(
+                Path(directory), f"sqlite:///{Path(directory) / 'load.db'}", arguments.clients, arguments.seconds
+            )
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        name = f"signup_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = admin.url.set(database=name).render_as_string(hide_password=False)
+            return run(Path(directory), url, arguments.clients, arguments.seconds)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
 
 
-def run(directory: Path, clients: int, seconds: float) -> int:
+def run(directory: Path, database_url: str, clients: int, seconds: float) -> int:
     sink = Sink()
     smtp_port, web_port = free_port(), free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    database_url = f"sqlite:///{directory / 'load.db'}"
     base_url = f"http://127.0.0.1:{web_port}"
     config = directory / "newsletter.toml"
     config.write_text(
@@ -194,9 +216,9 @@ def run(directory: Path, clients: int, seconds: float) -> int:
     )
     try:
         wait_for_server(base_url)
-        cpu_before, server_before = time.process_time(), server_cpu_seconds(server.pid)
+        cpu_before, server_before = time.process_time(), cpu_seconds(server.pid) or 0.0
         latencies, answered, failures, elapsed = asyncio.run(load(base_url, clients, seconds))
-        cpu = (time.process_time() - cpu_before, server_cpu_seconds(server.pid) - server_before)
+        cpu = (time.process_time() - cpu_before, (cpu_seconds(server.pid) or 0.0) - server_before)
         burst_ok = asyncio.run(same_address_burst(base_url, clients))
         drained = wait_for_mail(sink, len(answered) + 1)
     finally:
@@ -204,16 +226,10 @@ def run(directory: Path, clients: int, seconds: float) -> int:
         server.wait(timeout=60)
         controller.stop()
     print(
-        f"CPU during the load: server {cpu[1]:.1f} s, load clients and SMTP sink {cpu[0]:.1f} s, "
-        f"over {elapsed:.1f} s on {os.cpu_count()} cores"
+        f"CPU during the load: server {cpu[1]:.1f} s ({cpu[1] * 1000 / max(1, len(answered)):.1f} ms per sign-up), "
+        f"load clients and SMTP sink {cpu[0]:.1f} s, over {elapsed:.1f} s; {load_average()}"
     )
     return report(database_url, sink, latencies, answered, failures, elapsed, clients, burst_ok, drained)
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_server(base_url: str) -> None:
@@ -266,7 +282,8 @@ def report(
     missing_mail = sum(1 for address in unique_answered if sink.received[address] == 0)
     doubled_mail = sum(1 for address in unique_answered if sink.received[address] > 1)
     lost = len(unique_answered) - load_rows
-    print(f"clients {clients}, {elapsed:.1f} s, SQLite, one `newsletter serve` process with its embedded queue")
+    kind = "SQLite" if database_url.startswith("sqlite") else "PostgreSQL"
+    print(f"clients {clients}, {elapsed:.1f} s, {kind}, one `newsletter serve` process with its embedded queue")
     print(f"sign-ups answered: {len(answered)}  ({len(answered) / elapsed:.1f} sign-ups/s)")
     if latencies:
         print(

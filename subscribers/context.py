@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,9 +39,6 @@ class Context:
     stamp: FormStamp
     enqueue: Enqueue  # hands a stored outbound message's id to the queue, after the commit
     sessions: DeskSessions  # the editor's desk's sign-in cookies
-    # SQLite has one writer at a time; threads that queue here wait their turn instead of sleeping in
-    # SQLite's busy handler (whose back-off, up to 100 ms a try, is what made the p99 latency seconds).
-    sqlite_writer: threading.Lock = field(default_factory=threading.Lock)
     sqlite_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(SQLITE_THREADS))
 
     async def run(self, use_case: Callable[..., T], *args: Any) -> T:
@@ -55,10 +51,8 @@ class Context:
         )
 
     def _in_transaction(self, use_case: Callable[..., T], *args: Any) -> T:
-        if self.engine.dialect.name != "sqlite":
-            with database.transaction(self.engine) as session:
-                return use_case(session, *args)
-        with self.sqlite_writer, database.transaction(self.engine) as session:
+        # On SQLite, database.transaction lets one at a time in: see there.
+        with database.transaction(self.engine) as session:
             return use_case(session, *args)
 
     async def send(self, outbound_id: int | None) -> None:
