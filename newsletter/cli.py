@@ -516,26 +516,30 @@ def serve(app: App, host: str, port: int) -> None:
 @click.option("--subject", default=None, help="Subject when the issue's front matter names none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the preflight report as JSON.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser.")
+@click.option("--check-links", is_flag=True, help="Fetch every link and image once; warn about 4xx, 5xx, no answer.")
 @pass_app
-def preview(app: App, issue: Path, out_dir: Path, subject: str | None, as_json: bool, open_browser: bool) -> None:
+def preview(
+    app: App, issue: Path, out_dir: Path, subject: str | None, as_json: bool, open_browser: bool, check_links: bool
+) -> None:
     """Render ISSUE to HTML, text and .eml files and check it before sending."""
     import json
 
+    from newsletter.preflight import group_warnings
     from newsletter.preview import preview_issue
 
-    result = preview_issue(issue, app.settings, out_dir, subject=subject)
+    result = preview_issue(issue, app.settings, out_dir, subject=subject, check_links=check_links)
     report = result.report
     if as_json:
         click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
     else:
         click.echo(f"subject: {report.subject}\npreheader: {report.preheader}")
         click.echo(
-            f"HTML {report.html_bytes / 1024:.1f} KB, message {report.message_bytes / 1024:.1f} KB, "
+            f"HTML {report.html_bytes / 1024:.1f} KB ({report.html_part_bytes / 1024:.1f} KB encoded, "
+            f"inline styles {report.inline_style_share:.0%}), message {report.message_bytes / 1024:.1f} KB, "
             f"{len(report.links)} links, {len(report.images)} images"
         )
-        for warning in report.warnings:
-            where = f"line {warning.line}: " if warning.line else ""
-            click.echo(f"warning [{warning.code}] {where}{warning.message}", err=True)
+        for group in group_warnings(report.warnings):
+            click.echo(f"warning [{group.code}] {group.where}{group.message}", err=True)
         click.echo(f"wrote {result.html_path}, {result.text_path}, {result.eml_path}")
     if open_browser:
         click.launch(str(result.html_path.resolve()))

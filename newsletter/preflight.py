@@ -1,21 +1,27 @@
-"""Checks an editor wants before sending: size, alt text, insecure or empty links, placeholders."""
+"""Checks an editor wants before sending: size, subject and title, alt text, links, placeholders."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter.plaintext import display_width
+from newsletter.remote import LinkStatus
 from newsletter.render import RenderedIssue
+from newsletter.settings import Settings
 
-GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past 102 KB of message
+GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" once the HTML part passes 102 KB
+GROUP_LINES_SHOWN = 5  # a warning repeated on many lines is printed once, with its first few lines
+DEFAULT_NEWSLETTER_NAME = Settings.__dataclass_fields__["newsletter_name"].default
 LONG_SUBJECT_COLUMNS = 70  # inbox lists cut subjects around 60-70 columns (CJK counts double)
 PLACEHOLDER_RE = re.compile(r"\bTK\b|\bTODO\b|\bFIXME\b|\bXXX\b|lorem ipsum|\blorem\b|待补充|待定", re.IGNORECASE)
 CASE_SENSITIVE_PLACEHOLDERS = frozenset({"TK", "TODO", "FIXME", "XXX"})
+URL_TAIL_RE = re.compile(r":\s+\S+$")
 STYLE_ATTRIBUTE_RE = re.compile(r"""\sstyle=("[^"]*"|'[^']*')""", re.IGNORECASE)
 
 
@@ -38,20 +44,44 @@ class PreflightReport:
     links: tuple[str, ...]
     images: tuple[str, ...]
     warnings: tuple[Warning, ...]
+    html_part_bytes: int = 0  # the HTML part as sent (transfer-encoded): what Gmail measures
+    inline_style_share: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         """The report as plain JSON values."""
         data = asdict(self)
         data["links"], data["images"] = list(self.links), list(self.images)
         data["warnings"] = [asdict(warning) for warning in self.warnings]
+        data["warning_groups"] = [asdict(group) for group in group_warnings(self.warnings)]
         return data
 
 
-def preflight(issue: RenderedIssue, message_bytes: int) -> PreflightReport:
-    """The report on a rendered issue; `message_bytes` is the size of one encoded message."""
+@dataclass(frozen=True)
+class WarningGroup:
+    """Warnings of one code and one wording, told once: how many, and on which lines."""
+
+    code: str
+    message: str
+    count: int
+    lines: tuple[int, ...]
+
+    @property
+    def where(self) -> str:
+        """ "line 12: ", or "94 times, lines 3, 5, 9, 14, 20, ...: " for a warning repeated across the issue."""
+        numbered = [str(line) for line in dict.fromkeys(self.lines) if line]
+        shown = ", ".join(numbered[:GROUP_LINES_SHOWN]) + (", ..." if len(numbered) > GROUP_LINES_SHOWN else "")
+        if self.count == 1:
+            return f"line {shown}: " if shown else ""
+        return f"{self.count} times, lines {shown}: " if shown else f"{self.count} times: "
+
+
+def preflight(issue: RenderedIssue, message: bytes, link_statuses: Sequence[LinkStatus] = ()) -> PreflightReport:
+    """The report on a rendered issue; `message` is one encoded message of it, `link_statuses` a link check."""
     html_bytes = len(issue.html.encode("utf-8"))
-    warnings = [*_size_warnings(html_bytes, message_bytes), *_subject_warnings(issue)]
+    part_bytes = html_part_bytes(message)
+    warnings = [*_size_warnings(part_bytes), *_subject_warnings(issue), *_title_warnings(issue)]
     warnings += _reference_warnings(issue)
+    warnings += _link_status_warnings(issue, link_statuses)
     warnings += _placeholder_warnings(issue.source_text)
     images = tuple(dict.fromkeys(ref.url for ref in issue.references if ref.kind == "image"))
     return PreflightReport(
@@ -59,11 +89,29 @@ def preflight(issue: RenderedIssue, message_bytes: int) -> PreflightReport:
         issue.preheader,
         html_bytes,
         len(issue.text.encode("utf-8")),
-        message_bytes,
+        len(message),
         issue.links,
         images,
         tuple(warnings),
+        part_bytes,
+        round(inline_style_share(issue.html), 3),
     )
+
+
+def group_warnings(warnings: Sequence[Warning]) -> list[WarningGroup]:
+    """Warnings grouped by code and wording (the link or image they name aside), in order of first sight."""
+    groups: dict[tuple[str, str], list[Warning]] = {}
+    for warning in warnings:
+        groups.setdefault((warning.code, _wording(warning)), []).append(warning)
+    return [
+        WarningGroup(code, items[0].message if len(items) == 1 else wording, len(items), tuple(w.line for w in items))
+        for (code, wording), items in groups.items()
+    ]
+
+
+def _wording(warning: Warning) -> str:
+    # "image without alt text: https://..." and the same on another image are one kind of problem.
+    return URL_TAIL_RE.sub("", warning.message)
 
 
 def inline_style_share(html: str) -> float:
@@ -83,17 +131,69 @@ def html_part_bytes(message: bytes) -> int:
     return 0
 
 
-def _size_warnings(html_bytes: int, message_bytes: int) -> list[Warning]:
-    largest = max(html_bytes, message_bytes)
-    if largest <= GMAIL_CLIP_BYTES:
+def _size_warnings(part_bytes: int) -> list[Warning]:
+    # Gmail measures the HTML part alone, as sent; the text part and the headers do not count.
+    if part_bytes <= GMAIL_CLIP_BYTES:
         return []
     return [
         Warning(
             "gmail-clip",
-            f"the message is {largest / 1024:.0f} KB encoded; Gmail clips messages over "
+            f"the HTML part is {part_bytes / 1024:.1f} KB encoded; Gmail clips it past "
             f"{GMAIL_CLIP_BYTES // 1024} KB and hides the rest, unsubscribe link included",
         )
     ]
+
+
+def _title_warnings(issue: RenderedIssue) -> list[Warning]:
+    warnings = []
+    if issue.subject_origin == "heading" and not issue.opens_with_h1:
+        heading = next((h for h in issue.headings if h.text == issue.subject), None)
+        warnings.append(
+            Warning(
+                "subject-from-heading",
+                f"the subject {issue.subject!r} is the first section heading, not a title: "
+                "add `subject:` front matter or pass --subject",
+                heading.line if heading else 0,
+            )
+        )
+    if not issue.shows_title and not issue.opens_with_h1:
+        warnings.append(
+            Warning("no-title", "the body shows no title: it opens without a `#` heading and the subject is not shown")
+        )
+    return warnings
+
+
+def setting_warnings(settings: Settings) -> list[Warning]:
+    """Settings a reader would notice unset: the sender's address, the postal address, the default name."""
+    warnings = []
+    if not settings.from_address:
+        warnings.append(Warning("missing-setting", "from_address is not set; the preview uses a made-up address"))
+    if not settings.postal_address:
+        warnings.append(
+            Warning(
+                "missing-postal-address", "postal_address is not set; laws such as CAN-SPAM require it in the footer"
+            )
+        )
+    if settings.newsletter_name == DEFAULT_NEWSLETTER_NAME:
+        warnings.append(
+            Warning(
+                "default-name",
+                f"newsletter_name is still {DEFAULT_NEWSLETTER_NAME!r}; readers see it atop every issue and in "
+                "the footer",
+            )
+        )
+    return warnings
+
+
+def _link_status_warnings(issue: RenderedIssue, statuses: Sequence[LinkStatus]) -> list[Warning]:
+    broken = {status.url: status for status in statuses if status.broken}
+    warnings = []
+    for ref in issue.references:
+        status = broken.pop(ref.url, None)  # each URL reported once, at its first line
+        if status is not None:
+            answer = f"HTTP {status.status}" if status.status else f"unreachable ({status.problem})"
+            warnings.append(Warning("broken-link", f"{ref.kind} answers {answer}: {ref.url}", ref.line))
+    return warnings
 
 
 def _subject_warnings(issue: RenderedIssue) -> list[Warning]:

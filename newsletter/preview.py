@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from email.utils import make_msgid
 from pathlib import Path
 
-from newsletter import links
+from newsletter import links, remote
 from newsletter.mime import MessageTemplate, Recipient
-from newsletter.preflight import PreflightReport, Warning, preflight
+from newsletter.preflight import PreflightReport, preflight, setting_warnings
 from newsletter.remote import image_sizes_for
 from newsletter.render import RenderedIssue, fill_slots, render_issue_file
 from newsletter.settings import Settings
@@ -16,6 +16,7 @@ from newsletter.settings import Settings
 PREVIEW_FROM_ADDRESS = "newsletter@example.invalid"  # RFC 2606: a domain that can never receive mail
 SAMPLE_EMAIL = "reader@example.com"
 SAMPLE_NAME = "Sample Reader"
+LINK_TIMEOUT_SECONDS = 10.0  # per link of `preview --check-links`; slower than that is broken for a reader
 
 
 @dataclass(frozen=True)
@@ -41,24 +42,20 @@ def sample_recipient(settings: Settings) -> Recipient:
     )
 
 
-def preview_issue(path: Path, settings: Settings, out_dir: Path, *, subject: str | None = None) -> Preview:
+def preview_issue(
+    path: Path, settings: Settings, out_dir: Path, *, subject: str | None = None, check_links: bool = False
+) -> Preview:
     """Render `path` and write <slug>.html, <slug>.txt and <slug>.eml into `out_dir`.
+
+    Parameters:
+        check_links: fetch every link and remote image once and warn about those that fail.
 
     Raises:
         IssueFormatError: the issue cannot be rendered.
     """
-    setting_warnings = []
+    warnings = setting_warnings(settings)
     if not settings.from_address:
-        setting_warnings.append(
-            Warning("missing-setting", f"from_address is not set; the preview uses {PREVIEW_FROM_ADDRESS}")
-        )
         settings = settings.replace(from_address=PREVIEW_FROM_ADDRESS)
-    if not settings.postal_address:
-        setting_warnings.append(
-            Warning(
-                "missing-postal-address", "postal_address is not set; laws such as CAN-SPAM require it in the footer"
-            )
-        )
     issue = render_issue_file(path, settings, subject=subject, image_sizes=image_sizes_for(settings))
     recipient = sample_recipient(settings)
     message = MessageTemplate.build(issue, settings).fill(recipient)
@@ -77,6 +74,11 @@ def preview_issue(path: Path, settings: Settings, out_dir: Path, *, subject: str
     html_path.write_text(html, encoding="utf-8")
     text_path.write_text(fill_slots(issue.text, values), encoding="utf-8")
     eml_path.write_bytes(message)
-    report = preflight(issue, len(message))
-    report = PreflightReport(**{**report.__dict__, "warnings": tuple(setting_warnings) + report.warnings})
+    statuses = remote.check_links([*issue.links, *_image_urls(issue)], LINK_TIMEOUT_SECONDS) if check_links else []
+    report = preflight(issue, message, statuses)
+    report = PreflightReport(**{**report.__dict__, "warnings": tuple(warnings) + report.warnings})
     return Preview(issue, report, html_path, text_path, eml_path)
+
+
+def _image_urls(issue: RenderedIssue) -> list[str]:
+    return [ref.url for ref in issue.references if ref.kind == "image"]

@@ -68,6 +68,9 @@ class RenderedIssue:
     headings: tuple[Heading, ...] = ()
     references: tuple[Reference, ...] = ()
     image_problems: tuple[ImageProblem, ...] = ()
+    subject_origin: str = "front matter"  # or "option" (--subject), "heading" (the first heading's text)
+    opens_with_h1: bool = False  # the Markdown's first block is a level-1 heading: the body's own title
+    shows_title: bool = True  # the template prints the subject as the body's title
 
     @property
     def links(self) -> tuple[str, ...]:
@@ -123,15 +126,16 @@ def render_issue(
     source = strip_slot_delimiters(CONTROL_CHARS_RE.sub("", source))
     front = split_front_matter(source)
     parsed = parse_markdown(front.body, front.body_line)
-    title = _subject(front, parsed, subject)
+    title, origin = _subject(front, parsed, subject)
     meta = front.meta
+    opens = opens_with_h1(parsed)
     lang = meta.get("lang") or detect_lang(front.body)
     if image_sizes is not None:
         image_sizes.prefetch(ref.url for ref in parsed.references if ref.kind == "image")
     images = _ImageResolver(base_dir, image_sizes)
     content = clean_html(render_markdown_html(parsed), images.resolve, theme.CONTENT_WIDTH_PX)
     page = _PageValues(
-        settings, title, _preheader(meta, parsed), lang, meta.get("date", ""), content, shows_title(meta, parsed)
+        settings, title, _preheader(meta, parsed), lang, meta.get("date", ""), content, shows_title(meta, origin, opens)
     )
     return RenderedIssue(
         slug=make_slug(meta.get("slug") or slug or title),
@@ -150,6 +154,9 @@ def render_issue(
         headings=tuple(parsed.headings),
         references=tuple(parsed.references),
         image_problems=tuple(images.problems),
+        subject_origin=origin,
+        opens_with_h1=opens,
+        shows_title=page.show_title,
     )
 
 
@@ -194,24 +201,31 @@ class _ImageResolver:
         return html
 
 
-def _subject(front: FrontMatter, parsed: ParsedMarkdown, given: str | None) -> str:
-    candidates = [front.meta.get("subject"), front.meta.get("title"), given]
-    candidates += [heading.text for heading in parsed.headings[:1]]
-    for candidate in candidates:
+def _subject(front: FrontMatter, parsed: ParsedMarkdown, given: str | None) -> tuple[str, str]:
+    """The subject and where it came from: "front matter", "option" or "heading"."""
+    candidates = [(front.meta.get("subject"), "front matter"), (front.meta.get("title"), "front matter")]
+    candidates += [(given, "option"), *((heading.text, "heading") for heading in parsed.headings[:1])]
+    for candidate, origin in candidates:
         text = " ".join(CONTROL_CHARS_RE.sub("", candidate or "").split())
         if text:
-            return text
+            return text, origin
     raise IssueFormatError(
         "the issue has no subject: add `subject:` front matter, pass --subject, or start the issue with a heading"
     )
 
 
-def shows_title(meta: dict[str, str], parsed: ParsedMarkdown) -> bool:
-    """Whether the body opens with the subject as its title: not when the Markdown starts with its own H1."""
+def opens_with_h1(parsed: ParsedMarkdown) -> bool:
+    """Whether the Markdown's first block is a level-1 heading (its own title)."""
+    first = next((token for token in parsed.tokens if token.type != "html_block" or token.content.strip()), None)
+    return first is not None and first.type == "heading_open" and first.tag == "h1"
+
+
+def shows_title(meta: dict[str, str], subject_origin: str, opens_with_title: bool) -> bool:
+    """Whether the template prints the subject atop the body: not when the body already shows it (its own
+    opening H1, or the heading the subject was taken from), nor when the front matter says `show_title: no`."""
     if meta.get("show_title", "").lower() in FALSE_WORDS:
         return False
-    first = next((token for token in parsed.tokens if token.type != "html_block" or token.content.strip()), None)
-    return not (first is not None and first.type == "heading_open" and first.tag == "h1")
+    return not opens_with_title and subject_origin != "heading"
 
 
 def _preheader(meta: dict[str, str], parsed: ParsedMarkdown) -> str:

@@ -49,6 +49,12 @@ def require_service(name: str) -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def no_remote_image_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands a test runs (preview, send) read no remote image sizes: tests never reach the network."""
+    monkeypatch.setenv("NEWSLETTER_REMOTE_IMAGE_SIZES", "false")
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for a fresh SQLite database in a temporary directory."""
