@@ -13,6 +13,8 @@ from newsletter.cjk import CJK, is_cjk
 from newsletter.markdown import URL_STOP_RE, ParsedMarkdown
 
 TEXT_WIDTH_COLUMNS = 76  # RFC 5322 2.1.1 recommends lines of at most 78 characters
+NARROWEST_COLUMN = 8  # a table column is wrapped down to this width before the table overflows the line
+COLUMN_GAP = " | "
 URL_RE = re.compile(r"(?:https?|ftp|mailto|cid):[^\s<>\"]+|www\.[^\s<>\"]+", re.IGNORECASE)
 # Kinsoku: these never start a line (closing marks) or never end one (opening marks).
 NO_LINE_START = frozenset("，。、；：！？）」』】〉》〕…—,.;:!?)]}%’”·～~")
@@ -165,14 +167,8 @@ def _write_block(writer: TextWriter, tokens: list[Token], index: int, parsed: Pa
             if not token.hidden:
                 writer.blank()
         return index + 3
-    if kind == "tr_open":
-        cells = []
-        while tokens[index].type != "tr_close":
-            if tokens[index].type == "inline":
-                cells.append(inline_to_text(tokens[index], writer))
-            index += 1
-        writer.block(" | ".join(cells))
-        return index + 1
+    if kind == "table_open":
+        return _write_table(writer, tokens, index)
     _write_structure(writer, token, parsed)
     return index + 1
 
@@ -210,8 +206,6 @@ def _write_structure(writer: TextWriter, token: Token, parsed: ParsedMarkdown) -
         writer.blank()
         writer.block("-" * 20, wrapped=False)
         writer.blank()
-    elif kind in ("table_open", "table_close"):
-        writer.blank()
     elif kind == "inline":  # footnote paragraphs and anything else that holds text
         writer.block(inline_to_text(token, writer))
     elif kind == "footnote_block_open":
@@ -222,6 +216,67 @@ def _write_structure(writer: TextWriter, token: Token, parsed: ParsedMarkdown) -
         writer.contexts.append(_Context(f"[^{token.meta.get('id', 0) + 1}] ", "    "))
     elif kind == "footnote_close":
         writer.contexts.pop()
+
+
+def _write_table(writer: TextWriter, tokens: list[Token], index: int) -> int:
+    """A table as aligned columns; returns the index after it."""
+    rows: list[list[str]] = []
+    right: dict[int, bool] = {}
+    header_rows = 0
+    while tokens[index].type != "table_close":
+        token = tokens[index]
+        if token.type == "tr_open":
+            rows.append([])
+        elif token.type in ("th_open", "td_open"):
+            right[len(rows[-1])] = "right" in str(token.attrs.get("style", ""))
+            header_rows += token.type == "th_open" and not rows[-1]
+        elif token.type == "inline":
+            rows[-1].append(inline_to_text(token, writer))
+        index += 1
+    writer.blank()
+    first, rest = writer.prefixes()
+    lines = table_lines(rows, header_rows, right, TEXT_WIDTH_COLUMNS - display_width(rest))
+    writer.lines.extend((first if number == 0 else rest) + line for number, line in enumerate(lines))
+    writer.blank()
+    return index + 1
+
+
+def table_lines(rows: list[list[str]], header_rows: int, right: dict[int, bool], width: int) -> list[str]:
+    """Rows of cells as lines of aligned columns (CJK counted double); a `<br>` in a cell stays in its row."""
+    count = max((len(row) for row in rows), default=0)
+    cells = [[(row[column] if column < len(row) else "").split("\n") for column in range(count)] for row in rows]
+    widths = [max((display_width(line) for row in cells for line in row[column]), default=0) for column in range(count)]
+    room = width - len(COLUMN_GAP) * (count - 1)
+    # The widest column wraps first, never below its longest word nor NARROWEST_COLUMN.
+    floors = [
+        max([NARROWEST_COLUMN, *(display_width(word) for row in cells for line in row[c] for word in line.split())])
+        for c in range(count)
+    ]
+    while sum(widths) > room:
+        shrinkable = [c for c in range(count) if widths[c] > floors[c]]
+        if not shrinkable:
+            break
+        widths[max(shrinkable, key=lambda c: widths[c])] -= 1
+    wrapped = [
+        [[piece for line in cell for piece in wrap(line, widths[c])] for c, cell in enumerate(row)] for row in cells
+    ]
+    # A word longer than its column (wrap never breaks one) widens the column to fit it.
+    widths = [max((display_width(line) for row in wrapped for line in row[c]), default=0) for c in range(count)]
+    out: list[str] = []
+    for number, row in enumerate(wrapped):
+        for line in range(max((len(cell) for cell in row), default=0)):
+            texts = [cell[line] if line < len(cell) else "" for cell in row]
+            out.append(
+                COLUMN_GAP.join(_pad(text, widths[c], right.get(c, False)) for c, text in enumerate(texts)).rstrip()
+            )
+        if number + 1 == header_rows:
+            out.append("-+-".join("-" * column_width for column_width in widths))
+    return out
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    space = " " * max(0, width - display_width(text))
+    return space + text if right else text + space
 
 
 def _write_html_block(writer: TextWriter, token: Token, parsed: ParsedMarkdown) -> None:

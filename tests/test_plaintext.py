@@ -79,3 +79,28 @@ def test_samples_wrap_within_76_columns(path: Path) -> None:
 def test_wrap_keeps_every_word(text: str) -> None:
     lines = wrap(text.replace("\r", " "), 40)
     assert "".join("".join(lines).split()) == "".join(text.replace("\r", " ").split())
+
+
+def test_tables_are_aligned_columns_with_cjk_counted_double() -> None:
+    text = text_of("| 模型 | Score |\n|---|--:|\n| 通义千问 | 92.5 |\n| GPT | 9 |\n")
+    lines = text.rstrip("\n").split("\n")
+    assert lines == [
+        "模型     | Score",
+        "---------+------",
+        "通义千问 |  92.5",
+        "GPT      |     9",
+    ]
+    assert len({display_width(line.split("|")[0]) for line in lines if "|" in line}) == 1
+
+
+def test_a_line_break_in_a_cell_stays_in_its_row() -> None:
+    lines = text_of("| a | b |\n|---|---|\n| one<br>two | x |\n| y | z |\n").rstrip("\n").split("\n")
+    assert lines[2:] == ["one | x", "two |", "y   | z"]
+
+
+def test_a_wide_table_wraps_its_widest_column() -> None:
+    notes = "words " * 30
+    lines = text_of(f"| name | notes |\n|---|---|\n| RandomizedSipHasher | {notes} |\n").rstrip("\n").split("\n")
+    assert all(display_width(line) <= TEXT_WIDTH_COLUMNS for line in lines)
+    assert lines[2].startswith("RandomizedSipHasher | words")  # the long word is never split
+    assert all(line.startswith(" " * 19 + " | words") for line in lines[3:])
