@@ -232,7 +232,8 @@ def get_by_id(session: Session, subscriber_id: int) -> Subscriber:
     Raises:
         SubscriberNotFound: there is none.
     """
-    subscriber = session.get(Subscriber, subscriber_id)
+    # An id past the 64-bit keys can name no row (and would overflow the driver's integer).
+    subscriber = session.get(Subscriber, subscriber_id) if 0 < subscriber_id < 2**63 else None
     if subscriber is None:
         raise SubscriberNotFound(f"no subscriber has the id {subscriber_id}")
     return subscriber

@@ -108,24 +108,24 @@ def _on(table: dict[object, int], day: dt.date) -> int:
 
 def issue_summaries(session: Session, limit: int = LAST_ISSUES) -> list[IssueSummary]:
     """The last issues with their delivery counts, complaints and the unsubscribes that followed them."""
-    summaries = []
-    for issue in ledger.issues_by_recency(session)[:limit]:
-        counts = ledger.counts(session, issue.id)
-        summaries.append(
-            IssueSummary(
-                slug=issue.slug,
-                subject=issue.subject,
-                status=issue.status,
-                sent_at=issue.sent_at,
-                sent=counts[DeliveryStatus.SENT],
-                unfinished=counts.remaining,
-                failed=counts[DeliveryStatus.FAILED],
-                bounced=counts[DeliveryStatus.BOUNCED],
-                complained=_complaints(session, issue.id),
-                unsubscribed_after=_unsubscribed_after(session, issue.id),
-            )
-        )
-    return summaries
+    return [summary(session, issue) for issue in ledger.issues_by_recency(session)[:limit]]
+
+
+def summary(session: Session, issue: Issue) -> IssueSummary:
+    """One issue's delivery counts, complaints and the unsubscribes that followed it."""
+    counts = ledger.counts(session, issue.id)
+    return IssueSummary(
+        slug=issue.slug,
+        subject=issue.subject,
+        status=issue.status,
+        sent_at=issue.sent_at,
+        sent=counts[DeliveryStatus.SENT],
+        unfinished=counts.remaining,
+        failed=counts[DeliveryStatus.FAILED],
+        bounced=counts[DeliveryStatus.BOUNCED],
+        complained=_complaints(session, issue.id),
+        unsubscribed_after=_unsubscribed_after(session, issue.id),
+    )
 
 
 def _complaints(session: Session, issue_id: int) -> int:

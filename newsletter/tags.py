@@ -86,7 +86,7 @@ def tags_of(session: Session, subscriber_id: int) -> list[str]:
 def tag_counts(session: Session) -> list[tuple[str, int]]:
     """Every tag in use and how many subscribers carry it."""
     query = select(SubscriberTag.tag, func.count()).group_by(SubscriberTag.tag).order_by(SubscriberTag.tag)
-    return [(name, count) for name, count in session.execute(query).tuples()]
+    return [(name, count) for name, count in session.execute(query)]
 
 
 def _subscriber_ids(session: Session, emails: Iterable[str]) -> list[int]:

@@ -16,15 +16,19 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter import database, language
 from newsletter.accounts import AccountExists, AccountNotFound, TooManySignIns, WeakPassword
+from newsletter.directory import BadCursor
 from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, NewsletterError, SubscriberNotFound
 from newsletter.optin import TokenUsed, TooManySignups
 from newsletter.privacy import SubscriberErased
 from newsletter.settings import Settings
+from newsletter.subscriptions import SubscriberExists
 from newsletter.tokens import Signer, TokenExpired, TokenInvalid
-from subscribers import archive, leaving, signup, webhooks
+from subscribers import api, archive, leaving, signup, webhooks
+from subscribers.api import NotAnEditor, NotAuthenticated
 from subscribers.context import Context, Enqueue, context_of, error_page
 from subscribers.desk import desk_routes
 from subscribers.desk.guard import DeskSessions, ViewerCannotChange
+from subscribers.fields import BadInput
 from subscribers.logs import redact
 from subscribers.pages import Pages, static_dir
 from subscribers.security import BodyTooLarge, Csrf, FormExpired, FormStamp, SecurityHeaders
@@ -40,6 +44,11 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (IssueNotFound, 404),
     (FormExpired, 403),
     (ViewerCannotChange, 403),
+    (NotAnEditor, 403),
+    (NotAuthenticated, 401),
+    (SubscriberExists, 409),
+    (BadCursor, 400),
+    (BadInput, 422),
     (SubscriberNotFound, 404),
     (AccountNotFound, 404),
     (AccountExists, 409),
@@ -96,6 +105,7 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
         *archive.routes,
         *webhooks.routes,
         *desk_routes(),
+        *api.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static_dir(settings)), name="static"),
     ]
@@ -115,6 +125,8 @@ def _no_queue(outbound_id: int) -> None:
 async def newsletter_error(request: Request, error: Exception) -> Response:
     status = next((code for kind, code in ERROR_STATUS if isinstance(error, kind)), 400)
     headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 429 else None
+    if isinstance(error, NotAuthenticated):
+        headers = {"www-authenticate": 'Bearer realm="newsletter"'}  # RFC 6750 3
     return error_page(request, status, str(error), headers)
 
 

@@ -15,49 +15,17 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from newsletter import directory, roster, subscriptions
-from newsletter import language as languages
 from newsletter.accounts import SignedIn
-from newsletter.errors import ImportFileError, InvalidAddress, NewsletterError
-from newsletter.models import TAG_MAX_CHARS, SubscriberSource, SubscriberStatus
+from newsletter.errors import ImportFileError, InvalidAddress
+from newsletter.models import SubscriberSource, SubscriberStatus
 from newsletter.subscriptions import SubscriberExists
-from newsletter.tags import InvalidTag, split_tags
 from subscribers.context import context_of
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
+from subscribers.fields import BadInput, language_of, refuse_line_breaks, search_of, tags_of_text
 
 BASE = f"{DESK_PATH}/subscribers"
 DESK_SOURCE = "desk"
 EXPORT_CHUNK_BYTES = 64 * 1024
-MAX_TAGS = 50
-
-
-class BadInput(NewsletterError):
-    """A desk form field the list cannot take."""
-
-
-def search_of(params: dict[str, str]) -> directory.Search:
-    """The search a query string asks for; unknown or malformed values are left out, never an error page."""
-    status = params.get("status", "")
-    sort = params.get("sort", "")
-    return directory.Search(
-        query=params.get("q", "")[: directory.MAX_QUERY_CHARS],
-        status=SubscriberStatus(status) if status in set(SubscriberStatus) else None,
-        tag=params.get("tag", "").strip()[:TAG_MAX_CHARS],
-        joined_from=_date(params.get("from", "")),
-        joined_until=_date(params.get("until", "")),
-        sort=directory.Sort(sort) if sort in set(directory.Sort) else directory.Sort.NEWEST,
-        limit=_int(params.get("limit", ""), directory.DEFAULT_PAGE_ROWS),
-    )
-
-
-def _date(value: str) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-
-
-def _int(value: str, default: int) -> int:
-    return int(value) if value.isdigit() and len(value) < 6 else default
 
 
 @desk_route
@@ -118,14 +86,9 @@ async def add(request: Request, account: SignedIn) -> Response:
 
 
 def _add(session: Session, email: str, name: str | None, status: SubscriberStatus, actor: str) -> int:
-    _refuse_line_breaks(name or "")
+    refuse_line_breaks(name or "")
     subscriber = subscriptions.add_subscriber(session, email, name, status, SubscriberSource.DESK, actor=actor)
     return subscriber.id
-
-
-def _refuse_line_breaks(*values: str) -> None:
-    if any(char in value for value in values for char in "\r\n\x00"):
-        raise BadInput("a name or tag cannot hold a line break")
 
 
 @desk_route
@@ -142,34 +105,15 @@ async def record(request: Request, account: SignedIn) -> Response:
     )
 
 
-def _tags(text: str) -> list[str]:
-    try:
-        tags = split_tags(text)
-    except InvalidTag as error:
-        raise BadInput(str(error)) from None
-    if len(tags) > MAX_TAGS:
-        raise BadInput(f"a subscriber has at most {MAX_TAGS} tags")
-    return tags
-
-
-def _language(text: str) -> str:
-    if not text:
-        return ""
-    found = languages.supported(text)
-    if found is None:
-        raise BadInput(f"there is no translation for {text[:40]!r}: choose one of {', '.join(languages.available())}")
-    return found
-
-
 @desk_route
 async def edit(request: Request, account: SignedIn) -> Response:
     form = await posted(request)
     subscriber_id = request.path_params["id"]
     try:
         name = form.get("name", "").strip()
-        _refuse_line_breaks(name, form.get("tags", ""), form.get("language", ""))
-        language = _language(form.get("language", "").strip())
-        tags = _tags(form.get("tags", ""))
+        refuse_line_breaks(name, form.get("tags", ""), form.get("language", ""))
+        language = language_of(form.get("language", "").strip())
+        tags = tags_of_text(form.get("tags", ""))
     except BadInput as error:
         found = await context_of(request).run(directory.reader, subscriber_id)
         return desk_page(
@@ -196,7 +140,8 @@ async def unsubscribe(request: Request, account: SignedIn) -> Response:
 
     def _unsubscribe(session: Session) -> None:
         subscriber = directory.get_by_id(session, subscriber_id)
-        subscriptions.unsubscribe(session, subscriber.email, DESK_SOURCE, actor=account.email)
+        if not subscriptions.is_forgotten(subscriber):
+            subscriptions.unsubscribe(session, subscriber.email, DESK_SOURCE, actor=account.email)
 
     await context_of(request).run(_unsubscribe)
     return back_to(request, f"{BASE}/{subscriber_id}", "Unsubscribed: no issue goes to this address any more.")
@@ -225,9 +170,9 @@ async def forget(request: Request, account: SignedIn) -> Response:
         )
 
     def _forget(session: Session) -> None:
-        subscriptions.forget(
-            session, directory.get_by_id(session, subscriber_id).email, DESK_SOURCE, actor=account.email
-        )
+        subscriber = directory.get_by_id(session, subscriber_id)
+        if not subscriptions.is_forgotten(subscriber):
+            subscriptions.forget(session, subscriber.email, DESK_SOURCE, actor=account.email)
 
     await context_of(request).run(_forget)
     return back_to(
