@@ -272,17 +272,28 @@ def subscribers_export(app: App, output: Path | None, status: str | None) -> Non
     show_default=True,
     help="State of the new subscribers (a `status` column in the file wins).",
 )
+@click.option(
+    "--encoding",
+    default=None,
+    help="The file's encoding (gb18030, utf-16, cp1252...); default: a byte order mark, UTF-8, or a confident guess.",
+)
 @pass_app
-def subscribers_import(app: App, file: Path, status: str) -> None:
+def subscribers_import(app: App, file: Path, status: str, encoding: str | None) -> None:
     """Import subscribers from a CSV file with an `email` column (all valid rows, or none)."""
     from newsletter import database, roster
 
     with console.status(f"Importing {file}..."), database.transaction(app.ready_engine()) as session:
-        report = roster.import_csv(session, file, SubscriberStatus(status), SubscriberSource.IMPORT)
+        report = roster.import_csv(session, file, SubscriberStatus(status), SubscriberSource.IMPORT, encoding)
     for rejection in report.rejected:
         error_console.print(f"line {rejection.line}: {rejection.email!r}: {rejection.reason}", markup=False)
+    if report.rejected_count > len(report.rejected):
+        error_console.print(
+            f"... and {report.rejected_count - len(report.rejected):,} more rejected rows", markup=False
+        )
     console.print(
-        f"Imported {report.added}, already on the list {report.already_present}, rejected {len(report.rejected)}."
+        f"Read as {report.encoding}. Imported {report.added}, already on the list {report.already_present}, "
+        f"rejected {report.rejected_count}.",
+        markup=False,
     )
 
 

@@ -1,32 +1,47 @@
-"""The list as a CSV file: import (validated, de-duplicated, all or nothing) and export."""
+"""The list as a CSV file: import (streamed, validated, de-duplicated, all or nothing) and export.
+
+Reading the file (encoding, delimiter, lines) is `listfile`'s; here the columns become subscribers.
+"""
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import itertools
 import json
 import multiprocessing
 import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import String, func, insert, literal, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, literal, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import ImportFileError, InvalidAddress
-from newsletter.models import Base, Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
+from newsletter.listfile import ListFile, Record
+from newsletter.models import EMAIL_MAX_CHARS, Base, Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
 
 # Columns export writes besides the attributes; on import `status` is honoured (so an exported list
 # keeps its unsubscribed and bounced rows suppressed) and the others are not taken as attributes.
 EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at", "confirmed_at", "unsubscribed_at")
 IMPORTABLE_STATUSES = frozenset(SubscriberStatus)
-VALIDATION_CHUNK_ROWS = 5_000
+VALIDATION_CHUNK_ROWS = 5_000  # also the rows one INSERT carries: memory holds a few chunks, never the file
 PARALLEL_VALIDATION_MIN_ROWS = 20_000
 LOOKUP_CHUNK_KEYS = 500
-MAX_FIELD_CHARS = 100_000
+MAX_REPORTED_REJECTIONS = 1_000  # a file of a million bad rows is counted, not kept in memory row by row
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +55,25 @@ class Rejection:
 class ImportReport:
     added: int = 0
     already_present: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)  # the first MAX_REPORTED_REJECTIONS, by line
+    rejected_count: int = 0
+    encoding: str = ""  # how the file was read: "UTF-8 (detected)", "GB18030 (given)"
+
+    def reject(self, line: int, email: str, reason: str) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_REPORTED_REJECTIONS:
+            self.rejected.append(Rejection(line, email, reason))
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where a header puts what an import takes: the address, a name, a status and the attributes."""
+
+    width: int
+    email: int
+    name: int | None = None
+    status: int | None = None
+    attributes: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +83,7 @@ class _Row:
     name: str | None
     status: str | None
     attributes: dict[str, str]
+    problem: str = ""  # found while reading: rejected in its place among the others, in line order
 
 
 def import_csv(
@@ -57,114 +91,198 @@ def import_csv(
     path: Path,
     status: SubscriberStatus = SubscriberStatus.ACTIVE,
     source: SubscriberSource = SubscriberSource.IMPORT,
+    encoding: str | None = None,
     shown_name: str | None = None,
     actor: str | None = None,
 ) -> ImportReport:
     """Import the valid rows of a CSV file in the caller's transaction; report each rejected row.
 
-    `shown_name` names the file in errors (an upload's own name rather than where it was saved);
-    `actor` is the desk or API account that imported it.
+    `encoding` is the file's, when known; `shown_name` names the file in errors (an upload's own name
+    rather than where it was saved); `actor` is the desk or API account that imported it.
 
-    Addresses already on the list are left as they are: an unsubscribed, bounced or complained address
-    is never re-activated by an import.
+    The file is streamed: memory holds a few thousand rows whatever its length. Addresses already on
+    the list are left as they are: an unsubscribed, bounced or complained address is never re-activated.
 
     Raises:
-        ImportFileError: the file cannot be read or has no `email` column.
+        ImportFileError: the file cannot be read (the error names the line and byte), is in an encoding
+            that is neither given nor detected with confidence, or has no `email` column.
     """
-    report = ImportReport()
-    rows = list(_read_rows(path, report, shown_name or str(path)))
-    candidates: dict[str, tuple[_Row, str]] = {}
-    for row, given, key, error in _validate(rows):
-        if error is not None:
-            report.rejected.append(Rejection(row.line, row.email, error))
-        elif key in candidates:
-            first = candidates[key][0].line
-            report.rejected.append(Rejection(row.line, row.email, f"duplicate of line {first}"))
-        else:
-            candidates[key] = (row, given)
-    existing = _existing_keys(session, list(candidates))
-    report.already_present = len(existing)
-    new = [(key, row, given) for key, (row, given) in candidates.items() if key not in existing]
-    report.added = _insert(session, new, status, source, actor)
-    report.rejected.sort(key=lambda rejection: rejection.line)
+    with ListFile(path, encoding, shown_name) as listing:
+        report = ImportReport(encoding=f"{listing.decoding.name} ({listing.decoding.how})")
+        columns = columns_of(listing.name, listing.header)
+        seen = _SeenKeys(session)
+        try:
+            now = utcnow()
+            before = session.scalar(select(func.coalesce(func.max(Subscriber.id), 0))) or 0
+            for chunk in _validated(_rows(listing.records(), columns)):
+                new = _first_occurrences(session, seen, chunk, report)
+                report.added += _insert(session, new, status, source, now)
+            _log_created(session, before, now, source, actor)
+        finally:
+            seen.drop()
     return report
 
 
-def _read_rows(path: Path, report: ImportReport, name: str) -> Iterator[_Row]:
-    csv.field_size_limit(MAX_FIELD_CHARS)
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as file:
-            reader = csv.reader(file)
-            header = next(reader, None)
-            if header is None:
-                raise ImportFileError(f"{name} is empty")
-            columns = [name.strip().lower() for name in header]
-            if "email" not in columns:
-                raise ImportFileError(f"{name} has no 'email' column (first line: {', '.join(header)[:200]})")
-            email_at = columns.index("email")
-            name_at = columns.index("name") if "name" in columns else None
-            status_at = columns.index("status") if "status" in columns else None
-            attribute_columns = [
-                (index, header[index].strip())
-                for index, name in enumerate(columns)
-                if name not in EXPORT_COLUMNS and name
-            ]
-            for values in reader:
-                if not any(value.strip() for value in values):
-                    continue
-                if len(values) != len(header):
-                    report.rejected.append(
-                        Rejection(
-                            reader.line_num,
-                            values[0] if values else "",
-                            f"{len(values)} fields, the header has {len(header)}",
-                        )
-                    )
-                    continue
-                yield _Row(
-                    line=reader.line_num,
-                    email=values[email_at],
-                    name=values[name_at] if name_at is not None else None,
-                    status=values[status_at].strip().lower() or None if status_at is not None else None,
-                    attributes={name: values[index] for index, name in attribute_columns if values[index]},
-                )
-    except FileNotFoundError:
-        raise ImportFileError(f"{name} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise ImportFileError(f"{name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except csv.Error as error:
-        raise ImportFileError(f"{name} is not valid CSV: {error}") from None
-    except OSError as error:
-        raise ImportFileError(f"cannot read {name}: {error.strerror}") from None
+def columns_of(name: str, header: list[str]) -> Columns:
+    """The columns of a header line: `email` is required, `name` and `status` taken, the rest attributes."""
+    names = [name.strip().lower() for name in header]
+    if "email" not in names:
+        raise ImportFileError(f"{name} has no 'email' column (first line: {', '.join(header)[:200]})")
+    return Columns(
+        width=len(header),
+        email=names.index("email"),
+        name=names.index("name") if "name" in names else None,
+        status=names.index("status") if "status" in names else None,
+        attributes=tuple(
+            (index, header[index].strip()) for index, name in enumerate(names) if name not in EXPORT_COLUMNS and name
+        ),
+    )
+
+
+def _rows(records: Iterable[Record], columns: Columns) -> Iterator[_Row]:
+    for record in records:
+        values = record.values
+        if not any(value.strip() for value in values):
+            continue
+        if len(values) != columns.width:
+            problem = f"{len(values)} fields, the header has {columns.width}"
+            yield _Row(record.line, values[0] if values else "", None, None, {}, problem)
+            continue
+        given_status = values[columns.status].strip().lower() if columns.status is not None else ""
+        yield _Row(
+            line=record.line,
+            email=values[columns.email],
+            name=values[columns.name] if columns.name is not None else None,
+            status=given_status or None,
+            attributes={name: values[index] for index, name in columns.attributes if values[index]},
+        )
 
 
 _Checked = tuple[_Row, str, str, str | None]
 
 
-def _validate(rows: list[_Row]) -> Iterable[_Checked]:
-    """Validate every address; a long list is spread over the CPU's cores (email-validator is ~60 µs)."""
-    chunks = [rows[start : start + VALIDATION_CHUNK_ROWS] for start in range(0, len(rows), VALIDATION_CHUNK_ROWS)]
+def _validated(rows: Iterator[_Row]) -> Iterator[list[_Checked]]:
+    """Validated chunks in file order; a long list is spread over the CPU's cores (email-validator is ~60 µs)."""
+    chunks = iter(lambda: list(itertools.islice(rows, VALIDATION_CHUNK_ROWS)), [])
+    head = list(itertools.islice(chunks, PARALLEL_VALIDATION_MIN_ROWS // VALIDATION_CHUNK_ROWS + 1))
     workers = os.cpu_count() or 1
-    if len(rows) < PARALLEL_VALIDATION_MIN_ROWS or workers < 2:
-        return [checked for chunk in chunks for checked in _validate_chunk(chunk)]
+    if sum(len(chunk) for chunk in head) <= PARALLEL_VALIDATION_MIN_ROWS or workers < 2:
+        yield from (_validate_chunk(chunk) for chunk in itertools.chain(head, chunks))
+        return
     # fork: the children need nothing but the already-imported validator, and start in milliseconds.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return [checked for result in pool.map(_validate_chunk, chunks) for checked in result]
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+    try:
+        in_flight: deque[Future[list[_Checked]]] = deque()
+        for chunk in itertools.chain(head, chunks):
+            in_flight.append(pool.submit(_validate_chunk, chunk))
+            if len(in_flight) >= 2 * workers:  # a bounded read-ahead keeps memory flat
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a validation child: end when the import ends, even by SIGKILL, rather than wait on a dead queue."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the child could ask to follow it
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _validate_chunk(rows: list[_Row]) -> list[_Checked]:
     checked: list[_Checked] = []
     for row in rows:
-        if row.status is not None and row.status not in IMPORTABLE_STATUSES:
+        if row.problem:
+            checked.append((row, "", "", row.problem))
+        elif row.status is not None and row.status not in IMPORTABLE_STATUSES:
             checked.append((row, "", "", f"unknown status {row.status!r}"))
-            continue
-        try:
-            given, key = normalize_address(row.email)
-        except InvalidAddress as error:
-            checked.append((row, "", "", error.reason))
         else:
-            checked.append((row, given, key, None))
+            checked.append(_checked_address(row))
     return checked
+
+
+def _checked_address(row: _Row) -> _Checked:
+    try:
+        given, key = normalize_address(row.email)
+    except InvalidAddress as error:
+        return (row, "", "", error.reason)
+    return (row, given, key, None)
+
+
+class _SeenKeys:
+    """The addresses met so far in this file and the line of each, in a temporary table, not in memory."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.table = Table(
+            f"import_keys_{secrets.token_hex(6)}",
+            MetaData(),
+            Column("email_key", String(EMAIL_MAX_CHARS), primary_key=True),
+            Column("line", Integer, nullable=False),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DROP",
+        )
+        self.table.create(session.connection())
+
+    def lines(self, keys: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), LOOKUP_CHUNK_KEYS):
+            chunk = keys[start : start + LOOKUP_CHUNK_KEYS]
+            query = select(self.table.c.email_key, self.table.c.line).where(self.table.c.email_key.in_(chunk))
+            found.update((key, line) for key, line in self.session.execute(query))
+        return found
+
+    def add(self, lines: dict[str, int]) -> None:
+        if lines:
+            self.session.execute(insert(self.table), [{"email_key": k, "line": n} for k, n in lines.items()])
+
+    def drop(self) -> None:
+        try:
+            self.table.drop(self.session.connection())
+        except SQLAlchemyError:  # a failed transaction is rolled back, and PostgreSQL drops it at its end
+            pass
+
+
+def _first_occurrences(
+    session: Session, seen: _SeenKeys, chunk: list[_Checked], report: ImportReport
+) -> list[tuple[str, _Row, str]]:
+    """The rows of a chunk that are valid, new in the file and not on the list; the others reported, by line."""
+    firsts: dict[str, tuple[_Row, str]] = {}
+    again: list[tuple[_Row, str]] = []
+    rejected: list[tuple[_Row, str]] = []
+    for row, given, key, error in chunk:
+        if error is not None:
+            rejected.append((row, error))
+        elif key in firsts:
+            again.append((row, key))
+        else:
+            firsts[key] = (row, given)
+    earlier = seen.lines(list(firsts))
+    for key in earlier:
+        rejected.append((firsts.pop(key)[0], f"duplicate of line {earlier[key]}"))
+    for row, key in again:
+        rejected.append((row, f"duplicate of line {earlier.get(key) or firsts[key][0].line}"))
+    for row, reason in sorted(rejected, key=lambda pair: pair[0].line):
+        report.reject(row.line, row.email, reason)
+    seen.add({key: row.line for key, (row, _given) in firsts.items()})
+    existing = _existing_keys(session, list(firsts))
+    report.already_present += len(existing)
+    return [(key, row, given) for key, (row, given) in firsts.items() if key not in existing]
 
 
 def _existing_keys(session: Session, keys: list[str]) -> set[str]:
@@ -180,17 +298,14 @@ def _insert(
     new: list[tuple[str, _Row, str]],
     status: SubscriberStatus,
     source: SubscriberSource,
-    actor: str | None,
+    now: Any,
 ) -> int:
-    if not new:
-        return 0
-    now = utcnow()
-    before = session.scalar(select(func.coalesce(func.max(Subscriber.id), 0))) or 0
     by_status: dict[str, list[dict[str, Any]]] = {}
     for key, row, given in new:
         by_status.setdefault(row.status or status, []).append(
             {"email": given, "email_key": key, "name": clean_name(row.name), "attributes": row.attributes}
         )
+    table = Base.metadata.tables[Subscriber.__tablename__]
     for row_status, rows in by_status.items():
         # Core, not ORM, and the columns every row shares as constants: the per-row work is what differs.
         constants = {
@@ -201,10 +316,13 @@ def _insert(
             "confirmed_at": now if row_status == SubscriberStatus.ACTIVE else None,
             "unsubscribed_at": now if row_status == SubscriberStatus.UNSUBSCRIBED else None,
         }
-        table = Base.metadata.tables[Subscriber.__tablename__]
         values = {name: literal(value, table.c[name].type) for name, value in constants.items()}
         session.execute(insert(table).values(values), rows)
-    # One set-based statement logs the creation of every row this import added.
+    return len(new)
+
+
+def _log_created(session: Session, before: int, now: Any, source: SubscriberSource, actor: str | None) -> None:
+    """One set-based statement logs the creation of every row this import added, and who imported them."""
     created = select(
         Subscriber.id,
         literal("created"),
@@ -215,7 +333,6 @@ def _insert(
     ).where(Subscriber.id > before, Subscriber.created_at == now, Subscriber.source == source)
     columns = ["subscriber_id", "kind", "new_status", "source", "created_at", "actor"]
     session.execute(insert(Event).from_select(columns, created))
-    return len(new)
 
 
 def export_csv(session: Session, out: IO[str], status: SubscriberStatus | None = None) -> int:
