@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import IssueNotFound
 from newsletter.models import Issue, IssueStatus
+from newsletter.slots import with_fallbacks
 
 FEED_ENTRIES = 20
 # The web version marks its content (templates/issue_web.html.j2); an issue stored before that has a body.
@@ -39,7 +40,9 @@ def archive_entries(session: Session) -> list[ArchiveEntry]:
         .where(Issue.status == IssueStatus.SENT)
         .order_by(*NEWEST_FIRST)
     )
-    return [ArchiveEntry(*row) for row in rows]
+    return [
+        ArchiveEntry(slug, with_fallbacks(subject), preheader, sent_at) for slug, subject, preheader, sent_at in rows
+    ]
 
 
 def latest_issues(session: Session, limit: int = FEED_ENTRIES) -> Sequence[Issue]:
@@ -58,6 +61,11 @@ def sent_issue(session: Session, slug: str) -> Issue:
     if issue is None:
         raise IssueNotFound(f"no issue {slug[:80]!r} in the archive")
     return issue
+
+
+def shown_subject(issue: Issue) -> str:
+    """The subject as a list shows it: each personal field as its fallback."""
+    return with_fallbacks(issue.subject)
 
 
 def web_html(issue: Issue) -> str:

@@ -10,7 +10,7 @@ from email.utils import make_msgid
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from newsletter import database, ledger, links
+from newsletter import database, fields, ledger, links
 from newsletter.domainkeys import DkimSigner
 from newsletter.leases import Claim
 from newsletter.mime import MessageTemplate, Recipient
@@ -19,6 +19,7 @@ from newsletter.queue import Queue
 from newsletter.render import RenderedIssue
 from newsletter.sender import Composer
 from newsletter.settings import Settings
+from newsletter.slots import with_fallbacks
 from newsletter.smtp import PermanentFailure, Reply, SmtpConnection, TemporaryFailure
 from newsletter.tokens import Signer
 
@@ -50,24 +51,30 @@ def plan(engine: Engine, rendered: RenderedIssue, force: bool = False) -> SendPl
 
     Raises:
         IssueChanged: another text is stored under this slug and `force` is not set.
+        UnknownField: a personal field names no attribute of the list.
     """
     session: Session
     with database.make_sessionmaker(engine)() as session:
+        fields.require_known(session, rendered.fields)
+        shown = with_fallbacks(rendered.subject)
         issue = session.scalar(select(Issue).where(Issue.slug == rendered.slug))
         if issue is not None and issue.source_hash != rendered.source_hash and not force:
             ledger.store_issue(session, rendered, force=False)  # raises IssueChanged with the explanation
         if issue is None:
-            return SendPlan(rendered.slug, rendered.subject, ledger.count_recipients(session, None), 0, 0, "new")
+            return SendPlan(rendered.slug, shown, ledger.count_recipients(session, None), 0, 0, "new")
         counts = ledger.counts(session, issue.id)
         new = 0 if issue.status == IssueStatus.SENT else ledger.count_recipients(session, issue.id)
-        return SendPlan(
-            rendered.slug, rendered.subject, new, counts.remaining, counts[DeliveryStatus.SENT], issue.status
-        )
+        return SendPlan(rendered.slug, shown, new, counts.remaining, counts[DeliveryStatus.SENT], issue.status)
 
 
 def start(engine: Engine, rendered: RenderedIssue, force: bool = False) -> int:
-    """Store the issue and create its deliveries (one INSERT ... SELECT); returns the issue id."""
+    """Store the issue and create its deliveries (one INSERT ... SELECT); returns the issue id.
+
+    Raises:
+        UnknownField: a personal field names no attribute of the list (nothing is stored).
+    """
     with database.transaction(engine) as session:
+        fields.require_known(session, rendered.fields)
         issue = ledger.store_issue(session, rendered, force)
         ledger.create_deliveries(session, issue)
         return issue.id
@@ -260,13 +267,14 @@ def dry_run(engine: Engine, settings: Settings, rendered: RenderedIssue, force: 
             issue = ledger.store_issue(session, rendered, force)
             ledger.create_deliveries(session, issue)
             rows = session.execute(
-                select(Delivery.id, Delivery.subscriber_id, Subscriber.email, Subscriber.name)
+                select(Delivery.id, Delivery.subscriber_id, Subscriber.email, Subscriber.name, Subscriber.attributes)
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                 .where(Delivery.issue_id == issue.id, Delivery.status == DeliveryStatus.PENDING)
                 .execution_options(yield_per=ledger.STREAM_ROWS)
             )
-            for delivery_id, subscriber_id, email, name in rows:
-                composed = composer.compose(template, issue.id, Claim(delivery_id, subscriber_id, email, name, 1))
+            for delivery_id, subscriber_id, email, name, attributes in rows:
+                claim = Claim(delivery_id, subscriber_id, email, name, 1, attributes or {})
+                composed = composer.compose(template, issue.id, claim)
                 messages, total = messages + 1, total + len(composed.message)
         finally:
             session.rollback()

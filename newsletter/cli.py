@@ -544,6 +544,8 @@ def preview(
         click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
     else:
         click.echo(f"subject: {report.subject}\npreheader: {report.preheader}")
+        if report.fields:
+            click.echo(f"personal fields: {', '.join(report.fields)}")
         click.echo(
             f"HTML {report.html_bytes / 1024:.1f} KB ({report.html_part_bytes / 1024:.1f} KB encoded, "
             f"inline styles {report.inline_style_share:.0%}), message {report.message_bytes / 1024:.1f} KB, "

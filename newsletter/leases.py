@@ -6,8 +6,9 @@ See ledger.py for the guarantee these steps give (at least once; the duplicate w
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
@@ -32,6 +33,7 @@ class Claim:
     email: str
     name: str | None
     attempts: int
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # what personal fields of an issue name
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ _CLAIM = (
     .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"), attempts=Delivery.attempts + 1)
     .returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts)
 )
-_PEOPLE = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status).where(
+_PEOPLE = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.attributes).where(
     Subscriber.id.in_(bindparam("ids", expanding=True))
 )
 _SKIP = (
@@ -125,7 +127,9 @@ def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_se
         if person is None or person.status != SubscriberStatus.ACTIVE:
             left.append(delivery_id)
         else:
-            claims.append(Claim(delivery_id, subscriber_id, person.email, person.name, attempts))
+            claims.append(
+                Claim(delivery_id, subscriber_id, person.email, person.name, attempts, person.attributes or {})
+            )
     if left:
         connection.execute(_SKIP, {"ids": left})
     return claims

@@ -10,16 +10,18 @@ import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import format_datetime
+from typing import Any
 
 from newsletter import links
 from newsletter.errors import NewsletterError
+from newsletter.fields import shown_value
 from newsletter.images import InlineImage
 from newsletter.render import RenderedIssue
 from newsletter.settings import Settings
-from newsletter.slots import SlotTemplate
+from newsletter.slots import Slot, SlotTemplate
 
 CRLF = b"\r\n"
 HEADER_LINE_CHARS = 76  # RFC 5322 2.1.1: SHOULD stay within 78 characters
@@ -49,6 +51,7 @@ class Recipient:
     unsubscribe_url: str
     unsubscribe_mailto: str
     preferences_url: str
+    fields: Mapping[str, Any] = field(default_factory=dict)  # the subscriber's attributes
 
 
 def quoted_printable(text: str) -> bytes:
@@ -95,50 +98,76 @@ class _QuotedPrintableSlots:
 
     content_transfer_encoding = b"quoted-printable"
 
-    def __init__(self, fixed: Sequence[str], slots: Sequence[tuple[str, bool]]) -> None:
+    def __init__(self, fixed: Sequence[str], slots: Sequence[Slot]) -> None:
         self.fixed = [with_soft_break(quoted_printable(piece)) for piece in fixed]
         self.slots = tuple(slots)
         self.fixed_bytes = sum(map(len, self.fixed))
+        self.keys = frozenset(key for key, _, _ in self.slots)
 
     def encode(self, values: Mapping[str, str], out: list[bytes]) -> None:
         out.append(self.fixed[0])
-        for index, (name, escaped) in enumerate(self.slots, 1):
-            value = values.get(name, "")
+        for index, (key, escaped, fallback) in enumerate(self.slots, 1):
+            value = values.get(key) or fallback
             out.append(with_soft_break(quoted_printable(html.escape(value) if escaped else value)))
             out.append(self.fixed[index])
 
 
 class _Base64Slots:
-    """A text part in base64: its slot-free prefix encoded once, only the rest encoded per recipient."""
+    """A text part in base64: every fixed piece encoded once, only the slot values and the few octets around
+    them encoded per recipient.
+
+    RFC 2045 6.8: base64 encodes groups of 3 octets, so text encoded apart joins up unchanged when each
+    part but the last is a multiple of 3 octets; a line may be shorter than 76 characters, so each part
+    ends its own line. A slot value shifts what follows by 0, 1 or 2 octets: each fixed piece is encoded
+    once for each of the three shifts, and a recipient's message is joined from the matching ones.
+    """
 
     content_transfer_encoding = b"base64"
 
-    def __init__(self, fixed: Sequence[str], slots: Sequence[tuple[str, bool]]) -> None:
+    def __init__(self, fixed: Sequence[str], slots: Sequence[Slot]) -> None:
         prefix = canonical_text(fixed[0])
-        # RFC 2045 6.8: base64 encodes groups of 3 octets, so text encoded apart joins up unchanged only
-        # at a multiple of 3; at a multiple of 57 the joint also falls at the end of a 76-character line.
-        cut = len(prefix) - len(prefix) % BASE64_LINE_OCTETS
+        cut = len(prefix) - len(prefix) % 3
         self.encoded_prefix = base64_lines(prefix[:cut])
         self.leftover = prefix[cut:]
         self.fixed = [canonical_text(piece) for piece in fixed[1:]]
+        # For each piece and each count k of octets the bytes before it lack to a multiple of 3: the k
+        # octets that complete them, the rest encoded up to a multiple of 3, and the octets left over.
+        self.shifted = [tuple(_shifted(piece, lacking) for lacking in range(3)) for piece in self.fixed]
         self.slots = tuple(slots)
+        self.keys = frozenset(key for key, _, _ in self.slots)
         octets = len(prefix) + sum(map(len, self.fixed))
-        lines = -(-octets // BASE64_LINE_OCTETS)
+        lines = -(-octets // BASE64_LINE_OCTETS) + len(self.slots)
         self.fixed_bytes = -(-octets // 3) * 4 + len(CRLF) * max(lines - 1, 0)
 
     def encode(self, values: Mapping[str, str], out: list[bytes]) -> None:
-        rest = [self.leftover]
-        for index, (name, escaped) in enumerate(self.slots):
-            value = html.escape(values.get(name, "")) if escaped else values.get(name, "")
+        chunks = [self.encoded_prefix] if self.encoded_prefix else []
+        carry = self.leftover
+        for index, (key, escaped, fallback) in enumerate(self.slots):
+            value = values.get(key) or fallback
+            value = html.escape(value) if escaped else value
             # A printable value holds no line break, so it is canonical as it is: skip the regex.
-            rest.append(value.encode("utf-8") if value.isprintable() else canonical_text(value))
-            rest.append(self.fixed[index])
-        remainder = b"".join(rest)
-        if self.encoded_prefix:
-            out.append(self.encoded_prefix)
-            if remainder:
-                out.append(CRLF)
-        out.append(base64_lines(remainder))
+            data = carry + (value.encode("utf-8") if value.isprintable() else canonical_text(value))
+            shifted = self.shifted[index][-len(data) % 3]
+            if shifted is None:  # the piece is too short to complete a group: it all carries over
+                carry = data + self.fixed[index]
+                continue
+            head, encoded, carry = shifted
+            data += head
+            if data:
+                chunks.append(base64_lines(data))
+            if encoded:
+                chunks.append(encoded)
+        if carry or not chunks:
+            chunks.append(base64_lines(carry))
+        out.append(CRLF.join(chunks))
+
+
+def _shifted(piece: bytes, lacking: int) -> tuple[bytes, bytes, bytes] | None:
+    """`piece` split for bytes before it that lack `lacking` octets to a multiple of 3 (see _Base64Slots)."""
+    if len(piece) < lacking:
+        return None
+    whole = lacking + (len(piece) - lacking) // 3 * 3
+    return piece[:lacking], base64_lines(piece[lacking:whole]) if whole > lacking else b"", piece[whole:]
 
 
 def _encoded_part(template: str, issue_values: Mapping[str, str]) -> _QuotedPrintableSlots | _Base64Slots:
@@ -151,16 +180,16 @@ def _encoded_part(template: str, issue_values: Mapping[str, str]) -> _QuotedPrin
     return based if based.fixed_bytes < quoted.fixed_bytes else quoted
 
 
-def _recipient_pieces(template: str, issue_values: Mapping[str, str]) -> tuple[list[str], list[tuple[str, bool]]]:
+def _recipient_pieces(template: str, issue_values: Mapping[str, str]) -> tuple[list[str], list[Slot]]:
     """The template split at its per-recipient slots, with the slots in `issue_values` filled in."""
     compiled = SlotTemplate(template)
     fixed = [compiled.fixed[0]]
-    slots: list[tuple[str, bool]] = []
-    for (name, escaped), piece in zip(compiled.slots, compiled.fixed[1:], strict=True):
-        if name in issue_values:
-            fixed[-1] += (html.escape(issue_values[name]) if escaped else issue_values[name]) + piece
+    slots: list[Slot] = []
+    for (key, escaped, fallback), piece in zip(compiled.slots, compiled.fixed[1:], strict=True):
+        if key in issue_values:
+            fixed[-1] += (html.escape(issue_values[key]) if escaped else issue_values[key]) + piece
         else:
-            slots.append((name, escaped))
+            slots.append((key, escaped, fallback))
             fixed.append(piece)
     return fixed, slots
 
@@ -174,8 +203,15 @@ class MessageTemplate:
         text: _QuotedPrintableSlots | _Base64Slots,
         html_part: _QuotedPrintableSlots | _Base64Slots,
         between: tuple[bytes, bytes, bytes],
+        subject: SlotTemplate | None = None,
     ) -> None:
         self._head = head
+        # A subject with personal fields is encoded per recipient; any other is in `head` already.
+        self._subject = subject
+        # The attributes the issue's personal fields name: only those are looked up per recipient.
+        builtin = {"email", "name", "unsubscribe_url", "preferences_url", "view_url"}
+        keys = set(text.keys) | set(html_part.keys) | (set(subject.names) if subject else set())
+        self._attributes = tuple(sorted(keys - builtin))
         self._text = text
         self._html = html_part
         self._before_text, self._before_html, self._tail = between
@@ -187,10 +223,10 @@ class MessageTemplate:
         """Encode everything that is the same for every recipient, once."""
         settings.require("from_address")
         subject = _clean_header_text(subject_prefix + issue.subject)
-        head = [
-            b"From: " + _address_header(settings.from_name, settings.from_address, len("From: ")),
-            b"Subject: " + _encode_header_text(subject, "Subject"),
-        ]
+        personal_subject = SlotTemplate(subject)
+        head = [b"From: " + _address_header(settings.from_name, settings.from_address, len("From: "))]
+        if not personal_subject.slots:
+            head.append(b"Subject: " + _encode_header_text(subject, "Subject"))
         if settings.reply_to:
             head.append(b"Reply-To: " + _address_header("", settings.reply_to, len("Reply-To: ")))
         head += [
@@ -219,7 +255,13 @@ class MessageTemplate:
             tail += b"".join(_image_part(related, image) for image in issue.images) + f"--{related}--\r\n".encode()
         else:
             head.append(f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"'.encode())
-        return cls(CRLF.join(head) + CRLF + CRLF, text, html_part, (before_text, before_html, tail))
+        return cls(
+            CRLF.join(head) + CRLF + CRLF,
+            text,
+            html_part,
+            (before_text, before_html, tail),
+            personal_subject if personal_subject.slots else None,
+        )
 
     def fill(self, recipient: Recipient) -> bytes:
         """The complete message for one recipient, CRLF line endings, ready to sign and send.
@@ -234,10 +276,12 @@ class MessageTemplate:
         message_id = _checked(recipient.message_id.strip().strip("<>"), ADDRESS_FORBIDDEN_RE, "Message-ID")
         values = {
             "email": email,
-            "name": name,
+            "name": shown_value(name),
             "unsubscribe_url": unsubscribe,
             "preferences_url": recipient.preferences_url,
         }
+        for attribute in self._attributes:
+            values[attribute] = shown_value(recipient.fields.get(attribute))
         out = [
             b"To: ",
             _address_header(name, email, len("To: ")),
@@ -260,6 +304,12 @@ class MessageTemplate:
             CRLF,
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             CRLF,
+        ]
+        if self._subject is not None:
+            # RFC 5322 2.2: a value holding CR or LF would end the header; each becomes a space.
+            subject = _clean_header_text(self._subject.fill(values))
+            out += [b"Subject: ", _recipient_subject(subject), CRLF]
+        out += [
             self._head,
             self._before_text,
         ]
@@ -296,6 +346,15 @@ def _encode_header_text(text: str, header_name: str) -> bytes:
     return Header(text, "utf-8", header_name=header_name).encode(linesep="\r\n").encode("ascii")
 
 
+def _recipient_subject(subject: str) -> bytes:
+    """A subject filled for one recipient, encoded without the `email` package's cost where it can be."""
+    if not subject.isascii():
+        return encoded_words(subject)  # RFC 2047: encoded-words of at most 75 characters, folded
+    if "=?" not in subject and len("Subject: ") + len(subject) <= HEADER_LINE_CHARS:
+        return subject.encode("ascii")
+    return _encode_header_text(subject, "Subject")
+
+
 def _list_id(settings: Settings) -> bytes:
     # RFC 2919 3: a phrase (RFC 2047 encoded when not ASCII) then the <list-id>.
     phrase, _, identifier = links.list_id(settings).rpartition(" <")
@@ -321,6 +380,9 @@ def _address_header(name: str, address: str, prefix_chars: int) -> bytes:
 
 def encoded_words(text: str) -> bytes:
     """RFC 2047 "B" encoded-words of at most 75 characters each, folded onto their own lines."""
+    whole = text.encode("utf-8")
+    if len(whole) <= ENCODED_WORD_OCTETS:  # the common short name or subject: one word, no loop
+        return b"=?utf-8?b?" + binascii.b2a_base64(whole, newline=False) + b"?="
     words: list[bytes] = []
     chunk = bytearray()
     for char in text:

@@ -10,10 +10,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from newsletter.fields import Field
 from newsletter.plaintext import display_width
 from newsletter.remote import LinkStatus
 from newsletter.render import RenderedIssue
 from newsletter.settings import Settings
+from newsletter.slots import with_fallbacks
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" once the HTML part passes 102 KB
 GROUP_LINES_SHOWN = 5  # a warning repeated on many lines is printed once, with its first few lines
@@ -46,6 +48,7 @@ class PreflightReport:
     warnings: tuple[Warning, ...]
     html_part_bytes: int = 0  # the HTML part as sent (transfer-encoded): what Gmail measures
     inline_style_share: float = 0.0
+    fields: tuple[str, ...] = ()  # the personal fields, as `name (default "朋友", line 3)`
 
     def as_json(self) -> dict[str, Any]:
         """The report as plain JSON values."""
@@ -53,6 +56,7 @@ class PreflightReport:
         data["links"], data["images"] = list(self.links), list(self.images)
         data["warnings"] = [asdict(warning) for warning in self.warnings]
         data["warning_groups"] = [asdict(group) for group in group_warnings(self.warnings)]
+        data["fields"] = list(self.fields)
         return data
 
 
@@ -85,7 +89,7 @@ def preflight(issue: RenderedIssue, message: bytes, link_statuses: Sequence[Link
     warnings += _placeholder_warnings(issue.source_text)
     images = tuple(dict.fromkeys(ref.url for ref in issue.references if ref.kind == "image"))
     return PreflightReport(
-        issue.subject,
+        with_fallbacks(issue.subject),
         issue.preheader,
         html_bytes,
         len(issue.text.encode("utf-8")),
@@ -95,7 +99,13 @@ def preflight(issue: RenderedIssue, message: bytes, link_statuses: Sequence[Link
         tuple(warnings),
         part_bytes,
         round(inline_style_share(issue.html), 3),
+        tuple(_field_line(field) for field in issue.fields),
     )
+
+
+def _field_line(field: Field) -> str:
+    fallback = f'default "{field.fallback}", ' if field.fallback else ""
+    return f"{{{{ {field.name} }}}} ({fallback}line {field.line})"
 
 
 def group_warnings(warnings: Sequence[Warning]) -> list[WarningGroup]:

@@ -8,6 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import jinja2
 from mjml import mjml2html
 from premailer import Premailer
 
-from newsletter import theme
+from newsletter import fields, theme
 from newsletter.cjk import HAN_RE, HANGUL_RE, KANA_RE
 from newsletter.errors import IssueFormatError
 from newsletter.frontmatter import FrontMatter, split_front_matter
@@ -27,7 +28,15 @@ from newsletter.remote import RemoteImageSizes
 from newsletter.resources import template_loader
 from newsletter.sanitizer import ImageSource, clean_html
 from newsletter.settings import Settings
-from newsletter.slots import SlotMarker, SlotTemplate, fill_slots, strip_slot_delimiters, text_slot
+from newsletter.slots import (
+    SlotMarker,
+    SlotTemplate,
+    field_slot_name,
+    fill_slots,
+    html_slot,
+    strip_slot_delimiters,
+    text_slot,
+)
 
 __all__ = ["InlineImage", "RenderedIssue", "SlotTemplate", "fill_slots", "render_issue", "render_issue_file"]
 
@@ -71,6 +80,7 @@ class RenderedIssue:
     subject_origin: str = "front matter"  # or "option" (--subject), "heading" (the first heading's text)
     opens_with_h1: bool = False  # the Markdown's first block is a level-1 heading: the body's own title
     shows_title: bool = True  # the template prints the subject as the body's title
+    fields: tuple[fields.Field, ...] = ()  # the personal fields the author wrote, in order
 
     @property
     def links(self) -> tuple[str, ...]:
@@ -124,33 +134,45 @@ def render_issue(
     source = source_text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     # Control characters are invalid in XML and HTML text (MRML refuses them) and invisible anyway.
     source = strip_slot_delimiters(CONTROL_CHARS_RE.sub("", source))
+    # Personal fields become placeholder words now, slots once the email is rendered (see fields.py).
+    source, personal = fields.extract(source)
     front = split_front_matter(source)
     parsed = parse_markdown(front.body, front.body_line)
     title, origin = _subject(front, parsed, subject)
-    meta = front.meta
+    meta = {key: personal.replace(value, _fallback) for key, value in front.meta.items()}
     opens = opens_with_h1(parsed)
-    lang = meta.get("lang") or detect_lang(front.body)
+    lang = meta.get("lang") or detect_lang(personal.replace(front.body, _fallback))
     if image_sizes is not None:
         image_sizes.prefetch(ref.url for ref in parsed.references if ref.kind == "image")
     images = _ImageResolver(base_dir, image_sizes)
     content = clean_html(render_markdown_html(parsed), images.resolve, theme.CONTENT_WIDTH_PX)
     page = _PageValues(
-        settings, title, _preheader(meta, parsed), lang, meta.get("date", ""), content, shows_title(meta, origin, opens)
+        settings,
+        title,
+        _preheader(front.meta, parsed),
+        lang,
+        meta.get("date", ""),
+        content,
+        shows_title(meta, origin, opens),
     )
+    shown_title = personal.replace(title, _fallback)
     return RenderedIssue(
-        slug=make_slug(meta.get("slug") or slug or title),
-        subject=title,
-        preheader=page.preheader,
+        slug=make_slug(meta.get("slug") or slug or shown_title),
+        subject=personal.replace(title, _text_field_slot),
+        preheader=personal.replace(page.preheader, _fallback),
         lang=lang,
-        html=email_html(page, _templates(settings.template_dir)),
-        text=email_text(page, markdown_to_text(parsed)),
-        web_html=web_html(page, _templates(settings.template_dir), images.embedded),
+        html=personal.replace(email_html(page, _templates(settings.template_dir)), _html_field_slot),
+        text=personal.replace(email_text(page, markdown_to_text(parsed)), _text_field_slot),
+        web_html=personal.replace(
+            web_html(page, _templates(settings.template_dir), images.embedded), _escaped_fallback
+        ),
         images=tuple(images.embedded.values()),
         source_text=source_text,
         source_hash=hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
-        content_html=images.with_data_uris(content),
+        content_html=personal.replace(images.with_data_uris(content), _escaped_fallback),
         date=page.date,
-        meta=dict(meta),
+        meta=meta,
+        fields=personal.fields,
         headings=tuple(parsed.headings),
         references=tuple(parsed.references),
         image_problems=tuple(images.problems),
@@ -158,6 +180,22 @@ def render_issue(
         opens_with_h1=opens,
         shows_title=page.show_title,
     )
+
+
+def _fallback(field: fields.Field) -> str:
+    return field.fallback
+
+
+def _escaped_fallback(field: fields.Field) -> str:
+    return html_escape(field.fallback)
+
+
+def _html_field_slot(field: fields.Field) -> str:
+    return html_slot(field_slot_name(field.name, field.fallback))
+
+
+def _text_field_slot(field: fields.Field) -> str:
+    return text_slot(field_slot_name(field.name, field.fallback))
 
 
 @dataclass(frozen=True)

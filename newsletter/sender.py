@@ -101,6 +101,7 @@ class Composer:
             unsubscribe_url=links.unsubscribe_url(settings, signer, claim.subscriber_id),
             unsubscribe_mailto=links.unsubscribe_mailto(settings, signer, claim.subscriber_id),
             preferences_url=links.preferences_url(settings, signer, claim.subscriber_id),
+            fields=claim.attributes,
         )
         message = template.fill(recipient)
         if self.dkim is not None:

@@ -36,7 +36,7 @@ async def feed(request: Request) -> Response:
     entries = [
         {
             "url": links.issue_url(context.settings, issue.slug),
-            "subject": issue.subject,
+            "subject": archive.shown_subject(issue),
             "summary": issue.preheader,
             "updated": (issue.sent_at or issue.created_at).isoformat(),
             "content": archive.feed_content(issue),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -76,6 +76,7 @@ RECIPIENT = Recipient(
 @hypothesis_settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(source=markdown)
 def test_any_markdown_renders(settings: Settings, source: str) -> None:
+    assume(not ("{{" in source and "}}" in source))  # a personal field, or a wrong one (test_fields.py)
     issue = render_issue(source, settings, subject="Subject", slug="s")
     assert issue.html.startswith("<!DOCTYPE html>\n<html")
     assert SlotTemplate(issue.html).names <= {"email", "name", "unsubscribe_url", "preferences_url", "view_url"}
