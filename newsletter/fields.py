@@ -15,13 +15,13 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from newsletter.errors import IssueFormatError
-from newsletter.models import Subscriber
 from newsletter.slots import SLOT_NAMES
+
+if TYPE_CHECKING:  # rendering (preview) needs no database
+    from sqlalchemy.orm import Session
 
 BUILT_IN = ("name", "email")  # the subscriber's own columns; any other field is an attribute
 RESERVED = frozenset(SLOT_NAMES) - set(BUILT_IN)  # the links every issue carries are no personal field
@@ -143,6 +143,10 @@ def require_known(session: Session, table: FieldTable | Iterable[Field]) -> None
     Raises:
         UnknownField: one does not (the message names its line).
     """
+    from sqlalchemy import exists, select
+
+    from newsletter.models import Subscriber
+
     fields = table.fields if isinstance(table, FieldTable) else tuple(table)
     checked: dict[str, bool] = {}
     for field in fields:
