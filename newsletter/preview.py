@@ -42,6 +42,32 @@ def sample_recipient(settings: Settings) -> Recipient:
     )
 
 
+@dataclass(frozen=True)
+class SampleParts:
+    """An issue as the sample reader gets it: the HTML a browser can show, the text part, the whole message."""
+
+    html: str
+    text: str
+    message: bytes
+
+
+def sample_parts(issue: RenderedIssue, settings: Settings) -> SampleParts:
+    """The issue filled in for the sample reader; inline images as data: URIs (a browser cannot resolve cid:)."""
+    recipient = sample_recipient(settings)
+    message = MessageTemplate.build(issue, settings).fill(recipient)
+    values = {
+        "email": recipient.email,
+        "name": recipient.name or "",
+        "unsubscribe_url": recipient.unsubscribe_url,
+        "preferences_url": recipient.preferences_url,
+        "view_url": links.issue_url(settings, issue.slug),
+    }
+    html = fill_slots(issue.html, values)
+    for image in issue.images:
+        html = html.replace(f'src="cid:{image.cid}"', f'src="{image.data_uri}"')
+    return SampleParts(html, fill_slots(issue.text, values), message)
+
+
 def preview_issue(
     path: Path, settings: Settings, out_dir: Path, *, subject: str | None = None, check_links: bool = False
 ) -> Preview:
@@ -57,23 +83,13 @@ def preview_issue(
     if not settings.from_address:
         settings = settings.replace(from_address=PREVIEW_FROM_ADDRESS)
     issue = render_issue_file(path, settings, subject=subject, image_sizes=image_sizes_for(settings))
-    recipient = sample_recipient(settings)
-    message = MessageTemplate.build(issue, settings).fill(recipient)
-    values = {
-        "email": recipient.email,
-        "name": recipient.name or "",
-        "unsubscribe_url": recipient.unsubscribe_url,
-        "preferences_url": recipient.preferences_url,
-        "view_url": links.issue_url(settings, issue.slug),
-    }
-    html = fill_slots(issue.html, values)
-    for image in issue.images:  # a browser opening the file cannot resolve cid: URLs
-        html = html.replace(f'src="cid:{image.cid}"', f'src="{image.data_uri}"')
+    sample = sample_parts(issue, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, text_path, eml_path = (out_dir / f"{issue.slug}{suffix}" for suffix in (".html", ".txt", ".eml"))
-    html_path.write_text(html, encoding="utf-8")
-    text_path.write_text(fill_slots(issue.text, values), encoding="utf-8")
-    eml_path.write_bytes(message)
+    html_path.write_text(sample.html, encoding="utf-8")
+    text_path.write_text(sample.text, encoding="utf-8")
+    eml_path.write_bytes(sample.message)
+    message = sample.message
     statuses = remote.check_links([*issue.links, *_image_urls(issue)], LINK_TIMEOUT_SECONDS) if check_links else []
     report = preflight(issue, message, statuses)
     report = PreflightReport(**{**report.__dict__, "warnings": tuple(warnings) + report.warnings})

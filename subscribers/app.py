@@ -28,6 +28,7 @@ from subscribers.api import NotAnEditor, NotAuthenticated
 from subscribers.context import Context, Enqueue, context_of, error_page
 from subscribers.desk import desk_routes
 from subscribers.desk.guard import DeskSessions, ViewerCannotChange
+from subscribers.desk.sending import SendRunning, Sends
 from subscribers.fields import BadInput
 from subscribers.logs import redact
 from subscribers.pages import Pages, static_dir
@@ -44,6 +45,7 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (IssueNotFound, 404),
     (FormExpired, 403),
     (ViewerCannotChange, 403),
+    (SendRunning, 409),
     (NotAnEditor, 403),
     (NotAuthenticated, 401),
     (SubscriberExists, 409),
@@ -86,16 +88,18 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
     it the message waits in the ledger for a worker.
     """
     settings.require("secret_key")
+    engine = engine or database.make_engine(settings)
     secure = settings.base_url.startswith("https://")
     context = Context(
         settings=settings,
-        engine=engine or database.make_engine(settings),
+        engine=engine,
         signer=Signer(settings.secret_key),
         pages=Pages(settings),
         csrf=Csrf(settings.secret_key, secure_cookie=secure),
         stamp=FormStamp(settings.secret_key),
         enqueue=enqueue or _no_queue,
         sessions=DeskSessions(settings.secret_key, int(settings.desk_session_hours * 3600), secure),
+        sends=Sends(settings, engine),
     )
     routes = [
         Route("/", signup.subscribe_form, methods=["GET"]),

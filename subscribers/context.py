@@ -21,6 +21,7 @@ from subscribers.pages import Pages
 
 if TYPE_CHECKING:
     from subscribers.desk.guard import DeskSessions
+    from subscribers.desk.sending import Sends
 from subscribers.security import Csrf, FormStamp
 
 T = TypeVar("T")
@@ -39,6 +40,7 @@ class Context:
     stamp: FormStamp
     enqueue: Enqueue  # hands a stored outbound message's id to the queue, after the commit
     sessions: DeskSessions  # the editor's desk's sign-in cookies
+    sends: Sends  # issues the desk is sending, on threads of this process
     sqlite_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(SQLITE_THREADS))
 
     async def run(self, use_case: Callable[..., T], *args: Any) -> T:

@@ -22,6 +22,11 @@ DESK_PATH = "/admin"
 MAX_UPLOAD_FILES = 50  # an issue and its images
 MAX_FORM_FIELDS = 100
 NOTICE_MAX_AGE_SECONDS = 300
+# The desk's pages: our stylesheet and scripts (live progress), our own frames (the issue preview), no one else's.
+DESK_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
+    "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 Handler = Callable[[Request, SignedIn], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -126,7 +131,8 @@ def desk_page(
     context = context_of(request)
     cookie, token = context.csrf.token_for(request)
     values.setdefault("notice", context.sessions.notice(request))
-    response = page(request, template, status_code, None, account=account, csrf_token=token, **values)
+    headers = {"content-security-policy": DESK_POLICY}
+    response = page(request, template, status_code, headers, account=account, csrf_token=token, **values)
     context.csrf.set_cookie(response, cookie)
     return response
 

@@ -1,0 +1,245 @@
+"""The desk's issue pages: write or upload, preview as readers see it, test, send after confirming, watch it go."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from newsletter import campaign, drafts, ledger, overview
+from newsletter.accounts import SignedIn
+from newsletter.addresses import normalize_address
+from newsletter.errors import InvalidAddress, IssueFormatError
+from newsletter.ledger import IssueChanged
+from newsletter.models import DeliveryStatus, IssueStatus
+from subscribers.context import context_of
+from subscribers.desk import charts
+from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
+
+BASE = f"{DESK_PATH}/issues"
+PREVIEW_WIDTHS_PX = (375, 600)
+MAX_FAILURES_SHOWN = 50
+# The email as shown in the desk's preview frame: its own inline styles and images, no script, framed by us only.
+PREVIEW_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; font-src data:; "
+    "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+)
+_DARK_QUERY = re.compile(r"\(\s*prefers-color-scheme\s*:\s*dark\s*\)")
+
+
+@desk_route
+async def listing(request: Request, account: SignedIn) -> Response:
+    found = await context_of(request).run(overview.issue_summaries, 200)
+    return desk_page(request, account, "desk/issues.html", section="issues", issues=found)
+
+
+@desk_route
+async def new_form(request: Request, account: SignedIn) -> Response:
+    return desk_page(request, account, "desk/issue_new.html", section="issues", error="", source="", subject="")
+
+
+@desk_route
+async def save(request: Request, account: SignedIn) -> Response:
+    form = await request.form()
+    source = form.get("source")
+    text = source if isinstance(source, str) else ""
+    subject = str(form.get("subject") or "").strip() or None
+    upload = form.get("file")
+    images: dict[str, bytes] = {}
+    try:
+        if isinstance(upload, UploadFile) and upload.filename:
+            text = (await upload.read()).decode("utf-8-sig")
+        for item in form.getlist("images"):
+            if isinstance(item, UploadFile) and item.filename:
+                images[item.filename] = await item.read()
+        if not text.strip():
+            raise IssueFormatError("paste the issue's Markdown or choose its file")
+        issue = await context_of(request).run(
+            lambda session: drafts.store_draft(
+                session, context_of(request).settings, text, images, subject=subject, actor=account.email
+            )
+        )
+    except UnicodeDecodeError:
+        return _new_again(request, account, "the file is not UTF-8 text", text, subject)
+    except (IssueFormatError, IssueChanged) as error:
+        return _new_again(request, account, str(error), text, subject)
+    return back_to(request, f"{BASE}/{issue.slug}", "Saved as a draft: check it below, then send a test.")
+
+
+def _new_again(request: Request, account: SignedIn, error: str, source: str, subject: str | None) -> Response:
+    return desk_page(
+        request,
+        account,
+        "desk/issue_new.html",
+        422,
+        section="issues",
+        error=error,
+        source=source,
+        subject=subject or "",
+    )
+
+
+def _issue_page(session: Session, request: Request, slug: str) -> dict[str, Any]:
+    context = context_of(request)
+    found = drafts.draft(session, context.settings, slug)
+    counts = ledger.counts(session, found.issue.id)
+    per_minute = drafts.sent_per_minute(session, found.issue.id)
+    chart = None
+    if per_minute:
+        labels = [at.strftime("%H:%M") for at, _count in per_minute]
+        chart = charts.bar_chart(
+            "Messages accepted per minute",
+            labels,
+            [[count for _at, count in per_minute]],
+            ("sent",),
+            every=max(len(labels) // 10, 1),
+        )
+    return {
+        "draft": found,
+        "counts": counts,
+        "statuses": [str(status) for status in DeliveryStatus],
+        "failures": ledger.failures(session, found.issue.id, MAX_FAILURES_SHOWN),
+        "summary": overview.summary(session, found.issue),
+        "chart": chart,
+    }
+
+
+@desk_route
+async def issue_page(request: Request, account: SignedIn) -> Response:
+    context = context_of(request)
+    values = await context.run(_issue_page, request, request.path_params["slug"])
+    issue_id = values["draft"].issue.id
+    return desk_page(
+        request,
+        account,
+        "desk/issue.html",
+        section="issues",
+        widths=PREVIEW_WIDTHS_PX,
+        running=context.sends.running(issue_id),
+        problem=context.sends.problem(issue_id),
+        test_result=None,
+        **values,
+    )
+
+
+@desk_route
+async def email_html(request: Request, account: SignedIn) -> Response:
+    """The email for the preview frame: light, or dark as a client that honours prefers-color-scheme shows it."""
+    context = context_of(request)
+    found = await context.run(drafts.draft, context.settings, request.path_params["slug"])
+    html = found.sample.html
+    if request.query_params.get("scheme") == "dark":
+        html = _DARK_QUERY.sub("(min-width: 0px)", html)
+    return HTMLResponse(html, headers={"content-security-policy": PREVIEW_POLICY, "x-frame-options": "SAMEORIGIN"})
+
+
+@desk_route
+async def send_test(request: Request, account: SignedIn) -> Response:
+    context = context_of(request)
+    form = await posted(request)
+    slug = request.path_params["slug"]
+    address = form.get("address", "").strip()
+    try:
+        normalize_address(address)
+    except InvalidAddress as error:
+        return await _page_with_test(request, account, slug, f"Not sent: {error.reason}", False)
+    context.settings.require("from_address", "postal_address")
+
+    def _rendered(session: Session) -> Any:
+        return ledger.rendered_issue(session, ledger.find_issue(session, slug).id)
+
+    rendered = await context.run(_rendered)
+    outcomes = await run_in_threadpool(campaign.send_test, context.settings, rendered, [address])
+    outcome = outcomes[0]
+    message = f"Test sent to {outcome.address}: {outcome.reply}" if outcome.accepted else f"Refused: {outcome.reply}"
+    return await _page_with_test(request, account, slug, message, outcome.accepted)
+
+
+async def _page_with_test(request: Request, account: SignedIn, slug: str, message: str, ok: bool) -> Response:
+    context = context_of(request)
+    values = await context.run(_issue_page, request, slug)
+    issue_id = values["draft"].issue.id
+    return desk_page(
+        request,
+        account,
+        "desk/issue.html",
+        200 if ok else 422,
+        section="issues",
+        widths=PREVIEW_WIDTHS_PX,
+        running=context.sends.running(issue_id),
+        problem=context.sends.problem(issue_id),
+        test_result={"message": message, "ok": ok},
+        **values,
+    )
+
+
+@desk_route
+async def send_form(request: Request, account: SignedIn) -> Response:
+    context = context_of(request)
+    found = await context.run(drafts.draft, context.settings, request.path_params["slug"])
+    return desk_page(request, account, "desk/issue_send.html", section="issues", draft=found, settings=context.settings)
+
+
+@desk_route
+async def send(request: Request, account: SignedIn) -> Response:
+    context = context_of(request)
+    slug = request.path_params["slug"]
+    context.settings.require("from_address", "secret_key", "postal_address")
+    issue_id = await context.run(drafts.record_send, slug, "send", account.email)
+    await _start(request, issue_id, retry=False)
+    return back_to(request, f"{BASE}/{slug}", "Sending: this page follows it.")
+
+
+@desk_route
+async def retry(request: Request, account: SignedIn) -> Response:
+    context = context_of(request)
+    slug = request.path_params["slug"]
+    issue_id = await context.run(drafts.record_send, slug, "retry", account.email)
+    await _start(request, issue_id, retry=True)
+    return back_to(request, f"{BASE}/{slug}", "The deliveries that failed for a temporary reason go out again.")
+
+
+async def _start(request: Request, issue_id: int, retry: bool) -> None:
+    await run_in_threadpool(context_of(request).sends.start, issue_id, retry)
+
+
+@desk_route
+async def progress(request: Request, account: SignedIn) -> Response:
+    """The counts of a send, polled by the issue page's script while it runs."""
+    context = context_of(request)
+
+    def _progress(session: Session) -> dict[str, Any]:
+        issue = ledger.find_issue(session, request.path_params["slug"])
+        counts = ledger.counts(session, issue.id)
+        return {
+            "status": issue.status,
+            "counts": {str(status): counts[status] for status in DeliveryStatus},
+            "total": counts.total,
+            "done": counts.done,
+            "issue_id": issue.id,
+        }
+
+    data = await context.run(_progress)
+    data["running"] = context.sends.running(data.pop("issue_id"))
+    data["finished"] = data["status"] == IssueStatus.SENT
+    return JSONResponse(data)
+
+
+routes = [
+    Route(BASE, listing, methods=["GET"]),
+    Route(f"{BASE}/new", new_form, methods=["GET"]),
+    Route(f"{BASE}/new", save, methods=["POST"]),
+    Route(BASE + "/{slug}", issue_page, methods=["GET"]),
+    Route(BASE + "/{slug}/email.html", email_html, methods=["GET"]),
+    Route(BASE + "/{slug}/progress.json", progress, methods=["GET"]),
+    Route(BASE + "/{slug}/test", send_test, methods=["POST"]),
+    Route(BASE + "/{slug}/send", send_form, methods=["GET"]),
+    Route(BASE + "/{slug}/send", send, methods=["POST"]),
+    Route(BASE + "/{slug}/retry", retry, methods=["POST"]),
+]

@@ -1,0 +1,73 @@
+"""Sends started from the desk run on a thread of the web app, the way `newsletter send` runs them in its process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import Engine
+
+from newsletter import campaign, database, ledger
+from newsletter.errors import NewsletterError
+from newsletter.models import Issue
+from newsletter.queue import Queue
+from newsletter.settings import Settings
+
+log = logging.getLogger("subscribers")
+
+
+class SendRunning(NewsletterError):
+    """A send of this issue is already running in this web app."""
+
+
+class Sends:
+    """At most one running send per issue; what went wrong with the last one, for the issue's page."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._threads: dict[int, threading.Thread] = {}
+        self._problems: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def running(self, issue_id: int) -> bool:
+        thread = self._threads.get(issue_id)
+        return thread is not None and thread.is_alive()
+
+    def problem(self, issue_id: int) -> str:
+        return self._problems.get(issue_id, "")
+
+    def start(self, issue_id: int, retry: bool = False) -> None:
+        """Create the deliveries (or put the failed ones back) and deliver them on a new thread.
+
+        Raises:
+            SendRunning: this issue is already being sent from here.
+        """
+        with self._lock:
+            if self.running(issue_id):
+                raise SendRunning("this issue is being sent already: its progress is on this page")
+            with database.transaction(self.engine) as session:
+                issue = session.get_one(Issue, issue_id)
+                if retry:
+                    ledger.retry_failed(session, issue_id)
+                else:
+                    ledger.create_deliveries(session, issue)
+            self._problems.pop(issue_id, None)
+            thread = threading.Thread(target=self._run, args=(issue_id,), name=f"send-{issue_id}", daemon=True)
+            self._threads[issue_id] = thread
+            thread.start()
+
+    def _run(self, issue_id: int) -> None:
+        try:
+            campaign.deliver(self.engine, Queue(self.settings, self.engine), issue_id)
+        except NewsletterError as error:  # a relay that refused our session: the rows wait for the next start
+            log.warning("send of issue %d stopped: %s", issue_id, error)
+            self._problems[issue_id] = str(error)
+        except Exception as error:  # the thread must say why it stopped, never die silently
+            log.error("send of issue %d stopped", issue_id, exc_info=error)
+            self._problems[issue_id] = "the send stopped on an unexpected error; see the server's log"
+
+    def join(self, timeout: float) -> None:
+        """Wait for the running sends (for tests and for a clean stop)."""
+        for thread in list(self._threads.values()):
+            thread.join(timeout)

@@ -1,0 +1,135 @@
+"""The desk's issue pages: paste or upload, preview frames, preflight, test send, confirmed send and its progress."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from newsletter import database
+from newsletter.models import AccountRole, Event, Issue, IssueStatus
+from newsletter.settings import Settings
+from newsletter.subscriptions import add_subscriber
+from subscribers.app import create_app
+from tests.deskflow import EDITOR, VIEWER, make_account, post_form, sign_in
+from tests.mailserver import MailSink
+from tests.webflow import client_for, hidden
+
+pytestmark = pytest.mark.anyio
+ISSUE = "---\ntitle: Spring notes\nslug: spring\n---\n\nHello.\n\n![chart](img/chart.png)\n\nTODO more.\n"
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+    b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@pytest.fixture
+async def desk(settings: Settings, engine: Engine, smtpd: MailSink) -> AsyncIterator[httpx.AsyncClient]:
+    """A signed-in editor's client of a web app that sends to the test SMTP server."""
+    smtp = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, smtp_connections=2, batch_size=5)
+    app = create_app(smtp, engine, enqueue=lambda _id: None)
+    make_account(engine)
+    async with client_for(app, settings.base_url) as client:
+        await sign_in(client)
+        yield client
+    app.state.context.sends.join(30)
+
+
+async def save_issue(client: httpx.AsyncClient) -> httpx.Response:
+    page = await client.get("/admin/issues/new")
+    return await client.post(
+        "/admin/issues/new",
+        data={"csrf_token": hidden(page.text, "csrf_token"), "source": ISSUE, "subject": ""},
+        files=[("images", ("chart.png", PNG, "image/png"))],
+    )
+
+
+async def test_saved_issue_shows_previews_text_and_preflight(desk: httpx.AsyncClient) -> None:
+    saved = await save_issue(desk)
+    assert saved.status_code == 303 and saved.headers["location"].startswith("/admin/issues/spring")
+    page = await desk.get("/admin/issues/spring")
+    assert page.status_code == 200
+    assert page.text.count("<iframe") == 4 and "scheme=dark" in page.text
+    assert "It was sent\nto reader@example.com." in page.text  # the text part, filled for the sample reader
+    assert "placeholder" in page.text  # the preflight report names the TODO
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    frame = await desk.get("/admin/issues/spring/email.html?scheme=dark")
+    assert (
+        frame.headers["x-frame-options"] == "SAMEORIGIN"
+        and "frame-ancestors 'self'" in frame.headers["content-security-policy"]
+    )
+    assert "prefers-color-scheme" not in frame.text and "data:image/png;base64," in frame.text
+
+
+async def test_bad_issue_text_is_a_clear_error(desk: httpx.AsyncClient) -> None:
+    page = await desk.get("/admin/issues/new")
+    answer = await desk.post("/admin/issues/new", data={"csrf_token": hidden(page.text, "csrf_token"), "source": ""})
+    assert answer.status_code == 422 and "paste the issue" in answer.text
+    answer = await desk.post(
+        "/admin/issues/new",
+        data={"csrf_token": hidden(page.text, "csrf_token")},
+        files={"file": ("x.md", b"\xff\xfe\x00bad", "text/markdown")},
+    )
+    assert answer.status_code == 422 and "UTF-8" in answer.text
+
+
+async def test_test_send_reaches_the_address_only(desk: httpx.AsyncClient, smtpd: MailSink) -> None:
+    await save_issue(desk)
+    answer = await post_form(desk, "/admin/issues/spring", "/admin/issues/spring/test", address="me@example.org")
+    assert answer.status_code == 200 and "Test sent to me@example.org" in answer.text
+    assert [message.recipient for message in smtpd.received] == ["me@example.org"]
+    assert smtpd.received[0].header("subject").startswith("[TEST]")
+    bad = await post_form(desk, "/admin/issues/spring", "/admin/issues/spring/test", address="me@\r\nexample.org")
+    assert bad.status_code == 422
+
+
+async def test_send_after_confirmation_reaches_everyone(
+    desk: httpx.AsyncClient, engine: Engine, smtpd: MailSink
+) -> None:
+    with database.transaction(engine) as session:
+        for number in range(7):
+            add_subscriber(session, f"reader{number}@example.org", f"Reader {number}")
+    await save_issue(desk)
+    confirm = await desk.get("/admin/issues/spring/send")
+    assert "Send to 7 now" in confirm.text
+    answer = await desk.post("/admin/issues/spring/send", data={"csrf_token": hidden(confirm.text, "csrf_token")})
+    assert answer.status_code == 303
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        progress = (await desk.get("/admin/issues/spring/progress.json")).json()
+        if progress["finished"]:
+            break
+        time.sleep(0.2)
+    assert progress["finished"] and progress["counts"]["sent"] == 7
+    assert len(smtpd.received) == 7
+    page = await desk.get("/admin/issues/spring")
+    assert "Messages accepted per minute" in page.text
+    with database.transaction(engine) as session:
+        issue = session.query(Issue).filter_by(slug="spring").one()
+        assert issue.status == IssueStatus.SENT
+        assert session.query(Event).filter_by(issue_id=issue.id, kind="issue_send").one().actor == EDITOR
+
+
+async def test_viewer_cannot_send(settings: Settings, engine: Engine) -> None:
+    make_account(engine, VIEWER, AccountRole.VIEWER)
+    app = create_app(settings, engine, enqueue=lambda _id: None)
+    async with client_for(app, settings.base_url) as client:
+        await sign_in(client, VIEWER)
+        page = await client.get("/admin/issues/new")
+        answer = await client.post(
+            "/admin/issues/new", data={"csrf_token": hidden(page.text, "csrf_token"), "source": ISSUE}
+        )
+        assert answer.status_code == 403
+        with database.transaction(engine) as session:
+            assert session.query(Issue).count() == 0
+        assert (await client.get("/admin/issues")).status_code == 200
+
+
+async def test_unknown_issue_is_404(desk: httpx.AsyncClient) -> None:
+    for path in ("/admin/issues/nothing", "/admin/issues/nothing/email.html", "/admin/issues/nothing/progress.json"):
+        assert (await desk.get(path)).status_code == 404, path
+    assert re.search("Not found", (await desk.get("/admin/issues/nothing")).text)
