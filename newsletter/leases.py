@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import replies
+from newsletter import multirow, replies
 from newsletter.bounces import record_bounce
 from newsletter.models import REPLY_MAX_CHARS, Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
 from newsletter.replies import Action, Verdict
@@ -68,10 +68,17 @@ _CLAIM = (
         ),
     )
     .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"), attempts=Delivery.attempts + 1)
-    .returning(Delivery.id, Delivery.subscriber_id, Delivery.attempts)
-)
-_PEOPLE = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.attributes).where(
-    Subscriber.id.in_(bindparam("ids", expanding=True))
+    # What composing needs comes back with the claim: no second query (SQLite's RETURNING cannot name
+    # another table, a correlated subquery it can).
+    .returning(
+        Delivery.id,
+        Delivery.subscriber_id,
+        Delivery.attempts,
+        *(
+            select(column).where(Subscriber.id == Delivery.subscriber_id).scalar_subquery()
+            for column in (Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.attributes)
+        ),
+    )
 )
 _SKIP = (
     update(Delivery)
@@ -82,18 +89,6 @@ _RELEASE = (
     update(Delivery)
     .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
     .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=Delivery.attempts - 1)
-)
-_RECORD = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("delivery_id"), Delivery.status == DeliveryStatus.SENDING)
-    .values(
-        status=bindparam("new_status"),
-        last_reply=bindparam("reply"),
-        message_id=bindparam("message"),
-        sent_at=bindparam("sent"),
-        next_attempt_at=bindparam("next_attempt"),
-        claimed_at=None,
-    )
 )
 
 
@@ -119,17 +114,13 @@ def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_se
     ).all()
     if not taken:
         return []
-    people = {row.id: row for row in connection.execute(_PEOPLE, {"ids": [row[1] for row in taken]})}
     claims: list[Claim] = []
     left: list[int] = []
-    for delivery_id, subscriber_id, attempts in sorted(taken):
-        person = people.get(subscriber_id)
-        if person is None or person.status != SubscriberStatus.ACTIVE:
+    for delivery_id, subscriber_id, attempts, email, name, status, attributes in sorted(taken):
+        if status != SubscriberStatus.ACTIVE:  # None: the subscriber row is gone
             left.append(delivery_id)
         else:
-            claims.append(
-                Claim(delivery_id, subscriber_id, person.email, person.name, attempts, person.attributes or {})
-            )
+            claims.append(Claim(delivery_id, subscriber_id, email, name, attempts, attributes or {}))
     if left:
         connection.execute(_SKIP, {"ids": left})
     return claims
@@ -145,7 +136,14 @@ def record(session: Session, settings: Settings, issue_id: int, results: Sequenc
         return
     now = utcnow()
     rows = [_row(settings, result, now) for result in results]
-    session.connection().execute(_RECORD, rows)
+    multirow.update_rows(
+        session.connection(),
+        Delivery,
+        "id",
+        rows,
+        when={"status": DeliveryStatus.SENDING},
+        constants={"claimed_at": None},
+    )
     for result in results:
         if result.verdict.action == Action.BOUNCE:
             _record_hard_bounce(session, issue_id, result)
@@ -155,12 +153,12 @@ def _row(settings: Settings, result: Result, now: dt.datetime) -> dict[str, obje
     settled = replies.settle(result.verdict, result.claim.attempts, settings)
     retry = settled.retry_seconds
     return {
-        "delivery_id": result.claim.delivery_id,
-        "new_status": str(settled.status),
-        "reply": str(result.verdict.reply)[:REPLY_MAX_CHARS],
-        "message": result.message_id,
-        "sent": now if settled.status == DeliveryStatus.SENT else None,
-        "next_attempt": None if retry is None else now + dt.timedelta(seconds=retry),
+        "id": result.claim.delivery_id,
+        "status": str(settled.status),
+        "last_reply": str(result.verdict.reply)[:REPLY_MAX_CHARS],
+        "message_id": result.message_id,
+        "sent_at": now if settled.status == DeliveryStatus.SENT else None,
+        "next_attempt_at": None if retry is None else now + dt.timedelta(seconds=retry),
     }
 
 
