@@ -178,3 +178,28 @@ def needs_attention(session: Session) -> list[Attention]:
             Attention(f"{unrecognized:,} messages to the bounce address were not recognised", "/admin/bounces")
         )
     return found
+
+
+@dataclass(frozen=True)
+class Unrecognized:
+    received_at: dt.datetime
+    source: str
+    sender: str
+    subject: str
+    note: str
+
+
+def unrecognized_messages(session: Session, limit: int = 100) -> list[Unrecognized]:
+    """The newest mail to the bounce address that was neither a report we could tie to a delivery nor a reply."""
+    rows = session.execute(
+        select(
+            UnrecognizedMessage.received_at,
+            UnrecognizedMessage.source,
+            UnrecognizedMessage.sender,
+            UnrecognizedMessage.subject,
+            UnrecognizedMessage.note,
+        )
+        .order_by(UnrecognizedMessage.received_at.desc(), UnrecognizedMessage.id.desc())
+        .limit(limit)
+    )
+    return [Unrecognized(*row) for row in rows]

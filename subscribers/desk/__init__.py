@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from subscribers.desk import dashboard, issues, readers, signin
+from subscribers.desk import dashboard, issues, readers, reports, signin
 
 
 def desk_routes() -> list[BaseRoute]:
-    return [*signin.routes, *dashboard.routes, *readers.routes, *issues.routes]
+    return [*signin.routes, *dashboard.routes, *readers.routes, *issues.routes, *reports.routes]

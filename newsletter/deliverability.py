@@ -1,0 +1,163 @@
+"""The deliverability checklist: the DNS records to publish, what DNS answers today, and the settings in effect."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import dns.exception
+import dns.resolver
+from cryptography.hazmat.primitives import serialization
+
+from newsletter.errors import NewsletterError
+from newsletter.links import bounce_base, domain_of
+from newsletter.settings import Settings
+
+DNS_TIMEOUT_SECONDS = 3.0
+# A setting whose name holds one of these is shown as set or unset, never its value.
+SECRET_WORDS = ("password", "secret", "signing_key")
+MASK = "••••••••"
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    MISSING = "missing"  # DNS answers, without the record
+    WRONG = "wrong"  # a record is there, but not the one to publish
+    UNKNOWN = "cannot check"  # DNS did not answer (offline, timeout) or a setting is missing
+
+
+@dataclass(frozen=True)
+class Check:
+    """One record: where it goes, what to publish, what DNS answers now, and the verdict."""
+
+    name: str  # SPF, DKIM, DMARC, bounce MX
+    host: str
+    record_type: str
+    publish: str
+    found: tuple[str, ...]
+    verdict: Verdict
+    note: str
+
+
+class _NoAnswer(NewsletterError):
+    """DNS could not be asked (no network, a timeout): the check says "cannot check"."""
+
+
+def _lookup(resolver: dns.resolver.Resolver, host: str, record_type: str) -> tuple[str, ...]:
+    try:
+        answer = resolver.resolve(host, record_type)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return ()
+    except (dns.exception.DNSException, OSError) as error:
+        raise _NoAnswer(f"DNS did not answer: {error.__class__.__name__}") from None
+    if record_type == "TXT":
+        return tuple(b"".join(item.strings).decode("utf-8", "replace") for item in answer)
+    return tuple(item.to_text() for item in answer)
+
+
+def _check(
+    resolver: dns.resolver.Resolver, name: str, host: str, record_type: str, prefix: str = ""
+) -> tuple[tuple[str, ...], Verdict, str]:
+    try:
+        found = _lookup(resolver, host, record_type)
+    except _NoAnswer as error:
+        return (), Verdict.UNKNOWN, str(error)
+    if prefix:
+        found = tuple(record for record in found if record.lower().startswith(prefix.lower())) or found
+        if not any(record.lower().startswith(prefix.lower()) for record in found):
+            return found, Verdict.MISSING, f"no {name} record at {host}"
+    elif not found:
+        return found, Verdict.MISSING, f"no {record_type} record at {host}"
+    return found, Verdict.OK, ""
+
+
+def dkim_public_record(settings: Settings) -> str | None:
+    """The TXT value to publish for the DKIM key of `dkim_private_key_path`, or None without a key.
+
+    Raises:
+        NewsletterError: the key file cannot be read as a PEM private key.
+    """
+    if not settings.dkim_private_key_path:
+        return None
+    try:
+        key = serialization.load_pem_private_key(Path(settings.dkim_private_key_path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
+        raise NewsletterError(f"cannot read the DKIM key {settings.dkim_private_key_path}: {error}") from None
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    kind = "ed25519" if key.__class__.__name__.startswith("Ed25519") else "rsa"
+    if kind == "ed25519":  # RFC 8463 3: the bare 32-byte key, not the SubjectPublicKeyInfo
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return f"v=DKIM1; k={kind}; p={base64.b64encode(public).decode()}"
+
+
+def checklist(settings: Settings, resolver: dns.resolver.Resolver | None = None) -> list[Check]:
+    """Every record the newsletter's mail needs, checked against DNS now."""
+    if resolver is None:
+        try:
+            resolver = dns.resolver.Resolver()
+        except dns.exception.DNSException:  # no /etc/resolv.conf: offline
+            resolver = dns.resolver.Resolver(configure=False)
+        resolver.lifetime = DNS_TIMEOUT_SECONDS
+    if not settings.from_address:
+        return [Check("From", "", "", "", (), Verdict.UNKNOWN, "from_address is not set: nothing to check")]
+    domain = domain_of(settings.from_address)
+    checks = []
+    spf = "v=spf1 include:<your relay's SPF domain> -all"
+    found, verdict, note = _check(resolver, "SPF", domain, "TXT", "v=spf1")
+    checks.append(Check("SPF", domain, "TXT", spf, found, verdict, note or "the relay's addresses must be in it"))
+    checks.append(_dkim(settings, resolver, domain))
+    dmarc_host = f"_dmarc.{domain}"
+    dmarc = f"v=DMARC1; p=none; rua=mailto:dmarc@{domain}"
+    found, verdict, note = _check(resolver, "DMARC", dmarc_host, "TXT", "v=DMARC1")
+    checks.append(
+        Check("DMARC", dmarc_host, "TXT", dmarc, found, verdict, note or "Gmail and Yahoo ask bulk senders for one")
+    )
+    _local, bounce_domain = bounce_base(settings)
+    mx = f"10 <the host that receives {bounce_domain}'s mail>."
+    found, verdict, note = _check(resolver, "MX", bounce_domain, "MX")
+    checks.append(Check("Bounce MX", bounce_domain, "MX", mx, found, verdict, note or "bounces come back here"))
+    return checks
+
+
+def _dkim(settings: Settings, resolver: dns.resolver.Resolver, domain: str) -> Check:
+    try:
+        publish = dkim_public_record(settings)
+    except NewsletterError as error:
+        return Check("DKIM", "", "TXT", "", (), Verdict.UNKNOWN, str(error))
+    if publish is None or not settings.dkim_selector:
+        note = "dkim_private_key_path and dkim_selector are not set: mail goes out unsigned"
+        return Check("DKIM", "", "TXT", "", (), Verdict.MISSING, note)
+    host = f"{settings.dkim_selector}._domainkey.{settings.dkim_domain or domain}"
+    found, verdict, note = _check(resolver, "DKIM", host, "TXT", "v=DKIM1")
+    if verdict == Verdict.OK:
+        wanted = publish.rpartition("p=")[2]
+        published = {record.replace(" ", "").rpartition("p=")[2].rstrip(";") for record in found}
+        if wanted not in published:
+            verdict, note = Verdict.WRONG, "the published key is not the key of dkim_private_key_path"
+    return Check("DKIM", host, "TXT", publish, found, verdict, note)
+
+
+def settings_in_effect(settings: Settings) -> list[tuple[str, str]]:
+    """Every setting and its value, secrets masked (shown as set or not)."""
+    shown = []
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        if any(word in item.name for word in SECRET_WORDS):
+            text = MASK if value else "(not set)"
+        elif item.name.endswith("_url") and "@" in str(value):
+            text = _mask_url_password(str(value))
+        else:
+            text = str(value)
+        shown.append((item.name, text))
+    return shown
+
+
+def _mask_url_password(url: str) -> str:
+    """postgresql://user:secret@host/db as postgresql://user:••••@host/db."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':' + MASK if colon else ''}{at}{host}"

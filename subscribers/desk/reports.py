@@ -1,0 +1,82 @@
+"""The desk's bounce and deliverability pages: what bounced and why, and the DNS records the mail needs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from newsletter import bounces, deliverability, overview
+from newsletter.accounts import SignedIn
+from newsletter.models import utcnow
+from subscribers.context import context_of
+from subscribers.desk import charts
+from subscribers.desk.guard import DESK_PATH, desk_page, desk_route
+
+PERIODS_DAYS = (7, 30, 90, 365)
+CHART_ROWS = 12
+
+
+@dataclass(frozen=True)
+class BouncePage:
+    report: bounces.BounceReport
+    unrecognized: list[overview.Unrecognized]
+
+
+def _bounce_page(session: Session, days: int) -> BouncePage:
+    return BouncePage(
+        bounces.bounce_report(session, utcnow() - dt.timedelta(days=days)), overview.unrecognized_messages(session)
+    )
+
+
+def _total(counts: bounces.Counts) -> int:
+    return counts.hard + counts.soft + counts.complaints
+
+
+@desk_route
+async def bounce_page(request: Request, account: SignedIn) -> Response:
+    value = request.query_params.get("days", "30")
+    days = int(value) if value.isdigit() and int(value) in PERIODS_DAYS else 30
+    found = await context_of(request).run(_bounce_page, days)
+    by_reason = charts.horizontal_counts(
+        [(key, _total(counts)) for key, counts in list(found.report.by_reason.items())[:CHART_ROWS]]
+    )
+    by_domain = charts.horizontal_counts(
+        [(key, _total(counts)) for key, counts in list(found.report.by_domain.items())[:CHART_ROWS]]
+    )
+    return desk_page(
+        request,
+        account,
+        "desk/bounces.html",
+        section="bounces",
+        data=found,
+        days=days,
+        periods=PERIODS_DAYS,
+        by_reason=by_reason,
+        by_domain=by_domain,
+    )
+
+
+@desk_route
+async def deliverability_page(request: Request, account: SignedIn) -> Response:
+    settings = context_of(request).settings
+    checks = await run_in_threadpool(deliverability.checklist, settings)
+    return desk_page(
+        request,
+        account,
+        "desk/deliverability.html",
+        section="deliverability",
+        checks=checks,
+        settings_shown=deliverability.settings_in_effect(settings),
+    )
+
+
+routes = [
+    Route(f"{DESK_PATH}/bounces", bounce_page, methods=["GET"]),
+    Route(f"{DESK_PATH}/deliverability", deliverability_page, methods=["GET"]),
+]
