@@ -10,13 +10,14 @@ from email.utils import make_msgid
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from newsletter import database, fields, ledger, links
+from newsletter import database, fields, ledger, links, topics
 from newsletter.domainkeys import DkimSigner
 from newsletter.leases import Claim
 from newsletter.mime import MessageTemplate, Recipient
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, Subscriber
 from newsletter.queue import Queue
 from newsletter.render import RenderedIssue
+from newsletter.segments import Segment
 from newsletter.sender import Composer
 from newsletter.settings import Settings
 from newsletter.slots import with_fallbacks
@@ -44,38 +45,50 @@ class SendPlan:
     unfinished: int  # rows of an earlier run still to go (a resumed send)
     already_sent: int
     status: str  # the stored issue's status, or "new"
+    audience: str = "every active subscriber"  # the segment, in words
 
 
-def plan(engine: Engine, rendered: RenderedIssue, force: bool = False) -> SendPlan:
+def plan(engine: Engine, rendered: RenderedIssue, force: bool = False, segment: Segment | None = None) -> SendPlan:
     """Count who would receive the issue, without changing anything.
 
     Raises:
         IssueChanged: another text is stored under this slug and `force` is not set.
         UnknownField: a personal field names no attribute of the list.
+        InvalidTopic: the segment names a topic that does not exist.
     """
+    segment = segment or Segment()
     session: Session
     with database.make_sessionmaker(engine)() as session:
         fields.require_known(session, rendered.fields)
+        topics.topic_ids(session, segment.topics)
         shown = with_fallbacks(rendered.subject)
         issue = session.scalar(select(Issue).where(Issue.slug == rendered.slug))
         if issue is not None and issue.source_hash != rendered.source_hash and not force:
             ledger.store_issue(session, rendered, force=False)  # raises IssueChanged with the explanation
         if issue is None:
-            return SendPlan(rendered.slug, shown, ledger.count_recipients(session, None), 0, 0, "new")
+            new = ledger.count_recipients(session, None, segment)
+            return SendPlan(rendered.slug, shown, new, 0, 0, "new", segment.describe())
         counts = ledger.counts(session, issue.id)
-        new = 0 if issue.status == IssueStatus.SENT else ledger.count_recipients(session, issue.id)
-        return SendPlan(rendered.slug, shown, new, counts.remaining, counts[DeliveryStatus.SENT], issue.status)
+        new = 0 if issue.status == IssueStatus.SENT else ledger.count_recipients(session, issue.id, segment)
+        sent = counts[DeliveryStatus.SENT]
+        return SendPlan(rendered.slug, shown, new, counts.remaining, sent, issue.status, segment.describe())
 
 
-def start(engine: Engine, rendered: RenderedIssue, force: bool = False) -> int:
-    """Store the issue and create its deliveries (one INSERT ... SELECT); returns the issue id.
+def start(engine: Engine, rendered: RenderedIssue, force: bool = False, segment: Segment | None = None) -> int:
+    """Store the issue and create its deliveries for the segment (one INSERT ... SELECT); returns the issue id.
+
+    Run again with another segment, it adds the readers of that one who have no delivery yet.
 
     Raises:
         UnknownField: a personal field names no attribute of the list (nothing is stored).
+        InvalidTopic: the segment names a topic that does not exist.
     """
+    segment = segment or Segment()
     with database.transaction(engine) as session:
         fields.require_known(session, rendered.fields)
+        topics.topic_ids(session, segment.topics)
         issue = ledger.store_issue(session, rendered, force)
+        issue.segment = segment.as_json()
         ledger.create_deliveries(session, issue)
         return issue.id
 
@@ -175,7 +188,12 @@ def _wait(feeder: Feeder | None) -> None:
 
 
 def send_issue(
-    engine: Engine, queue: Queue, rendered: RenderedIssue, force: bool = False, progress: Progress | None = None
+    engine: Engine,
+    queue: Queue,
+    rendered: RenderedIssue,
+    force: bool = False,
+    progress: Progress | None = None,
+    segment: Segment | None = None,
 ) -> ledger.Counts:
     """Send (or resume) an issue and return when it is out.
 
@@ -183,7 +201,7 @@ def send_issue(
     interrupted; what is unfinished then goes out on the next run. Distributed: workers do the work and
     this only follows; an interrupt here loses nothing.
     """
-    return deliver(engine, queue, start(engine, rendered, force), progress)
+    return deliver(engine, queue, start(engine, rendered, force, segment), progress)
 
 
 def resend_failed(engine: Engine, queue: Queue, slug: str, progress: Progress | None = None) -> ledger.Counts:
@@ -255,7 +273,9 @@ class DryRun:
     seconds: float
 
 
-def dry_run(engine: Engine, settings: Settings, rendered: RenderedIssue, force: bool = False) -> DryRun:
+def dry_run(
+    engine: Engine, settings: Settings, rendered: RenderedIssue, force: bool = False, segment: Segment | None = None
+) -> DryRun:
     """Everything but the SMTP transaction: store, create deliveries, compose and sign every message; then
     roll all of it back."""
     started = time.monotonic()
@@ -265,6 +285,7 @@ def dry_run(engine: Engine, settings: Settings, rendered: RenderedIssue, force: 
     with database.make_sessionmaker(engine)() as session:
         try:
             issue = ledger.store_issue(session, rendered, force)
+            issue.segment = (segment or Segment()).as_json()
             ledger.create_deliveries(session, issue)
             rows = session.execute(
                 select(Delivery.id, Delivery.subscriber_id, Subscriber.email, Subscriber.name, Subscriber.attributes)

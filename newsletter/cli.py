@@ -579,6 +579,9 @@ def _confirm(yes: bool, question: str) -> None:
 )
 @click.option("--subject", default=None, help="Subject when the issue's front matter names none.")
 @click.option("--force", is_flag=True, help="Send a changed file under the slug of an issue already stored.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only subscribers with this tag (repeatable: any).")
+@click.option("--exclude-tag", "exclude_tags", multiple=True, metavar="TAG", help="Leave out this tag (repeatable).")
+@click.option("--topic", "topics", multiple=True, metavar="KEY", help="Only readers of this topic (repeatable: any).")
 @pass_app
 def send(
     app: App,
@@ -588,29 +591,34 @@ def send(
     test_addresses: tuple[str, ...],
     subject: str | None,
     force: bool,
+    tags: tuple[str, ...],
+    exclude_tags: tuple[str, ...],
+    topics: tuple[str, ...],
 ) -> None:
-    """Send ISSUE_FILE to every active subscriber; run it again to resume where it stopped."""
+    """Send ISSUE_FILE to every active subscriber (or a segment); run it again to resume where it stopped."""
     from newsletter import campaign, progress
     from newsletter.queue import Queue
     from newsletter.remote import image_sizes_for
     from newsletter.render import render_issue_file
+    from newsletter.segments import chosen_segment
 
     settings = app.settings
     settings.require("from_address", "secret_key", "postal_address")
     issue = render_issue_file(issue_file, settings, subject=subject, image_sizes=image_sizes_for(settings))
+    segment = chosen_segment(issue.meta, tags, exclude_tags, topics)
     if test_addresses:
         for outcome in campaign.send_test(settings, issue, test_addresses):
             console.print(f"{outcome.address}: {outcome.reply}", markup=False)
         return
     engine = app.ready_engine()
-    check = campaign.plan(engine, issue, force)
+    check = campaign.plan(engine, issue, force, segment)
     console.print(progress.plan_table(check, settings, embedded=not settings.broker_url))
     if check.new_recipients + check.unfinished == 0:
         console.print("Nothing to send: every recipient has been dealt with (or no subscriber is active).")
         return
     _confirm(yes, f"Send to {check.new_recipients + check.unfinished:,} recipients?")
     if dry_run:
-        report = campaign.dry_run(engine, settings, issue, force)
+        report = campaign.dry_run(engine, settings, issue, force, segment)
         console.print(
             f"Dry run: composed {report.messages:,} messages ({report.total_bytes / 1e6:,.1f} MB) "
             f"in {report.seconds:.1f} s; nothing was sent or kept."
@@ -619,7 +627,7 @@ def send(
     queue = Queue(settings, engine)
     try:
         with progress.SendProgress(console.real) as bar:
-            counts = campaign.send_issue(engine, queue, issue, force, bar.update)
+            counts = campaign.send_issue(engine, queue, issue, force, bar.update, segment)
     except KeyboardInterrupt:
         where = "run the same command again to resume" if queue.embedded else "the workers go on sending"
         error_console.print(
@@ -740,3 +748,7 @@ def demo(directory: Path) -> None:
     console.print(
         f"Next: edit {report.config}, `newsletter status {report.slug}`, `newsletter preview ISSUE.md`.", markup=False
     )
+
+
+# The commands of the other CLI modules join the groups above.
+from newsletter import cli_audience  # noqa: E402, F401

@@ -41,6 +41,7 @@ from newsletter.models import (
     utcnow,
 )
 from newsletter.render import InlineImage, RenderedIssue
+from newsletter.segments import Segment, from_json, segment_filter
 
 UNFINISHED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
 STREAM_ROWS = 5_000
@@ -161,9 +162,11 @@ def _eligible(now: dt.datetime) -> ColumnElement[bool]:
     )
 
 
-def count_recipients(session: Session, issue_id: int | None) -> int:
-    """How many active subscribers have no delivery of this issue yet (all of them for a new issue)."""
-    query = select(func.count()).select_from(Subscriber).where(_eligible(utcnow()))
+def count_recipients(session: Session, issue_id: int | None, segment: Segment | None = None) -> int:
+    """How many active subscribers of the segment have no delivery of this issue yet (all of them when new)."""
+    query = (
+        select(func.count()).select_from(Subscriber).where(_eligible(utcnow()), segment_filter(segment or Segment()))
+    )
     if issue_id is not None:
         query = query.where(~_has_delivery(issue_id))
     return session.execute(query).scalar_one()
@@ -174,7 +177,8 @@ def _has_delivery(issue_id: int) -> Exists:
 
 
 def create_deliveries(session: Session, issue: Issue) -> int:
-    """One `pending` delivery per active subscriber who has none, in one set-based INSERT ... SELECT.
+    """One `pending` delivery per active subscriber of the issue's segment who has none, in one set-based
+    INSERT ... SELECT (the segment only adds EXISTS conditions to it).
 
     The list never passes through Python. An issue already sent gets no new recipients: re-running
     `send` for it must not mail an old issue to people who joined since.
@@ -183,7 +187,7 @@ def create_deliveries(session: Session, issue: Issue) -> int:
         return 0
     recipients = select(
         literal(issue.id), Subscriber.id, literal(str(DeliveryStatus.PENDING)), literal(0), literal("")
-    ).where(_eligible(utcnow()), ~_has_delivery(issue.id))
+    ).where(_eligible(utcnow()), segment_filter(from_json(issue.segment)), ~_has_delivery(issue.id))
     columns = ["issue_id", "subscriber_id", "status", "attempts", "message_id"]
     # preserve_rowcount: SQLAlchemy only keeps an INSERT's row count when asked (psycopg reports 0 otherwise).
     statement = insert(Delivery).from_select(columns, recipients).execution_options(preserve_rowcount=True)

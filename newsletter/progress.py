@@ -69,6 +69,7 @@ def plan_table(check: SendPlan, settings: Settings, embedded: bool) -> Table:
     )
     if check.status != "new":
         table.add_row("stored", f"{check.status}: {check.already_sent:,} sent, {check.unfinished:,} unfinished")
+    table.add_row("audience", check.audience)
     table.add_row("recipients", f"{check.new_recipients + check.unfinished:,}")
     table.add_row(
         "SMTP",

@@ -82,7 +82,10 @@ def topic_ids(session: Session, keys: Iterable[str]) -> list[int]:
         InvalidTopic: a key names no topic.
     """
     wanted = {check_key(key) for key in keys}
-    found = dict(session.execute(select(Topic.key, Topic.id).where(Topic.key.in_(wanted))).tuples())
+    if not wanted:
+        return []
+    rows = session.execute(select(Topic.key, Topic.id).where(Topic.key.in_(wanted)))
+    found = {key: topic_id for key, topic_id in rows}
     missing = wanted - set(found)
     if missing:
         raise InvalidTopic(f"no topic {sorted(missing)[0]!r}; `newsletter topics list` shows them")
