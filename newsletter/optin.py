@@ -17,7 +17,7 @@ from newsletter.errors import NewsletterError
 from newsletter.models import Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
 from newsletter.settings import Settings
 from newsletter.subscriptions import SUPPRESSED_STATUSES, is_forgotten, record_event
-from newsletter.tokens import Purpose, Signer, TokenInvalid
+from newsletter.tokens import Purpose, Signer, TokenInvalid, as_row_id
 
 CONFIRMATION_REQUESTED = "confirmation-requested"  # event kind: a confirmation mail was queued
 SIGNUP_WINDOW_SECONDS = 3600  # the rate limits count sign-ups per hour
@@ -145,10 +145,7 @@ def subscriber_for_unsubscribe(session: Session, signer: Signer, token: str) -> 
     Raises:
         TokenInvalid: the token is not an unsubscribe token of this key.
     """
-    subscriber_id = signer.loads_permanent(Purpose.UNSUBSCRIBE, token)
-    if not isinstance(subscriber_id, int):
-        raise TokenInvalid("this link is not valid")
-    subscriber = session.get(Subscriber, subscriber_id)
+    subscriber = session.get(Subscriber, as_row_id(signer.loads_permanent(Purpose.UNSUBSCRIBE, token)))
     # The anonymous row `forget` leaves is nobody's: an old link must not show it nor re-subscribe it.
     return None if subscriber is None or is_forgotten(subscriber) else subscriber
 
@@ -253,10 +250,6 @@ def _confirmations_since(session: Session, subscriber_id: int, now: dt.datetime)
 
 
 def _confirmation_ids(data: Any) -> tuple[int, int]:
-    if (
-        isinstance(data, list)
-        and len(data) == 2
-        and all(isinstance(number, int) and not isinstance(number, bool) for number in data)
-    ):
-        return data[0], data[1]
+    if isinstance(data, list) and len(data) == 2:
+        return as_row_id(data[0]), as_row_id(data[1])
     raise TokenInvalid("this link is not valid")

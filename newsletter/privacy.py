@@ -11,7 +11,7 @@ from newsletter.errors import NewsletterError
 from newsletter.models import Delivery, Event, Issue, Subscriber
 from newsletter.subscriptions import forget, is_forgotten
 from newsletter.tags import tags_of
-from newsletter.tokens import Purpose, Signer, TokenInvalid
+from newsletter.tokens import Purpose, Signer, TokenInvalid, as_row_id
 from newsletter.topics import chosen_topics
 
 SOURCE_PREFERENCES = "preferences-page"
@@ -28,8 +28,7 @@ def subscriber_for_preferences(session: Session, signer: Signer, token: str) -> 
         TokenInvalid: the token is not a preferences token of this key, or names nobody.
         SubscriberErased: the subscriber's data was erased; the anonymous row left behind is nobody's.
     """
-    subscriber_id = signer.loads_permanent(Purpose.PREFERENCES, token)
-    subscriber = session.get(Subscriber, subscriber_id) if isinstance(subscriber_id, int) else None
+    subscriber = session.get(Subscriber, as_row_id(signer.loads_permanent(Purpose.PREFERENCES, token)))
     if subscriber is None:
         raise TokenInvalid("this link names nobody on the list")
     if is_forgotten(subscriber):

@@ -96,6 +96,12 @@ class Settings:
     trusted_proxies: str = setting(
         "127.0.0.1", "Reverse proxies whose X-Forwarded-For names the client IP: comma-separated IPs, or *."
     )
+    request_header_timeout_seconds: float = setting(
+        10.0, "Web app: seconds a client has to send a request's line and headers before it is cut off (slowloris)."
+    )
+    request_body_timeout_seconds: float = setting(
+        60.0, "Web app: seconds a client has to send a request's body once it has begun; then it is answered 408."
+    )
     desk_session_hours: float = setting(
         12.0, "Hours a sign-in to the editor's desk (/admin) lasts before the password is asked again."
     )
@@ -218,7 +224,13 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if settings.rate_limit < 0:
         raise ConfigError("setting 'rate_limit' must not be negative")
-    for name in ("lease_seconds", "max_attempts", "retry_delay_seconds"):
+    for name in (
+        "lease_seconds",
+        "max_attempts",
+        "retry_delay_seconds",
+        "request_header_timeout_seconds",
+        "request_body_timeout_seconds",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name!r} must be positive")
     for name in (

@@ -79,6 +79,8 @@ async def _body(request: Request, schema: str) -> dict[str, Any]:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise BadInput("the body is not JSON") from None
+    except RecursionError:  # nested deeper than any subscriber could be; the decoder gives up, cleanly
+        raise BadInput("the body is nested too deeply") from None
     validate_body(schema, data)
     assert isinstance(data, dict)
     return data

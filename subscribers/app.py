@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -32,7 +32,7 @@ from subscribers.desk.sending import SendRunning, Sends
 from subscribers.fields import BadInput
 from subscribers.logs import redact
 from subscribers.pages import Pages, static_dir
-from subscribers.security import BodyTooLarge, Csrf, FormExpired, FormStamp, SecurityHeaders
+from subscribers.security import BodyTimeout, BodyTooLarge, Csrf, FormExpired, FormStamp, SecurityHeaders
 
 log = logging.getLogger("subscribers")
 
@@ -58,6 +58,7 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (TooManySignIns, 429),
     (TooManySignups, 429),
     (BodyTooLarge, 413),
+    (BodyTimeout, 408),
     (InvalidAddress, 422),
     (DatabaseNotReady, 503),
 ]
@@ -115,8 +116,13 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={HTTPException: http_error, NewsletterError: newsletter_error, Exception: server_error},
+        middleware=[Middleware(SecurityHeaders, body_timeout_seconds=settings.request_body_timeout_seconds)],
+        exception_handlers={
+            HTTPException: http_error,
+            NewsletterError: newsletter_error,
+            ClientDisconnect: client_gone,
+            Exception: server_error,
+        },
     )
     app.state.context = context
     return app
@@ -131,6 +137,8 @@ async def newsletter_error(request: Request, error: Exception) -> Response:
     headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 429 else None
     if isinstance(error, NotAuthenticated):
         headers = {"www-authenticate": 'Bearer realm="newsletter"'}  # RFC 6750 3
+    if status in (408, 413):  # the rest of the body may still be on its way: never read it as the next request
+        headers = {"connection": "close"}
     return error_page(request, status, str(error), headers)
 
 
@@ -139,6 +147,12 @@ async def http_error(request: Request, error: Exception) -> Response:
     messages = {404: "There is no page at this address.", 405: "This page cannot be used that way."}
     headers = dict(error.headers) if error.headers else None
     return error_page(request, error.status_code, messages.get(error.status_code, error.detail), headers)
+
+
+async def client_gone(request: Request, error: Exception) -> Response:
+    """The client went away before its body was in: nobody to answer, nothing to log but a line."""
+    log.info("client left during %s %s", request.method, redact(request.url.path))
+    return Response(status_code=400, headers={"connection": "close"})
 
 
 async def server_error(request: Request, error: Exception) -> Response:

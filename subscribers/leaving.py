@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import parse_qs
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -13,7 +14,17 @@ from newsletter import language, links, optin, preferences, privacy, topics
 from newsletter.confirmation import store_confirmation
 from newsletter.models import Subscriber
 from newsletter.subscriptions import SUPPRESSED_STATUSES
-from subscribers.context import Context, context_of, form_fields, form_list, form_page, gettext, page, sentence
+from subscribers.context import (
+    MAX_FORM_FIELDS,
+    Context,
+    context_of,
+    form_fields,
+    form_list,
+    form_page,
+    gettext,
+    page,
+    sentence,
+)
 from subscribers.security import CSRF_FIELD
 
 N_ = language.N_
@@ -37,15 +48,32 @@ async def unsubscribe_page(request: Request) -> Response:
 async def unsubscribe(request: Request) -> Response:
     context = context_of(request)
     token = request.path_params["token"]
-    form = await form_fields(request)
-    if form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE:
+    if await _is_one_click(request):
         # RFC 8058 3.2: no cookie, no CSRF token, no redirect; the signed token is the authority.
         await context.run(optin.unsubscribe_by_token, context.signer, token, optin.SOURCE_ONE_CLICK)
         return page(request, "one_click.html")
+    form = await form_fields(request)
     context.csrf.check(request, form.get(CSRF_FIELD, ""))
     await context.run(optin.unsubscribe_by_token, context.signer, token)
     request.state.language = await context.run(_language_of, context, token)
     return form_page(request, "unsubscribed.html", already=False, action=_resubscribe_path(request))
+
+
+async def _is_one_click(request: Request) -> bool:
+    """The body says `List-Unsubscribe=One-Click` (RFC 8058 3.1), whatever the Content-Type.
+
+    RFC 8058 asks for a form body, but a sender that omits the Content-Type or calls it text/plain means
+    the same: the reader asked to leave, and must not stay subscribed over a header.
+    """
+    body = await request.body()
+    if b"multipart/form-data" in request.headers.get("content-type", "").encode("latin-1", "replace"):
+        form = await form_fields(request)
+        return form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace").strip(), max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # more fields than any form of ours: not a one-click request
+        return False
+    return fields.get(ONE_CLICK_FIELD) == [ONE_CLICK_VALUE]
 
 
 def _language_of(session: Session, context: Context, token: str) -> str | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 
+import anyio
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -51,15 +53,23 @@ class BodyTooLarge(NewsletterError):
     """A request body larger than its route allows (MAX_BODY_BYTES, WEBHOOK_MAX_BODY_BYTES)."""
 
 
+class BodyTimeout(NewsletterError):
+    """A client that began a request body and did not finish it in time (a slow-body attack, or a dead link)."""
+
+
 class FormExpired(NewsletterError):
     """A form posted without a valid CSRF token (stale page, cookies off, or a forged post)."""
 
 
 class SecurityHeaders:
-    """ASGI middleware: every response gets the security headers; a page may set its own CSP first."""
+    """ASGI middleware: every response gets the security headers; a page may set its own CSP first.
 
-    def __init__(self, app: ASGIApp) -> None:
+    It also bounds what a request body may cost: its size (per route) and the time it takes to arrive.
+    """
+
+    def __init__(self, app: ASGIApp, body_timeout_seconds: float = math.inf) -> None:
         self.app = app
+        self.body_timeout_seconds = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +87,7 @@ class SecurityHeaders:
             await send(message)
 
         limit = _body_limit(scope["path"])
-        await self.app(scope, _capped(receive, limit), send_with_headers)
+        await self.app(scope, _capped(receive, limit, self.body_timeout_seconds), send_with_headers)
 
 
 def _body_limit(path: str) -> int:
@@ -86,17 +96,28 @@ def _body_limit(path: str) -> int:
     return UPLOAD_MAX_BODY_BYTES if path in UPLOAD_PATHS else MAX_BODY_BYTES
 
 
-def _capped(receive: Receive, limit: int) -> Receive:
+def _capped(receive: Receive, limit: int, timeout_seconds: float) -> Receive:
+    """`receive`, refusing a body past `limit` bytes or still unfinished `timeout_seconds` after the first read."""
     received = 0
+    deadline: float | None = None
+    complete = False
 
     async def capped_receive() -> Message:
-        nonlocal received
-        message = await receive()
+        nonlocal received, deadline, complete
+        if complete:  # after the body, a receive waits for the disconnect (streaming responses): no deadline
+            return await receive()
+        deadline = deadline if deadline is not None else time.monotonic() + timeout_seconds
+        try:
+            with anyio.fail_after(max(deadline - time.monotonic(), 0)):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTimeout(f"the request body did not arrive within {timeout_seconds:g} seconds") from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
                 size = f"{limit // 1_048_576} MiB" if limit >= 1_048_576 else f"{limit // 1024} KiB"
                 raise BodyTooLarge(f"the request is larger than {size}")
+        complete = message["type"] != "http.request" or not message.get("more_body", False)
         return message
 
     return capped_receive

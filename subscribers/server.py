@@ -8,6 +8,7 @@ from newsletter import database, outbox
 from newsletter.queue import Queue
 from newsletter.settings import Settings
 from subscribers.app import create_app
+from subscribers.deadlines import http_protocol
 from subscribers.logs import log_config
 
 
@@ -32,6 +33,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
             proxy_headers=True,
             forwarded_allow_ips=settings.trusted_proxies,
             server_header=False,
+            http=http_protocol(settings.request_header_timeout_seconds),
         )
     finally:
         queue.stop()

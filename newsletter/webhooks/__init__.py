@@ -50,6 +50,8 @@ def json_body(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise WebhookRejected("request body is not JSON", 400) from None
+    except RecursionError:  # nested deeper than any provider's event; the decoder gives up, cleanly
+        raise WebhookRejected("request body is nested too deeply", 400) from None
 
 
 def check_fresh(timestamp: dt.datetime, now: dt.datetime | None = None) -> None:

@@ -54,9 +54,9 @@ def handle(
     if not allowed:
         raise WebhookRejected("ses_topic_arns is not set: SES notifications are not accepted", 503)
     verify(envelope, fetch)
-    if envelope.get("TopicArn") not in allowed:
+    if text(envelope.get("TopicArn"), 200) not in allowed:
         raise WebhookRejected(f"topic {text(envelope.get('TopicArn'), 200)!r} is not in ses_topic_arns")
-    kind = envelope.get("Type")
+    kind = text(envelope.get("Type"), 40)
     if kind == "SubscriptionConfirmation":
         fetch(sns_url(text(envelope.get("SubscribeURL"), 2000)))
         return Tally(note="subscription confirmed")
@@ -72,8 +72,7 @@ def verify(envelope: dict[str, Any], fetch: Fetch) -> None:
     Raises:
         WebhookRejected: the certificate URL is not SNS's, or the signature does not verify.
     """
-    kind = envelope.get("Type")
-    version = envelope.get("SignatureVersion")
+    kind, version = text(envelope.get("Type"), 40), text(envelope.get("SignatureVersion"), 10)
     if kind not in SIGNED_FIELDS or version not in SIGNATURE_HASHES:
         raise WebhookRejected(f"unknown SNS message type {text(kind, 40)!r} or signature version", 400)
     certificate_url = sns_url(text(envelope.get("SigningCertURL"), 2000))
