@@ -8,6 +8,7 @@ import dkim
 
 from newsletter.errors import ConfigError
 from newsletter.settings import Settings
+from newsletter.smtp import WireReady, is_transparent
 
 # RFC 8058 4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post, or receivers
 # ignore one-click. From is required by RFC 6376 5.4; the rest keep the visible message intact.
@@ -72,4 +73,6 @@ class DkimSigner:
             )
         except (dkim.DKIMException, ValueError) as error:
             raise ConfigError(f"DKIM signing failed: {error}") from None
+        if isinstance(message, WireReady) and is_transparent(signature):  # its folded lines start with a space
+            return WireReady(signature + message)
         return bytes(signature) + message

@@ -22,6 +22,7 @@ from newsletter.images import InlineImage
 from newsletter.render import RenderedIssue
 from newsletter.settings import Settings
 from newsletter.slots import Slot, SlotTemplate
+from newsletter.smtp import WireReady, is_transparent
 
 CRLF = b"\r\n"
 HEADER_LINE_CHARS = 76  # RFC 5322 2.1.1: SHOULD stay within 78 characters
@@ -93,13 +94,34 @@ def with_soft_break(encoded: bytes) -> bytes:
     return encoded[:cut] + SOFT_BREAK + encoded[cut:] + SOFT_BREAK
 
 
+def dot_safe(encoded: bytes) -> bytes:
+    """Quoted-printable with no line that starts with a dot: that dot becomes =2E (RFC 2045 6.7 rule 1 lets
+    any octet be encoded), so the message needs no dot-stuffing pass on its way out (RFC 5321 4.5.2)."""
+    if encoded[:1] != b"." and b"\n." not in encoded:
+        return encoded
+    lines: list[bytes] = []
+    for line in encoded.split(CRLF):
+        while line[:1] == b".":
+            line = b"=2E" + line[1:]
+            if len(line) <= QP_LINE_CHARS:
+                break
+            cut = QP_LINE_CHARS - 1  # and the soft break's "=" makes 76
+            while b"=" in line[cut - 2 : cut]:  # never split an =XX escape
+                cut -= 1
+            lines.append(line[:cut] + b"=")
+            line = line[cut:]
+        lines.append(line)
+    return CRLF.join(lines)
+
+
 class _QuotedPrintableSlots:
     """A text part as fixed quoted-printable segments with slots between them."""
 
     content_transfer_encoding = b"quoted-printable"
 
     def __init__(self, fixed: Sequence[str], slots: Sequence[Slot]) -> None:
-        self.fixed = [with_soft_break(quoted_printable(piece)) for piece in fixed]
+        # Each piece starts a line (the one before ends in a soft break), so none can start with a dot.
+        self.fixed = [dot_safe(with_soft_break(quoted_printable(piece))) for piece in fixed]
         self.slots = tuple(slots)
         self.fixed_bytes = sum(map(len, self.fixed))
         self.keys = frozenset(key for key, _, _ in self.slots)
@@ -108,7 +130,7 @@ class _QuotedPrintableSlots:
         out.append(self.fixed[0])
         for index, (key, escaped, fallback) in enumerate(self.slots, 1):
             value = values.get(key) or fallback
-            out.append(with_soft_break(quoted_printable(html.escape(value) if escaped else value)))
+            out.append(dot_safe(with_soft_break(quoted_printable(html.escape(value) if escaped else value))))
             out.append(self.fixed[index])
 
 
@@ -215,6 +237,7 @@ class MessageTemplate:
         self._text = text
         self._html = html_part
         self._before_text, self._before_html, self._tail = between
+        self._transparent = all(map(is_transparent, (head, *between)))
         self._date_second = -1
         self._date = b""
 
@@ -264,7 +287,8 @@ class MessageTemplate:
         )
 
     def fill(self, recipient: Recipient) -> bytes:
-        """The complete message for one recipient, CRLF line endings, ready to sign and send.
+        """The complete message for one recipient, CRLF line endings, ready to sign and send (WireReady
+        when no line starts with a dot, as good as always).
 
         Raises:
             UnsafeHeaderValue: an address, URL or Message-ID that cannot go into a header as it is.
@@ -309,15 +333,15 @@ class MessageTemplate:
             # RFC 5322 2.2: a value holding CR or LF would end the header; each becomes a space.
             subject = _clean_header_text(self._subject.fill(values))
             out += [b"Subject: ", _recipient_subject(subject), CRLF]
-        out += [
-            self._head,
-            self._before_text,
-        ]
+        # The parts are transparent by construction (base64, and quoted-printable made dot_safe); the header
+        # lines above are short, and checking them costs far less than a pass over the message would.
+        transparent = self._transparent and all(map(is_transparent, out))
+        out += [self._head, self._before_text]
         self._text.encode(values, out)
         out.append(self._before_html)
         self._html.encode(values, out)
         out.append(self._tail)
-        return b"".join(out)
+        return WireReady(b"".join(out)) if transparent else b"".join(out)
 
     def _now(self) -> bytes:
         second = int(time.time())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import email
 import email.policy
@@ -22,7 +23,14 @@ from hypothesis import strategies as st
 
 from newsletter.cli import main
 from newsletter.links import issue_url, list_id
-from newsletter.mime import MessageTemplate, Recipient, UnsafeHeaderValue, quoted_printable, with_soft_break
+from newsletter.mime import (
+    MessageTemplate,
+    Recipient,
+    UnsafeHeaderValue,
+    dot_safe,
+    quoted_printable,
+    with_soft_break,
+)
 from newsletter.preflight import GMAIL_CLIP_BYTES
 from newsletter.render import RenderedIssue, render_issue, render_issue_file
 from newsletter.settings import Settings
@@ -293,3 +301,13 @@ def assert_wire_lines(raw: bytes) -> None:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert all(len(line) <= 78 for line in head.split(b"\r\n") if not line.startswith(b"List-Unsubscribe: <"))
     assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+
+
+@pytest.mark.parametrize(
+    "text", [".", ".hidden", "." * 300, ".é" * 60, "a\n.b\n..c", " ." + "x" * 74 + "\n." + "=" * 40, "..\n"]
+)
+def test_dot_safe_quoted_printable_starts_no_line_with_a_dot_and_decodes_the_same(text: str) -> None:
+    encoded = dot_safe(with_soft_break(quoted_printable(text)))
+    assert encoded[:1] != b"." and b"\n." not in encoded
+    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+    assert binascii.a2b_qp(encoded).decode("utf-8") == text.replace("\n", "\r\n")

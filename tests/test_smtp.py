@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import shutil
 import socket
@@ -10,6 +12,8 @@ import time
 
 import pytest
 
+from newsletter.mime import MessageTemplate, Recipient
+from newsletter.render import render_issue
 from newsletter.settings import Settings
 from newsletter.smtp import (
     CONNECTION_LOST,
@@ -17,6 +21,7 @@ from newsletter.smtp import (
     PermanentFailure,
     SmtpConnection,
     TemporaryFailure,
+    WireReady,
     classify,
     is_throttling,
 )
@@ -50,6 +55,36 @@ def test_classify_follows_rfc_5321(code: int, outcome: Outcome) -> None:
 def test_throttling_is_every_4xx_and_a_lost_connection() -> None:
     assert is_throttling(421) and is_throttling(454) and is_throttling(CONNECTION_LOST)
     assert not is_throttling(250) and not is_throttling(550)
+
+
+def reader(name: str) -> Recipient:
+    return Recipient(
+        "reader@example.com",
+        name,
+        "<1.2.abc@example.org>",
+        "https://news.example.org/unsubscribe/t",
+        "mailto:unsubscribe@example.org",
+        "https://news.example.org/preferences/t",
+    )
+
+
+def test_composed_messages_arrive_as_composed_whether_a_line_starts_with_a_dot_or_not(settings: Settings) -> None:
+    greeting = MessageTemplate.build(render_issue("# Notes\n\nHello {{ name }}.\n", settings, slug="a"), settings)
+    dotted = MessageTemplate.build(render_issue("# Notes\n\n.hidden line\n", settings, slug="b"), settings)
+    messages = [greeting.fill(reader("Zed")), greeting.fill(reader(".Zed")), dotted.fill(reader("Zed"))]
+    assert all(isinstance(message, WireReady) and b"\n." not in message for message in messages)
+    texts = [email.message_from_bytes(message, policy=email.policy.default) for message in messages]
+    assert "Hello .Zed." in texts[1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert ".hidden line" in texts[2].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    unchecked = MESSAGE.replace(b"\r\n", b"\n")  # plain bytes with a dot line and LF ends: both passes apply
+    messages.append(unchecked)
+    with running_sink(MailSink()) as (sink, port):
+        connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=port))
+        for message in messages:
+            assert connection.send("bounces@example.org", "reader@example.com", message).code == 250
+        connection.close()
+    assert [received.data for received in sink.received[:3]] == messages[:3], "sent as composed"
+    assert sink.received[3].data == MESSAGE, "LF made CRLF, the dot line stuffed and unstuffed"
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
