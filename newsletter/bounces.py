@@ -1,4 +1,9 @@
-"""The bounce and complaint policy: a hard bounce suppresses at once, soft ones add to a decaying score."""
+"""The bounce and complaint policy: what each report does to the reader it names.
+
+A failure about the reader's address suppresses at once; one that may pass adds to a score that decays;
+one that is our side's or the content's (newsletter.reasons) and a delay report change nothing about the
+reader. Every report is logged once, with the reason's name, the time we got it and its own date.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,16 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import normalize_address
 from newsletter.errors import InvalidAddress
-from newsletter.links import domain_of
-from newsletter.models import REASON_MAX_CHARS, Delivery, Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.models import (
+    REASON_MAX_CHARS,
+    REASON_NAME_MAX_CHARS,
+    Delivery,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from newsletter.reasons import Diagnosis, Effect
 from newsletter.settings import Settings
 from newsletter.subscriptions import SUPPRESSED_STATUSES, change_status, record_event
 
@@ -25,10 +38,27 @@ SECONDS_PER_DAY = 86_400
 class FeedbackKind(StrEnum):
     """What a bounce, a complaint or a mailed request says; each is also the `kind` of its events row."""
 
-    HARD_BOUNCE = "hard_bounce"
-    SOFT_BOUNCE = "soft_bounce"
+    HARD_BOUNCE = "hard_bounce"  # about the address: suppresses at once
+    SOFT_BOUNCE = "soft_bounce"  # may pass: adds to the decaying score
+    SENDER_SIDE = "sender_side"  # our relay's, our reputation's or the content's fault: the reader is untouched
+    DELAY = "delay"  # RFC 3464 `delayed`: still being tried, never counted
     COMPLAINT = "complaint"
+    FEEDBACK_REPORT = "feedback_report"  # ARF that is no complaint (auth-failure, not-spam, virus, other)
     UNSUBSCRIBE = "unsubscribe_request"
+
+
+BOUNCE_KINDS = (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE, FeedbackKind.SENDER_SIDE, FeedbackKind.DELAY)
+
+
+def bounce_kind(diagnosis: Diagnosis, action: str = "") -> FeedbackKind:
+    """The kind of a failure report: its reason's effect, or a delay."""
+    if action.startswith("delay"):
+        return FeedbackKind.DELAY
+    return {
+        Effect.SUPPRESS: FeedbackKind.HARD_BOUNCE,
+        Effect.SCORE: FeedbackKind.SOFT_BOUNCE,
+        Effect.NONE: FeedbackKind.SENDER_SIDE,
+    }[diagnosis.effect]
 
 
 @dataclass(frozen=True)
@@ -65,8 +95,10 @@ class Feedback:
     email: str | None = None
     delivery_id: int | None = None
     subscriber_id: int | None = None
-    at: dt.datetime | None = None
+    issue_id: int | None = None  # with subscriber_id (a Message-ID of ours): names the delivery
+    at: dt.datetime | None = None  # the report's own date; the event is dated when we record it
     payload: dict[str, Any] = field(default_factory=dict)
+    reason_name: str = ""  # newsletter.reasons name, or the feedback type of a report
 
 
 @dataclass(frozen=True)
@@ -92,9 +124,11 @@ def record_bounce(
     session: Session,
     subscriber: Subscriber,
     *,
-    hard: bool,
+    hard: bool = False,
     source: str,
     reason: str,
+    kind: FeedbackKind | None = None,
+    reason_name: str = "",
     delivery_id: int | None = None,
     issue_id: int | None = None,
     external_id: str | None = None,
@@ -102,21 +136,24 @@ def record_bounce(
     payload: dict[str, Any] | None = None,
     policy: BouncePolicy | None = None,
 ) -> Recorded:
-    """Log a bounce and apply the policy: hard -> `bounced` now; soft -> score, `bounced` past the threshold.
+    """Log a failure and apply the policy: hard -> `bounced` now; soft -> score, `bounced` past the threshold;
+    sender-side and delay -> logged only.
 
-    A soft bounce counts once per delivery: an MTA that reports "delayed" every few hours and then
-    "failed" for the same message must not triple the score. `policy` only matters for soft bounces.
+    `kind` names the failure (else `hard` says hard or soft); `at` is the report's own date. A report
+    counts once per delivery: an MTA that reports "failed" twice for one message, or an ESP and a DSN
+    both, must not double the score. `policy` only matters for soft bounces.
     """
     if already_recorded(session, external_id):
         return Recorded(None)
+    kind = kind or (FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE)
+    hard = kind == FeedbackKind.HARD_BOUNCE
     policy = policy or BouncePolicy()
-    now = at or utcnow()
-    counted = hard or not _soft_bounce_counted(session, delivery_id)
-    if not hard and counted:
+    now = min(at, utcnow()) if at is not None else utcnow()
+    counted = kind in (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE) and not _counted(session, delivery_id, hard)
+    if kind == FeedbackKind.SOFT_BOUNCE and counted:
         score = policy.decayed(subscriber.bounce_score, subscriber.bounce_score_at, now) + SOFT_BOUNCE_WEIGHT
         subscriber.bounce_score = score
         subscriber.bounce_score_at = max(now, subscriber.bounce_score_at or now)
-    kind = FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE
     details = {**(payload or {}), "score": round(subscriber.bounce_score, 3), "counted": counted}
     event = record_event(
         session,
@@ -128,14 +165,22 @@ def record_bounce(
         issue_id=issue_id,
         delivery_id=delivery_id,
         external_id=external_id,
-        at=now,
+        reason_name=reason_name[:REASON_NAME_MAX_CHARS] or None,
+        reported_at=at,
     )
-    crossed = hard or subscriber.bounce_score >= policy.soft_threshold
+    crossed = counted and (hard or subscriber.bounce_score >= policy.soft_threshold)
     suppressed = False
     if crossed and subscriber.status not in SUPPRESSED_STATUSES:
-        why = "hard bounce" if hard else f"soft bounce score {subscriber.bounce_score:.2f}"
+        soft = f"soft bounce score {subscriber.bounce_score:.2f}"
+        why = f"hard bounce ({reason_name or 'permanent'})" if hard else soft
         suppressed = change_status(
-            session, subscriber, SubscriberStatus.BOUNCED, source, reason=f"{why}: {reason[:200]}"
+            session,
+            subscriber,
+            SubscriberStatus.BOUNCED,
+            source,
+            reason=f"{why}: {reason[:200]}",
+            reason_name=reason_name,
+            reported_at=at,
         )
     return Recorded(event, suppressed)
 
@@ -155,6 +200,7 @@ def record_complaint(
     """Log a spam complaint (RFC 5965 feedback or an ESP's) and make the subscriber `complained`."""
     if already_recorded(session, external_id):
         return Recorded(None)
+    feedback_type = str((payload or {}).get("feedback_type") or "abuse")[:REASON_NAME_MAX_CHARS]
     event = record_event(
         session,
         subscriber,
@@ -165,11 +211,52 @@ def record_complaint(
         issue_id=issue_id,
         delivery_id=delivery_id,
         external_id=external_id,
-        at=at,
+        reason_name=feedback_type,
+        reported_at=at,
     )
     # A complaint outranks every other state: whoever marked the mail as spam is never mailed again.
-    suppressed = change_status(session, subscriber, SubscriberStatus.COMPLAINED, source, reason=reason[:200])
+    suppressed = change_status(
+        session,
+        subscriber,
+        SubscriberStatus.COMPLAINED,
+        source,
+        reason=reason[:200],
+        reason_name=feedback_type,
+        reported_at=at,
+    )
     return Recorded(event, suppressed)
+
+
+def record_report(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    source: str,
+    reason: str,
+    reason_name: str,
+    delivery_id: int | None = None,
+    issue_id: int | None = None,
+    external_id: str | None = None,
+    at: dt.datetime | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Recorded:
+    """Log a feedback report that is no complaint (RFC 6591 auth-failure, not-spam, virus): nothing changes."""
+    if already_recorded(session, external_id):
+        return Recorded(None)
+    event = record_event(
+        session,
+        subscriber,
+        FeedbackKind.FEEDBACK_REPORT,
+        source,
+        reason=reason[:REASON_MAX_CHARS],
+        payload=payload,
+        issue_id=issue_id,
+        delivery_id=delivery_id,
+        external_id=external_id,
+        reason_name=reason_name[:REASON_NAME_MAX_CHARS] or None,
+        reported_at=at,
+    )
+    return Recorded(event)
 
 
 def record_unsubscribe_request(
@@ -193,7 +280,7 @@ def record_unsubscribe_request(
         reason=reason[:REASON_MAX_CHARS],
         payload=payload,
         external_id=external_id,
-        at=at,
+        reported_at=at,
     )
     suppressed = False
     if subscriber.status not in SUPPRESSED_STATUSES:
@@ -203,7 +290,7 @@ def record_unsubscribe_request(
 
 def apply_feedback(session: Session, feedback: Feedback, policy: BouncePolicy) -> Recorded | None:
     """Find the subscriber a report is about and record it; None when it names no subscriber on the list."""
-    delivery = session.get(Delivery, feedback.delivery_id) if feedback.delivery_id is not None else None
+    delivery = _delivery_of(session, feedback)
     subscriber = _subscriber_of(session, feedback, delivery)
     if subscriber is None:
         return None
@@ -220,10 +307,15 @@ def apply_feedback(session: Session, feedback: Feedback, policy: BouncePolicy) -
     issue_id = delivery.issue_id if delivery is not None else None
     if feedback.kind == FeedbackKind.COMPLAINT:
         return record_complaint(session, subscriber, delivery_id=delivery_id, issue_id=issue_id, **common)
+    if feedback.kind == FeedbackKind.FEEDBACK_REPORT:
+        return record_report(
+            session, subscriber, delivery_id=delivery_id, issue_id=issue_id, reason_name=feedback.reason_name, **common
+        )
     return record_bounce(
         session,
         subscriber,
-        hard=feedback.kind == FeedbackKind.HARD_BOUNCE,
+        kind=feedback.kind,
+        reason_name=feedback.reason_name,
         delivery_id=delivery_id,
         issue_id=issue_id,
         policy=policy,
@@ -241,6 +333,17 @@ def apply_all(session: Session, feedback: Iterable[Feedback], policy: BouncePoli
         feedback, key=lambda item: (item.delivery_id or 0, item.subscriber_id or 0, (item.email or "").lower())
     )
     return [apply_feedback(session, item, policy) for item in ordered]
+
+
+def _delivery_of(session: Session, feedback: Feedback) -> Delivery | None:
+    if feedback.delivery_id is not None:
+        return session.get(Delivery, feedback.delivery_id)
+    if feedback.issue_id is not None and feedback.subscriber_id is not None:
+        named = select(Delivery).where(
+            Delivery.issue_id == feedback.issue_id, Delivery.subscriber_id == feedback.subscriber_id
+        )
+        return session.scalar(named)
+    return None
 
 
 def _subscriber_of(session: Session, feedback: Feedback, delivery: Delivery | None) -> Subscriber | None:
@@ -267,103 +370,11 @@ def _subscriber_of(session: Session, feedback: Feedback, delivery: Delivery | No
     return session.get(Subscriber, subscriber_id, with_for_update=True, populate_existing=True)
 
 
-def _soft_bounce_counted(session: Session, delivery_id: int | None) -> bool:
+def _counted(session: Session, delivery_id: int | None, hard: bool) -> bool:
+    """True when a bounce of this delivery already counted: a second report of one message counts nothing,
+    except a hard one after a soft one (the MTA's final word after a temporary failure)."""
     if delivery_id is None:
         return False
-    query = exists().where(Event.delivery_id == delivery_id, Event.kind == FeedbackKind.SOFT_BOUNCE)
+    kinds = (FeedbackKind.HARD_BOUNCE,) if hard else (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE)
+    query = exists().where(Event.delivery_id == delivery_id, Event.kind.in_(kinds))
     return bool(session.scalar(select(query)))
-
-
-# RFC 3463 3: the subject.detail codes bounces carry most, in the editor's words.
-STATUS_MEANINGS = {
-    "1.1": "no such mailbox",
-    "1.2": "no such domain",
-    "1.10": "no such recipient",
-    "2.1": "mailbox disabled",
-    "2.2": "mailbox full",
-    "2.3": "message too large",
-    "3.0": "receiving system error",
-    "4.1": "no answer from host",
-    "4.4": "unable to route",
-    "4.7": "delivery time expired",
-    "7.1": "refused by policy",
-}
-
-
-@dataclass
-class Counts:
-    hard: int = 0
-    soft: int = 0
-    complaints: int = 0
-
-
-@dataclass(frozen=True)
-class Suppression:
-    email: str
-    status: str
-    at: dt.datetime
-    reason: str
-
-
-@dataclass(frozen=True)
-class BounceReport:
-    """Bounces and complaints since a moment, grouped by reason and by domain, and who was suppressed."""
-
-    since: dt.datetime
-    by_reason: dict[str, Counts]
-    by_domain: dict[str, Counts]
-    suppressed: list[Suppression]
-
-
-def bounce_report(session: Session, since: dt.datetime) -> BounceReport:
-    """Every bounce and complaint logged since `since`, and the subscribers they suppressed."""
-    kinds = (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE, FeedbackKind.COMPLAINT)
-    rows = session.execute(
-        select(Event.kind, Event.reason, Event.payload, Subscriber.email)
-        .join(Subscriber, Subscriber.id == Event.subscriber_id)
-        .where(Event.created_at >= since, Event.kind.in_(kinds))
-        .execution_options(yield_per=1000)
-    )
-    by_reason: dict[str, Counts] = {}
-    by_domain: dict[str, Counts] = {}
-    for kind, reason, payload, email in rows:
-        for key, table in ((reason_group(kind, reason, payload), by_reason), (domain_of(email), by_domain)):
-            counts = table.setdefault(key, Counts())
-            if kind == FeedbackKind.COMPLAINT:
-                counts.complaints += 1
-            elif kind == FeedbackKind.HARD_BOUNCE:
-                counts.hard += 1
-            else:
-                counts.soft += 1
-    suppressed = [
-        Suppression(email, status or "", at, reason or "")
-        for email, status, at, reason in session.execute(
-            select(Subscriber.email, Event.new_status, Event.created_at, Event.reason)
-            .join(Subscriber, Subscriber.id == Event.subscriber_id)
-            .where(
-                Event.created_at >= since,
-                Event.kind == "status",
-                Event.new_status.in_((SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)),
-            )
-            .order_by(Event.created_at, Event.id)
-        )
-    ]
-    return BounceReport(since, _by_count(by_reason), _by_count(by_domain), suppressed)
-
-
-def reason_group(kind: str, reason: str | None, payload: dict[str, Any] | None) -> str:
-    """The group a report falls in: a complaint's feedback type, or a bounce's status code and its meaning."""
-    payload = payload or {}
-    if kind == FeedbackKind.COMPLAINT:
-        return f"complaint ({payload.get('feedback_type') or 'abuse'})"
-    code = str(payload.get("status") or "")
-    if not code and reason:
-        code = reason.split(" ", 1)[0] if reason[:1] in "245" and reason[1:2] == "." else ""
-    if not code:
-        return "other"
-    meaning = STATUS_MEANINGS.get(code.partition(".")[2], "")
-    return f"{code} {meaning}".strip()
-
-
-def _by_count(table: dict[str, Counts]) -> dict[str, Counts]:
-    return dict(sorted(table.items(), key=lambda item: -(item[1].hard + item[1].soft + item[1].complaints)))

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from sqlalchemy import Engine
 
+    from newsletter.models import UnrecognizedMessage
     from newsletter.tally import Tally
 
 # `newsletter --help` and `newsletter preview` must start fast: SQLAlchemy, Alembic, Dramatiq, the renderer
@@ -222,6 +223,21 @@ def subscribers_remove(app: App, email: str) -> None:
     with database.transaction(app.ready_engine()) as session:
         subscriber = subscriptions.unsubscribe(session, email)
         console.print(f"{subscriber.email} is {subscriber.status}.")
+
+
+@subscribers_group.command("reactivate")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why the reader may be mailed again (kept in the event log).")
+@click.option("--force", is_flag=True, help="Reactivate a reader who reported the newsletter as spam.")
+@pass_app
+def subscribers_reactivate(app: App, email: str, reason: str, force: bool) -> None:
+    """Make a bounced reader active again (a reader who complained needs --force)."""
+    from newsletter import database, suppressions
+
+    with database.transaction(app.ready_engine()) as session:
+        subscriber = suppressions.reactivate(session, email, reason, force=force)
+        shown = subscriber.email
+    console.print(f"Reactivated {shown}.", markup=False)
 
 
 @subscribers_group.command("forget")
@@ -475,31 +491,83 @@ def _inbound_stdin(app: App, recipient: str | None) -> int:
     return 0
 
 
-@main.command("bounces")
+@main.group("bounces", invoke_without_command=True)
 @click.option(
     "--since", "since_days", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Days to look back."
 )
-@pass_app
-def bounces_report(app: App, since_days: float) -> None:
+@click.option("--unverified", is_flag=True, help="List the reports kept because nothing ties them to our mail.")
+@click.pass_context
+def bounces_report(ctx: click.Context, since_days: float, unverified: bool) -> None:
     """Bounces and complaints by reason and by recipient domain, and the subscribers they suppressed."""
     import datetime as dt
 
     from rich.table import Table
 
-    from newsletter import bounces, database
+    from newsletter import database, suppressions
     from newsletter.models import utcnow
 
+    if ctx.invoked_subcommand is not None:
+        return
+    app = ctx.find_object(App)
+    assert app is not None
     with database.transaction(app.ready_engine()) as session:
-        report = bounces.bounce_report(session, utcnow() - dt.timedelta(days=since_days))
+        if unverified:
+            _print_unverified(suppressions.unverified_reports(session))
+            return
+        report = suppressions.bounce_report(session, utcnow() - dt.timedelta(days=since_days))
     for title, groups in (("reason", report.by_reason), ("recipient domain", report.by_domain)):
-        table = Table(title, "hard", "soft", "complaints", title=f"By {title}, last {since_days:g} days")
+        table = Table(
+            title,
+            "hard",
+            "soft",
+            "not counted",
+            "complaints",
+            title=f"By {title}, received in the last {since_days:g} days",
+        )
         for key, counts in groups.items():
-            table.add_row(key, str(counts.hard), str(counts.soft), str(counts.complaints))
+            table.add_row(key, str(counts.hard), str(counts.soft), str(counts.uncounted), str(counts.complaints))
         console.print(table)
-    table = Table("email", "now", "since", "reason", title=f"Suppressed: {len(report.suppressed)}")
+    for key in report.by_reason:
+        if suppressions.reason_meaning(key):
+            console.print(f"  {key}: {suppressions.reason_meaning(key)}", markup=False)
+    table = Table(title=f"Suppressed: {len(report.suppressed)}")
+    table.add_column("email", overflow="fold")
+    for name in ("now", "received", "report dated", "reason"):
+        table.add_column(name)
     for row in report.suppressed:
-        table.add_row(row.email, row.status, row.at.strftime("%Y-%m-%d %H:%M"), row.reason[:80])
+        dated = row.reported_at.strftime("%Y-%m-%d %H:%M") if row.reported_at else ""
+        table.add_row(
+            row.email, row.status, row.at.strftime("%Y-%m-%d %H:%M"), dated, row.reason_name or row.reason[:40]
+        )
     console.print(table)
+
+
+def _print_unverified(kept: list[UnrecognizedMessage]) -> None:
+    from rich.table import Table
+
+    table = Table("#", "received", "from", "what it says", title=f"Unverified reports: {len(kept)}")
+    for row in kept:
+        table.add_row(str(row.id), row.received_at.strftime("%Y-%m-%d %H:%M"), row.sender[:40], row.note[:120])
+    console.print(table)
+    if kept:
+        console.print("Apply one by hand, once you trust it: newsletter bounces apply NUMBER", markup=False)
+
+
+@bounces_report.command("apply")
+@click.argument("number", type=int)
+@pass_app
+def bounces_apply(app: App, number: int) -> None:
+    """Apply an unverified report by hand: the addresses it names are believed."""
+    from newsletter import database
+    from newsletter.inbound import apply_kept
+
+    with database.transaction(app.ready_engine()) as session:
+        result = apply_kept(session, app.settings, number)
+    console.print(
+        f"{result.verdict}: recorded {result.recorded}, already recorded {result.duplicates}, "
+        f"suppressed {result.suppressed}. {result.note}"[:300],
+        markup=False,
+    )
 
 
 @main.command()

@@ -1,4 +1,8 @@
-"""Mail to the bounce and unsubscribe addresses: one function decides what a message is and records it."""
+"""Mail to the bounce and unsubscribe addresses: one function decides what a message is and records it.
+
+A report changes a reader's state only when it is tied to a delivery of ours (newsletter.provenance);
+one that is not is kept as `unverified` for the editor, who may apply it by hand (`apply_kept`).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
-from flufl.bounce import all_failures
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_all
+from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_all, bounce_kind
+from newsletter.errors import NewsletterError
 from newsletter.links import bounce_base
 from newsletter.models import (
     KEPT_HEADER_MAX_CHARS,
@@ -25,13 +29,14 @@ from newsletter.models import (
     UnrecognizedMessage,
     utcnow,
 )
+from newsletter.provenance import Addressee, addressee_of, returned_tie
 from newsletter.received import addresses, header, message_digest, original_headers, parse
-from newsletter.reports import FeedbackReport, RecipientStatus, delivery_statuses, feedback_report, is_report
+from newsletter.reports import FeedbackReport, RecipientStatus, delivery_statuses, feedback_report
 from newsletter.settings import Settings
 from newsletter.tally import Tally
-from newsletter.tokens import Purpose, Signer, TokenInvalid
+from newsletter.textbounces import text_failures
+from newsletter.tokens import Signer
 
-UNSUBSCRIBE_LOCAL_PART = "unsubscribe"  # links.unsubscribe_mailto: unsubscribe+TOKEN@bounce domain
 # Where an MTA records the envelope recipient: Postfix (Delivered-To, X-Original-To), Exim (Envelope-To).
 RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 # Vacation programs that predate RFC 3834 mark their replies with one of these.
@@ -49,37 +54,37 @@ _AUTO_REPLY_SUBJECT = re.compile(
     r"|resposta automática|automatisch antwoord|afwezig|自动回复|自動回覆|自動応答|不在)",
     re.IGNORECASE,
 )
+# Feedback loops that send the reported mail as an attachment, not as ARF: Microsoft's JMRP and SNDS,
+# and others of its kind. Recognised only when the attachment carries our token or Message-ID.
+_FEEDBACK_LOOP = re.compile(r"complain|feedback|\bfbl\b|jmrp|junk|spam report|abuse report|scomp", re.IGNORECASE)
+JMRP_RECIPIENT_HEADER = "X-HmXmrOriginalRecipient"  # Microsoft: the mailbox that pressed "junk"
+UNVERIFIED = "unverified"
+UNRECOGNIZED = "unrecognized"
+
+
+class KeptMessageNotFound(NewsletterError):
+    """No kept report has that number, or it was applied already."""
 
 
 class Verdict(StrEnum):
     BOUNCE = "bounce"
     COMPLAINT = "complaint"
+    FEEDBACK = "feedback"  # a feedback report that is no complaint: auth-failure, not-spam, virus, other
     UNSUBSCRIBE = "unsubscribe"
     AUTO_REPLY = "auto_reply"
-    IGNORED = "ignored"  # a report with nothing to act on: delivered/relayed DSNs, not-spam feedback
+    IGNORED = "ignored"  # a report with nothing to act on: delivered/relayed DSNs
     UNRECOGNIZED = "unrecognized"
+    UNVERIFIED = "unverified"  # a report we read but cannot tie to a delivery of ours: kept, changes nothing
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What a message is, and the reports it carries."""
+    """What a message is, the reports it carries, and whether it is tied to a delivery of ours."""
 
     verdict: Verdict
     feedback: tuple[Feedback, ...] = ()
     note: str = ""
-
-
-@dataclass(frozen=True)
-class Addressee:
-    """Whom a message is for, from a verified token in its recipient address."""
-
-    delivery_id: int | None = None  # bounces+TOKEN: the VERP return path of one delivery
-    subscriber_id: int | None = None  # unsubscribe+TOKEN: the List-Unsubscribe mailto address
-    problem: str = ""  # a token was there but did not verify: never fall back to guessing
-
-    @property
-    def has_token(self) -> bool:
-        return self.delivery_id is not None or self.subscriber_id is not None or bool(self.problem)
+    tied: bool = False
 
 
 def ingest(
@@ -90,58 +95,74 @@ def ingest(
     Raises:
         MissingSetting: no secret_key, or neither bounce_address nor from_address (tokens cannot be read).
     """
-    signer = Signer(settings.secret_key)
-    bounce_local, bounce_domain = bounce_base(settings)
+    bounce_base(settings)  # the settings tokens need: missing ones are an error, not an unreadable message
     try:
         message = parse(raw)
         digest = message_digest(message, raw)
-        reading = read_message(message, signer, (bounce_local, bounce_domain), digest, envelope_recipient)
+        reading = read_message(message, settings, digest, envelope_recipient)
     except Exception as error:  # hostile input is kept for the editor; it must never crash the MTA pipe
         message, digest = Message(), hashlib.sha256(raw).hexdigest()
         reading = Reading(Verdict.UNRECOGNIZED, note=f"could not be read: {type(error).__name__}: {error}"[:500])
     if reading.verdict in (Verdict.AUTO_REPLY, Verdict.IGNORED):
         return Tally.message(reading.verdict, note=reading.note)
+    kept = _Kept(message, raw, digest, source, envelope_recipient)
     if reading.verdict == Verdict.UNRECOGNIZED:
-        return _keep_unrecognized(session, message, raw, digest, source, envelope_recipient, reading.note)
+        return _keep(session, kept, UNRECOGNIZED, reading.note)
+    if not reading.tied:
+        # Anyone can write an address into a report: without our token or MAC it changes no state.
+        return _keep(session, kept, UNVERIFIED, f"{reading.verdict}, not tied to a delivery of ours: {reading.note}")
+    result = _apply(session, settings, reading, source)
+    if result is None:
+        return _keep(session, kept, UNRECOGNIZED, f"{reading.verdict} about no subscriber on the list: {reading.note}")
+    return result
+
+
+def apply_kept(session: Session, settings: Settings, kept_id: int) -> Tally:
+    """Apply an unverified report by hand, as the editor decided: its addresses are believed as written.
+
+    Raises:
+        KeptMessageNotFound: no unverified report has this number, or it was applied already.
+    """
+    kept = session.get(UnrecognizedMessage, kept_id, with_for_update=True)
+    if kept is None or kept.kind != UNVERIFIED or kept.applied_at is not None:
+        raise KeptMessageNotFound(f"no unverified report #{kept_id} waiting to be applied")
+    message = parse(kept.raw)
+    reading = read_message(message, settings, message_digest(message, kept.raw), kept.recipient or None)
+    result = _apply(session, settings, dataclasses.replace(reading, tied=True), "manual")
+    kept.applied_at = utcnow()
+    return result or Tally.message(reading.verdict, note=f"about no subscriber on the list: {reading.note}")
+
+
+def _apply(session: Session, settings: Settings, reading: Reading, source: str) -> Tally | None:
     policy = BouncePolicy.from_settings(settings)
     results = apply_all(session, (_sourced(feedback, source) for feedback in reading.feedback), policy)
-    found = [result for result in results if result is not None]
-    if not found:
-        note = f"{reading.verdict} about no subscriber on the list: {reading.note}"
-        return _keep_unrecognized(session, message, raw, digest, source, envelope_recipient, note)
+    if all(result is None for result in results):
+        return None
     return Tally.of(results, verdict=reading.verdict, note=reading.note)
 
 
-def read_message(
-    message: Message,
-    signer: Signer,
-    bounce_address: tuple[str, str],
-    digest: str,
-    envelope_recipient: str | None = None,
-) -> Reading:
+def read_message(message: Message, settings: Settings, digest: str, envelope_recipient: str | None = None) -> Reading:
     """Decide what a message is: ARF complaint, DSN, unsubscribe request, other bounce, auto-reply or none."""
+    signer = Signer(settings.secret_key)
+    bounce_address = bounce_base(settings)
     recipients = ([envelope_recipient.lower()] if envelope_recipient else []) + addresses(message, *RECIPIENT_HEADERS)
     addressee = addressee_of(recipients, signer, bounce_address)
+    if addressee.problem:
+        return Reading(Verdict.UNRECOGNIZED, note=addressee.problem)  # a token altered: never guess instead
+    if addressee.subscriber_id is not None and addressee.delivery_id is None and not _is_report(message):
+        return _unsubscribe_request(message, addressee, digest)
+    tie = addressee if addressee.delivery_id is not None else returned_tie(message, settings, signer, bounce_address)
+    tie = tie if tie.tied else addressee
     at = _date(header(message, "Date"))
-    report = feedback_report(message) if is_report(message, "feedback-report") else None
+    report = feedback_report(message)
     if report is not None:
-        return _read_complaint(message, report, signer, bounce_address, addressee, digest, at)
+        return _read_feedback(message, report, tie, digest, at)
     statuses = delivery_statuses(message)
     if statuses:
-        return _read_delivery_statuses(statuses, addressee, digest, at)
-    if addressee.subscriber_id is not None:
-        request = Feedback(
-            FeedbackKind.UNSUBSCRIBE,
-            "mailto",
-            f"mail to the unsubscribe address: {header(message, 'Subject')[:200]}",
-            f"message:{digest}",
-            subscriber_id=addressee.subscriber_id,
-            at=at,
-        )
-        return Reading(Verdict.UNSUBSCRIBE, (request,))
-    if addressee.problem:
-        return Reading(Verdict.UNRECOGNIZED, note=addressee.problem)
-    bounce = _read_other_bounce(message, addressee, digest, at)
+        return _read_delivery_statuses(statuses, tie, digest, at)
+    if tie.tied and _is_feedback_loop(message):
+        return _read_feedback_loop(message, tie, digest, at)
+    bounce = _read_text_bounce(message, tie, digest, at)
     if bounce is not None:
         return bounce
     if message.get_content_type() == "multipart/report":  # a report cut short or malformed: not a vacation
@@ -150,27 +171,6 @@ def read_message(
     if why:
         return Reading(Verdict.AUTO_REPLY, note=why)
     return Reading(Verdict.UNRECOGNIZED, note="no delivery report, feedback report or request found")
-
-
-def addressee_of(recipients: list[str], signer: Signer, bounce_address: tuple[str, str]) -> Addressee:
-    """The delivery or subscriber named by the first of `recipients` that carries one of our tokens."""
-    bounce_local, bounce_domain = (part.lower() for part in bounce_address)
-    for recipient in recipients:
-        local, _, domain = recipient.strip().lower().rpartition("@")
-        base, plus, token = local.partition("+")
-        if domain != bounce_domain or not plus:
-            continue
-        purpose = {bounce_local: Purpose.BOUNCE, UNSUBSCRIBE_LOCAL_PART: Purpose.MAILTO_UNSUBSCRIBE}.get(base)
-        if purpose is None:
-            continue
-        try:
-            number = signer.read_address_token(purpose, token)
-        except TokenInvalid as error:
-            return Addressee(problem=f"{recipient[:100]}: {error}")
-        if purpose == Purpose.BOUNCE:
-            return Addressee(delivery_id=number)
-        return Addressee(subscriber_id=number)
-    return Addressee()
 
 
 def auto_reply_reason(message: Message) -> str:
@@ -190,144 +190,189 @@ def auto_reply_reason(message: Message) -> str:
     return ""
 
 
+def _is_report(message: Message) -> bool:
+    return message.get_content_type() == "multipart/report" or bool(message.get("X-Failed-Recipients"))
+
+
+def _unsubscribe_request(message: Message, addressee: Addressee, digest: str) -> Reading:
+    request = Feedback(
+        FeedbackKind.UNSUBSCRIBE,
+        "mailto",
+        f"mail to the unsubscribe address: {header(message, 'Subject')[:200]}",
+        f"message:{digest}",
+        subscriber_id=addressee.subscriber_id,
+        at=_date(header(message, "Date")),
+    )
+    return Reading(Verdict.UNSUBSCRIBE, (request,), tied=True)
+
+
 def _read_delivery_statuses(
-    statuses: list[RecipientStatus], addressee: Addressee, digest: str, at: dt.datetime | None
+    statuses: list[RecipientStatus], tie: Addressee, digest: str, at: dt.datetime | None
 ) -> Reading:
     failures = [status for status in statuses if status.is_failure]
     if not failures:
         actions = ", ".join(sorted({status.action or "none" for status in statuses}))
         return Reading(Verdict.IGNORED, note=f"delivery report without failures ({actions})")
-    if addressee.problem:
-        return Reading(Verdict.UNRECOGNIZED, note=addressee.problem)
-    if addressee.delivery_id is not None:
-        # A VERP address names one delivery: the worst of its blocks decides (failed outranks delayed).
-        worst = max(failures, key=lambda status: status.is_hard)
-        payload = {"status": worst.status, "action": worst.action, "recipient": worst.recipient}
-        kind = FeedbackKind.HARD_BOUNCE if worst.is_hard else FeedbackKind.SOFT_BOUNCE
-        feedback = Feedback(
-            kind, "dsn", worst.reason, f"message:{digest}", delivery_id=addressee.delivery_id, at=at, payload=payload
-        )
-        return Reading(Verdict.BOUNCE, (feedback,), note=worst.recipient)
+    if tie.tied:
+        # One delivery is named: the worst of its blocks decides (failed outranks delayed, then the effect).
+        worst = max(failures, key=_severity)
+        return Reading(Verdict.BOUNCE, (_status_feedback(worst, tie, f"message:{digest}", at),), worst.recipient, True)
     found = tuple(
-        Feedback(
-            FeedbackKind.HARD_BOUNCE if status.is_hard else FeedbackKind.SOFT_BOUNCE,
-            "dsn",
-            status.reason,
-            _external_id(digest, status.recipient),
-            email=status.recipient,
-            at=at,
-            payload={"status": status.status, "action": status.action, "recipient": status.recipient},
-        )
+        _status_feedback(status, Addressee(), _external_id(digest, status.recipient), at)
         for status in failures
         if status.recipient
     )
-    return Reading(Verdict.BOUNCE, found, note=", ".join(status.recipient for status in failures)[:500])
+    return Reading(Verdict.BOUNCE, found, note=_summary(found))
 
 
-def _read_other_bounce(message: Message, addressee: Addressee, digest: str, at: dt.datetime | None) -> Reading | None:
-    """A bounce in a format older than RFC 3464 (qmail, Exim, Exchange...), found by flufl.bounce."""
-    temporary, permanent = all_failures(message)
-    failed = {_text(address): True for address in permanent} | {
-        _text(address): False for address in temporary if address not in permanent
-    }
-    failed = {address: hard for address, hard in failed.items() if "@" in address}
-    if not failed:
+def _status_feedback(status: RecipientStatus, tie: Addressee, external_id: str, at: dt.datetime | None) -> Feedback:
+    diagnosis = status.diagnosis
+    return Feedback(
+        bounce_kind(diagnosis, status.action),
+        "dsn",
+        status.reason,
+        external_id,
+        email=status.recipient or None,
+        delivery_id=tie.delivery_id,
+        subscriber_id=tie.subscriber_id,
+        issue_id=tie.issue_id,
+        at=at,
+        payload={"status": diagnosis.status, "action": status.action, "recipient": status.recipient, "tie": tie.how},
+        reason_name=diagnosis.reason,
+    )
+
+
+def _severity(status: RecipientStatus) -> tuple[bool, int]:
+    effect_rank = {FeedbackKind.HARD_BOUNCE: 2, FeedbackKind.SOFT_BOUNCE: 1}
+    return status.action != "delayed", effect_rank.get(bounce_kind(status.diagnosis, status.action), 0)
+
+
+def _read_text_bounce(message: Message, tie: Addressee, digest: str, at: dt.datetime | None) -> Reading | None:
+    """A bounce in a format older than RFC 3464 (qmail, Exim, Exchange...)."""
+    failures = text_failures(message)
+    if not failures:
         return None
-    if addressee.delivery_id is not None:
-        hard = any(failed.values())
-        kind = FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE
-        reason = f"{'permanent' if hard else 'temporary'} failure for {', '.join(sorted(failed))[:300]}"
-        feedback = Feedback(
-            kind,
-            "bounce",
-            reason,
-            f"message:{digest}",
-            delivery_id=addressee.delivery_id,
-            at=at,
-            payload={"recipients": sorted(failed)[:20]},
-        )
-        return Reading(Verdict.BOUNCE, (feedback,), note=", ".join(sorted(failed))[:500])
+    if tie.tied:
+        order = {FeedbackKind.HARD_BOUNCE: 3, FeedbackKind.SOFT_BOUNCE: 2, FeedbackKind.SENDER_SIDE: 1}
+        failures = [max(failures, key=lambda failure: order.get(bounce_kind(failure.diagnosis, failure.action), 0))]
     found = tuple(
         Feedback(
-            FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE,
+            bounce_kind(failure.diagnosis, failure.action),
             "bounce",
-            f"{'permanent' if hard else 'temporary'} failure ({header(message, 'Subject')[:200]})",
-            _external_id(digest, address),
-            email=address,
+            failure.excerpt or f"failure ({header(message, 'Subject')[:200]})",
+            f"message:{digest}" if tie.tied else _external_id(digest, failure.recipient),
+            email=failure.recipient,
+            delivery_id=tie.delivery_id,
+            subscriber_id=tie.subscriber_id,
+            issue_id=tie.issue_id,
             at=at,
-            payload={"recipient": address},
+            payload={"recipient": failure.recipient, "status": failure.diagnosis.status, "tie": tie.how},
+            reason_name=failure.diagnosis.reason,
         )
-        for address, hard in sorted(failed.items())[:100]
+        for failure in failures
     )
-    return Reading(Verdict.BOUNCE, found, note=", ".join(sorted(failed))[:500])
+    return Reading(Verdict.BOUNCE, found, note=_summary(found), tied=tie.tied)
 
 
-def _read_complaint(
-    message: Message,
-    report: FeedbackReport,
-    signer: Signer,
-    bounce_address: tuple[str, str],
-    addressee: Addressee,
-    digest: str,
-    at: dt.datetime | None,
+def _read_feedback(
+    message: Message, report: FeedbackReport, tie: Addressee, digest: str, at: dt.datetime | None
 ) -> Reading:
-    if not report.is_complaint:
-        return Reading(Verdict.IGNORED, note=f"feedback report of type {report.feedback_type}")
     original = original_headers(message)
-    # RFC 5965 3.2: Original-Mail-From is the reported mail's envelope sender, our VERP address when kept;
-    # the returned headers may still carry the Return-Path or the List-Unsubscribe mailto address.
-    candidates = [report.original_mail_from]
-    if original is not None:
-        candidates += addresses(original, "Return-Path") + _mailto_addresses(header(original, "List-Unsubscribe"))
-    named = addressee_of([address for address in candidates if address], signer, bounce_address)
-    if named.delivery_id is None and named.subscriber_id is None:
-        named = addressee if not addressee.problem else Addressee()
     recipients = list(report.original_rcpt_to) + (addresses(original, "To") if original is not None else [])
     email = next((address for address in recipients if address), None)
-    if named.delivery_id is None and named.subscriber_id is None and email is None:
+    if not tie.tied and email is None:
         return Reading(Verdict.UNRECOGNIZED, note="feedback report that names no recipient")
-    reason = f"{report.feedback_type} report from {report.user_agent or 'unknown agent'}"
-    payload = {
-        "feedback_type": report.feedback_type,
-        "user_agent": report.user_agent,
-        "reported_domain": report.reported_domain,
-        "source_ip": report.source_ip,
-    }
+    kind, verdict = FeedbackKind.FEEDBACK_REPORT, Verdict.FEEDBACK
+    if report.is_complaint:
+        kind, verdict = FeedbackKind.COMPLAINT, Verdict.COMPLAINT
+    elif report.is_opt_out:
+        kind, verdict = FeedbackKind.UNSUBSCRIBE, Verdict.UNSUBSCRIBE
     feedback = Feedback(
-        FeedbackKind.COMPLAINT,
+        kind,
         "arf",
-        reason[:300],
+        f"{report.feedback_type} report from {report.user_agent or 'unknown agent'}"[:300],
         f"message:{digest}",
         email=email,
-        delivery_id=named.delivery_id,
-        subscriber_id=named.subscriber_id,
+        delivery_id=tie.delivery_id,
+        subscriber_id=tie.subscriber_id,
+        issue_id=tie.issue_id,
         at=_date(report.arrival_date) or at,
-        payload=payload,
+        payload={
+            "feedback_type": report.feedback_type,
+            "user_agent": report.user_agent,
+            "reported_domain": report.reported_domain,
+            "source_ip": report.source_ip,
+            "tie": tie.how,
+        },
+        reason_name=report.feedback_type,
     )
-    return Reading(Verdict.COMPLAINT, (feedback,), note=email or "")
+    return Reading(verdict, (feedback,), note=f"{report.feedback_type} about {email or tie.how}", tied=tie.tied)
 
 
-def _keep_unrecognized(
-    session: Session, message: Message, raw: bytes, digest: str, source: str, envelope_recipient: str | None, note: str
-) -> Tally:
-    external_id = f"message:{digest}"
+def _is_feedback_loop(message: Message) -> bool:
+    """A complaint sent as the reported mail attached (Microsoft JMRP and its kind), not as ARF."""
+    original = original_headers(message)
+    if original is None:
+        return False
+    if original.get(JMRP_RECIPIENT_HEADER) is not None:
+        return True
+    return bool(_FEEDBACK_LOOP.search(header(message, "Subject")) or _FEEDBACK_LOOP.search(header(message, "From")))
+
+
+def _read_feedback_loop(message: Message, tie: Addressee, digest: str, at: dt.datetime | None) -> Reading:
+    original = original_headers(message)
+    named = addresses(original, JMRP_RECIPIENT_HEADER, "To") if original is not None else []
+    feedback = Feedback(
+        FeedbackKind.COMPLAINT,
+        "fbl",
+        f"complaint by a feedback loop: {header(message, 'Subject')[:200]}",
+        f"message:{digest}",
+        email=next(iter(named), None),
+        delivery_id=tie.delivery_id,
+        subscriber_id=tie.subscriber_id,
+        issue_id=tie.issue_id,
+        at=at,
+        payload={"feedback_type": "abuse", "reporter": header(message, "From")[:200], "tie": tie.how},
+        reason_name="abuse",
+    )
+    return Reading(Verdict.COMPLAINT, (feedback,), note=f"feedback loop complaint ({tie.how})", tied=True)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    message: Message
+    raw: bytes
+    digest: str
+    source: str
+    envelope_recipient: str | None
+
+
+def _keep(session: Session, kept: _Kept, kind: str, note: str) -> Tally:
+    verdict = Verdict.UNVERIFIED if kind == UNVERIFIED else Verdict.UNRECOGNIZED
+    external_id = f"message:{kept.digest}"
     if session.scalar(select(exists().where(UnrecognizedMessage.external_id == external_id))):
-        return Tally.message(Verdict.UNRECOGNIZED, duplicates=1, note=note)
-    recipient = envelope_recipient or ", ".join(addresses(message, *RECIPIENT_HEADERS)[:5])
+        return Tally.message(verdict, duplicates=1, note=note)
+    message = kept.message
+    recipient = kept.envelope_recipient or ", ".join(addresses(message, *RECIPIENT_HEADERS)[:5])
     session.add(
         UnrecognizedMessage(
-            source=source,
+            source=kept.source,
             external_id=external_id,
             sender=header(message, "From")[:KEPT_HEADER_MAX_CHARS],
             recipient=recipient[:KEPT_HEADER_MAX_CHARS],
             subject=header(message, "Subject")[:KEPT_HEADER_MAX_CHARS],
             note=note[:NOTE_MAX_CHARS],
-            size_bytes=len(raw),
-            raw=raw[:KEPT_MESSAGE_MAX_BYTES],
+            size_bytes=len(kept.raw),
+            raw=kept.raw[:KEPT_MESSAGE_MAX_BYTES],
+            kind=kind,
         )
     )
     session.flush()
-    return Tally.message(Verdict.UNRECOGNIZED, recorded=1, note=note)
+    return Tally.message(verdict, recorded=1, note=note)
+
+
+def _summary(found: tuple[Feedback, ...]) -> str:
+    return ", ".join(f"{item.email} {item.reason_name} ({item.kind})" for item in found)[:500]
 
 
 def _sourced(feedback: Feedback, source: str) -> Feedback:
@@ -337,16 +382,6 @@ def _sourced(feedback: Feedback, source: str) -> Feedback:
 
 def _external_id(digest: str, recipient: str) -> str:
     return f"message:{digest}:{hashlib.sha256(recipient.encode()).hexdigest()[:16]}"
-
-
-def _mailto_addresses(list_unsubscribe: str) -> list[str]:
-    """The addresses of the mailto URIs in a List-Unsubscribe header (RFC 2369)."""
-    return [match.lower() for match in re.findall(r"<mailto:([^?>\s]+)", list_unsubscribe, re.IGNORECASE)]
-
-
-def _text(address: bytes | str) -> str:
-    text = address.decode("utf-8", errors="replace") if isinstance(address, bytes) else address
-    return text.strip().strip("<>").lower()
 
 
 def _date(value: str) -> dt.datetime | None:

@@ -70,7 +70,30 @@ def list_id(settings: Settings) -> str:
     return f'"{name}" <{identifier}>'
 
 
+MESSAGE_ID_MAC_HEX_CHARS = 16  # 64 bits: a report quoting a Message-ID we never issued is told apart
+
+
 def message_id(settings: Settings, issue_id: int, subscriber_id: int) -> str:
-    """A Message-ID that is the same every time one issue goes to one subscriber (resends included)."""
+    """A Message-ID that is the same every time one issue goes to one subscriber (resends included).
+
+    It carries a MAC, so a report that returns it is known to be about a delivery we made (read_message_id).
+    """
+    mac = _message_id_mac(settings, issue_id, subscriber_id)
+    return f"<{issue_id}.{subscriber_id}.{mac}@{sender_domain(settings)}>"
+
+
+def read_message_id(settings: Settings, value: str) -> tuple[int, int] | None:
+    """The (issue id, subscriber id) of a Message-ID that `message_id` made with this key, else None."""
+    local, _, domain = value.strip().strip("<>").lower().rpartition("@")
+    issue, _, rest = local.partition(".")
+    subscriber, _, mac = rest.partition(".")
+    if domain != sender_domain(settings) or not (issue.isdigit() and subscriber.isdigit()) or len(issue) > 18:
+        return None
+    if len(subscriber) > 18 or not hmac.compare_digest(mac, _message_id_mac(settings, int(issue), int(subscriber))):
+        return None
+    return int(issue), int(subscriber)
+
+
+def _message_id_mac(settings: Settings, issue_id: int, subscriber_id: int) -> str:
     mac = hmac.new(settings.secret_key.encode(), f"{issue_id}.{subscriber_id}".encode(), hashlib.sha256)
-    return f"<{issue_id}.{subscriber_id}.{mac.hexdigest()[:16]}@{sender_domain(settings)}>"
+    return mac.hexdigest()[:MESSAGE_ID_MAC_HEX_CHARS]

@@ -62,6 +62,8 @@ REPLY_MAX_CHARS = 2_000  # an SMTP server's last reply, shown by `newsletter sta
 REASON_MAX_CHARS = 2_000  # a diagnostic quoted in full can be pages long; the head says what happened
 NOTE_MAX_CHARS = 2_000  # why a kept message was not recognised
 KEPT_HEADER_MAX_CHARS = 500  # sender, recipient and subject of a kept message
+REASON_NAME_MAX_CHARS = 32  # newsletter.reasons names ("userunknown") and ARF feedback types
+KEPT_KIND_MAX_CHARS = 16  # "unrecognized" or "unverified"
 KEPT_MESSAGE_MAX_BYTES = 256 * 1024  # the head of an unrecognized message kept for the editor
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit keys.
@@ -302,6 +304,10 @@ class Event(Base):
     external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_MAX_CHARS), unique=True)
     # The desk or API account that made the change (its address, kept when the account is removed).
     actor: Mapped[str | None] = mapped_column(String(EMAIL_MAX_CHARS))
+    # Why a delivery failed (newsletter.reasons: userunknown, mailboxfull ...), or a feedback report's type.
+    reason_name: Mapped[str | None] = mapped_column(String(REASON_NAME_MAX_CHARS))
+    # The report's own date (Date header, Arrival-Date, a provider's timestamp); created_at is when we got it.
+    reported_at: Mapped[dt.datetime | None]
 
 
 class UnrecognizedMessage(Base):
@@ -318,6 +324,12 @@ class UnrecognizedMessage(Base):
     recipient: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str] = mapped_column(Text, default="")
     note: Mapped[str] = mapped_column(Text)  # why it was not recognised
+    # "unrecognized", or "unverified": a report we read but cannot tie to a delivery of ours (never applied
+    # by itself; the editor may apply it by hand, which sets applied_at).
+    kind: Mapped[str] = mapped_column(
+        String(KEPT_KIND_MAX_CHARS), default="unrecognized", server_default="unrecognized", index=True
+    )
+    applied_at: Mapped[dt.datetime | None]
     size_bytes: Mapped[int] = mapped_column(Integer)
     raw: Mapped[bytes] = mapped_column(LargeBinary)  # the head of the message, cut at a fixed size
 

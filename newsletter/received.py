@@ -46,6 +46,12 @@ def addresses(message: Message, *names: str) -> list[str]:
     return [address.strip().lower() for _, address in getaddresses(values) if "@" in address]
 
 
+def plausible_address(address: str) -> bool:
+    """An address a mailbox can have (RFC 5322 3.4.1 dot-atom local part): not a redacted `david...@gmail.com`."""
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and "." in domain) and ".." not in local and not local.startswith(".")
+
+
 def parts(message: Message) -> Iterator[Message]:
     """Every part of a message, breadth first, at most MAX_PARTS (no recursion: nesting cannot overflow)."""
     queue: deque[Message] = deque([message])

@@ -6,37 +6,44 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from newsletter.received import decoded, find_part, header_blocks
+from newsletter.reasons import Diagnosis, classify
+from newsletter.received import decoded, find_part, header_blocks, plausible_address
 
 DELIVERY_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")  # RFC 6533: UTF-8
 FEEDBACK_REPORT_TYPE = "message/feedback-report"
 # RFC 3463 2: class.subject.detail; class 2 success, 4 persistent transient, 5 permanent.
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SMTP_REPLY = re.compile(r"\b([245])\d\d\b")
-# RFC 5965 3.1 feedback types; `not-spam` (RFC 6650 appendix) is a report that the mail was wanted.
-NOT_COMPLAINTS = frozenset({"not-spam"})
+# RFC 5965 3.1 and 7.3: `abuse` and `fraud` are complaints about the mail; `auth-failure` (RFC 6591) is a
+# DMARC or DKIM failure report, `not-spam` (RFC 6650) says the mail was wanted, `virus` and `other` name
+# no reader's wish: recorded, never complaints. `opt-out` (early ARF drafts) asks to leave the list.
+COMPLAINT_TYPES = frozenset({"abuse", "fraud"})
+OPT_OUT_TYPES = frozenset({"opt-out", "opt-out-list"})
+# RFC 3464 2.3.3 names five actions; MTAs also write "fail", "failure", "Failed (permanent)", "delay".
+_ACTIONS = (("fail", "failed"), ("delay", "delayed"), ("deliver", "delivered"), ("relay", "relayed"))
 
 
 @dataclass(frozen=True)
 class RecipientStatus:
     """One per-recipient block of a DSN (RFC 3464 2.3)."""
 
-    recipient: str  # Final-Recipient, else Original-Recipient: the bare address, lower-cased
-    action: str  # failed, delayed, delivered, relayed, expanded
+    # Original-Recipient, else Final-Recipient: the bare address, lower-cased. RFC 3464 2.3.1: the original
+    # is the address we gave; the final one may be where a forward sent it, never a reader of ours.
+    recipient: str
+    action: str  # failed, delayed, delivered, relayed, expanded (variants mapped onto these)
     status: str  # the enhanced status code, e.g. 5.1.1 (RFC 3463)
     diagnostic: str  # Diagnostic-Code: the remote server's own words
 
     @property
     def is_failure(self) -> bool:
         """A report of mail that was not delivered (now or yet): failed or delayed."""
+        if self.action in ("delivered", "relayed", "expanded"):
+            return False
         return self.action in ("failed", "delayed") or self.status[:1] in ("4", "5")
 
     @property
-    def is_hard(self) -> bool:
-        """Permanent: `Action: failed` (RFC 3464 2.3.3) or a 5.x.x status; `delayed` and 4.x.x are soft."""
-        if self.action == "delayed":
-            return False
-        return self.action == "failed" or self.status.startswith("5")
+    def diagnosis(self) -> Diagnosis:
+        """Why it failed (newsletter.reasons), from the status code, the reply, the text and the action."""
+        return classify(self.status, 0, self.diagnostic, self.action)
 
     @property
     def reason(self) -> str:
@@ -58,7 +65,11 @@ class FeedbackReport:
 
     @property
     def is_complaint(self) -> bool:
-        return self.feedback_type not in NOT_COMPLAINTS
+        return self.feedback_type in COMPLAINT_TYPES
+
+    @property
+    def is_opt_out(self) -> bool:
+        return self.feedback_type in OPT_OUT_TYPES
 
 
 def is_report(message: Message, report_type: str) -> bool:
@@ -104,17 +115,24 @@ def feedback_report(message: Message) -> FeedbackReport | None:
 
 
 def _recipient_status(block: Message) -> RecipientStatus:
-    recipient = _typed_address(_field(block, "Final-Recipient")) or _typed_address(_field(block, "Original-Recipient"))
+    recipient = _typed_address(_field(block, "Original-Recipient")) or _typed_address(_field(block, "Final-Recipient"))
     diagnostic = _field(block, "Diagnostic-Code")
     if diagnostic.lower().startswith(("smtp;", "x-postfix;", "x-unix;")):
         diagnostic = diagnostic.partition(";")[2].strip()
-    status_match = _STATUS_CODE.search(_field(block, "Status")) or _STATUS_CODE.search(diagnostic)
+    status_field = _field(block, "Status")
+    status_match = _STATUS_CODE.search(status_field)
     status = ".".join(status_match.groups()) if status_match else ""
-    if not status:
-        # No enhanced code anywhere: the basic SMTP reply code still tells its class (RFC 5321 4.2.1).
-        reply = _SMTP_REPLY.search(diagnostic)
-        status = f"{reply.group(1)}.0.0" if reply else ""
-    return RecipientStatus(recipient, _field(block, "Action").lower().split(" ")[0], status, diagnostic)
+    # Some MTAs write the words in Status ("5.0.0 (recipient reached disk quota)", "553 Exceeded ..."): keep them.
+    words = status_field[status_match.end() :] if status_match else status_field
+    if words.strip(" ()") and words.strip().lower() not in diagnostic.lower():
+        diagnostic = f"{diagnostic} {words.strip()}".strip()
+    return RecipientStatus(recipient, action_of(_field(block, "Action")), status, diagnostic)
+
+
+def action_of(value: str) -> str:
+    """An Action field as one of RFC 3464's words: `Failure`, `fail (permanent)` are `failed`."""
+    word = value.strip().lower()
+    return next((action for prefix, action in _ACTIONS if word.startswith(prefix)), word.split(" ")[0])
 
 
 def _field(block: Message, name: str) -> str:
@@ -132,4 +150,4 @@ def _typed_address(value: str) -> str:
 
 def _bare_address(value: str) -> str:
     address = value.strip().strip("<>").strip().lower()
-    return address if "@" in address and " " not in address else ""
+    return address if plausible_address(address) and " " not in address else ""

@@ -79,6 +79,9 @@ def change_status(
     reason: str | None = None,
     payload: dict[str, Any] | None = None,
     actor: str | None = None,
+    *,
+    reason_name: str = "",
+    reported_at: dt.datetime | None = None,
 ) -> bool:
     """Move a subscriber to `status` and log it; returns False (and logs nothing) when already there."""
     old = subscriber.status
@@ -100,6 +103,8 @@ def change_status(
         reason=reason,
         payload=payload,
         actor=actor,
+        reason_name=reason_name or None,
+        reported_at=reported_at,
     )
     return True
 
@@ -164,8 +169,11 @@ def record_event(
     external_id: str | None = None,
     at: dt.datetime | None = None,
     actor: str | None = None,
+    reason_name: str | None = None,
+    reported_at: dt.datetime | None = None,
 ) -> Event:
-    """Append one row to the event log; `actor` is the desk or API account that made the change."""
+    """Append one row to the event log; `actor` is the desk or API account that made the change, `reported_at`
+    a report's own date."""
     event = Event(
         subscriber_id=subscriber.id if subscriber is not None else None,
         kind=kind,
@@ -179,6 +187,8 @@ def record_event(
         external_id=external_id,
         created_at=at or utcnow(),
         actor=actor,
+        reason_name=reason_name,
+        reported_at=reported_at,
     )
     session.add(event)
     return event

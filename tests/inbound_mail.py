@@ -51,6 +51,28 @@ def make_sent(session: Session, settings: Settings) -> Sent:
     return Sent(settings, Signer(settings.secret_key), subscribers, deliveries)
 
 
+def more_verps(session: Session, sent: Sent, email: str, count: int) -> list[str]:
+    """The VERP addresses of `count` more issues sent to one subscriber (each delivery counts once)."""
+    subscriber = sent.subscribers[email]
+    verps = []
+    for number in range(count):
+        issue = Issue(
+            slug=f"more-{email}-{number}", subject="More", source_text="", source_hash="0" * 64, html="", text=""
+        )
+        session.add(issue)
+        session.flush()
+        delivery = Delivery(
+            issue_id=issue.id,
+            subscriber_id=subscriber.id,
+            status="sent",
+            message_id=links.message_id(sent.settings, issue.id, subscriber.id),
+        )
+        session.add(delivery)
+        session.flush()
+        verps.append(links.return_path(sent.settings, sent.signer, delivery.id))
+    return verps
+
+
 def dsn(
     to: str,
     blocks: list[dict[str, str]],
@@ -62,6 +84,7 @@ def dsn(
     extra_headers: str = "",
     message_id: str = "<dsn.1@mx.example.com>",
     reporting_mta: str = "dns; mx.example.com",
+    returned: str = "Message-ID: <1.1.abcdef@example.org>\n",
 ) -> bytes:
     """A DSN as RFC 3464 describes it: human part, delivery-status (message block + recipient blocks), headers."""
     recipient_blocks = "\n".join("".join(f"{name}: {value}\n" for name, value in block.items()) for block in blocks)
@@ -92,8 +115,7 @@ Content-Type: text/rfc822-headers
 
 From: The Editor <editor@example.org>
 Subject: First
-Message-ID: <1.1.abcdef@example.org>
-
+{returned}
 --{BOUNDARY}--
 """.replace("\n", "\r\n").encode()
 

@@ -16,7 +16,6 @@ from newsletter.bounces import (
     Feedback,
     FeedbackKind,
     apply_feedback,
-    bounce_report,
     record_bounce,
     record_complaint,
 )
@@ -24,6 +23,7 @@ from newsletter.cli import main
 from newsletter.models import Delivery, Event, Issue, Subscriber, SubscriberStatus, utcnow
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
+from newsletter.suppressions import bounce_report
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 POLICY = BouncePolicy(soft_threshold=3.0, half_life_days=14.0)
@@ -242,37 +242,42 @@ def test_report_groups_by_reason_and_domain_and_lists_the_suppressed(session: Se
     bob = add_subscriber(session, "bob@example.net")
     cho = add_subscriber(session, "cho@example.com")
     record_bounce(
-        session, ann, hard=True, source="dsn", reason="5.1.1 smtp; 550 User unknown", payload={"status": "5.1.1"}
+        session, ann, hard=True, source="dsn", reason="5.1.1 smtp; 550 User unknown", reason_name="userunknown"
     )
-    record_bounce(session, bob, hard=False, source="dsn", reason="4.2.2 mailbox full", payload={"status": "4.2.2"})
+    record_bounce(session, bob, source="dsn", reason="4.2.2 mailbox full", reason_name="mailboxfull")
     record_complaint(session, cho, source="arf", reason="abuse", payload={"feedback_type": "abuse"})
     old = add_subscriber(session, "old@example.org")
-    record_bounce(session, old, hard=True, source="dsn", reason="5.1.1", at=T0 - dt.timedelta(days=400))
+    record_bounce(
+        session, old, hard=True, source="dsn", reason="5.1.1", reason_name="userunknown", at=T0 - dt.timedelta(days=400)
+    )
     report = bounce_report(session, utcnow() - dt.timedelta(days=30))
+    # Dated by when we received each report: the one whose own Date is 400 days old arrived now.
     assert {key: (c.hard, c.soft, c.complaints) for key, c in report.by_reason.items()} == {
-        "5.1.1 no such mailbox": (1, 0, 0),
-        "4.2.2 mailbox full": (0, 1, 0),
+        "userunknown": (2, 0, 0),
+        "mailboxfull": (0, 1, 0),
         "complaint (abuse)": (0, 0, 1),
     }
     assert {key: (c.hard, c.soft, c.complaints) for key, c in report.by_domain.items()} == {
         "example.com": (1, 0, 1),
         "example.net": (0, 1, 0),
+        "example.org": (1, 0, 0),
     }
-    # A bounce dated long ago is out of the counts; the suppression it caused happened now.
     assert [(row.email, row.status) for row in report.suppressed] == [
         ("ann@example.com", "bounced"),
         ("cho@example.com", "complained"),
         ("old@example.org", "bounced"),
     ]
+    assert report.suppressed[2].reported_at == T0 - dt.timedelta(days=400)
+    assert report.suppressed[2].at > utcnow() - dt.timedelta(minutes=5)
 
 
 def test_bounces_command_shows_the_report(tmp_path: Path, engine: Engine, settings: Settings) -> None:
     with database.transaction(engine) as session:
         reader = add_subscriber(session, "reader@example.com")
-        record_bounce(session, reader, hard=True, source="smtp", reason="5.1.1 User unknown")
+        record_bounce(session, reader, hard=True, source="smtp", reason="5.1.1 User unknown", reason_name="userunknown")
     config = tmp_path / "newsletter.toml"
     config.write_text(f'database_url = "{settings.database_url}"\n', encoding="utf-8")
     result = CliRunner().invoke(main, ["--config", str(config), "bounces", "--since", "7"])
     assert result.exit_code == 0, result.output
-    assert "5.1.1 no such mailbox" in result.output and "reader@example.com" in result.output
+    assert "userunknown" in result.output and "reader@example.com" in result.output
     assert "example.com" in result.output and "Suppressed: 1" in result.output

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter.inbound import Verdict, ingest
+from newsletter.inbound import KeptMessageNotFound, Verdict, apply_kept, ingest
 from newsletter.models import Event, SubscriberStatus, UnrecognizedMessage
 from newsletter.settings import Settings
 from tests.inbound_mail import Sent, arf, dsn, failed, make_sent
@@ -97,29 +97,39 @@ def test_hard_bounce_with_verp_bounces_the_delivery(session: Session, sent: Sent
 
 
 @pytest.mark.parametrize("shape", sorted(MTA_SHAPES))
-def test_hard_bounce_without_verp_finds_the_final_recipient(session: Session, sent: Sent, shape: str) -> None:
+def test_hard_bounce_without_a_tie_is_kept_unverified_until_applied(session: Session, sent: Sent, shape: str) -> None:
+    # Anyone can mail a report naming any address: without our token or Message-ID it changes nothing.
     raw = shaped_dsn(shape, "bounces@example.org", "Bob@Example.net")
     result = ingest(session, sent.settings, raw, source="maildir")
-    assert (result.verdict, result.suppressed) == (Verdict.BOUNCE, 1)
+    assert (result.verdict, result.suppressed) == (Verdict.UNVERIFIED, 0)
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.ACTIVE
+    [kept] = unrecognized(session)
+    assert kept.kind == "unverified" and "bob@example.net userunknown" in kept.note
+    applied = apply_kept(session, sent.settings, kept.id)
+    assert (applied.verdict, applied.suppressed) == (Verdict.BOUNCE, 1)
     assert sent.subscribers["bob@example.net"].status == SubscriberStatus.BOUNCED
     assert events(session, "hard_bounce")[0].delivery_id is None
+    with pytest.raises(KeptMessageNotFound):
+        apply_kept(session, sent.settings, kept.id)
 
 
 @pytest.mark.parametrize("shape", ["postfix", "exim", "outlook"])
-def test_delayed_is_a_soft_bounce(session: Session, sent: Sent, shape: str) -> None:
+def test_a_delay_report_is_logged_and_never_scores(session: Session, sent: Sent, shape: str) -> None:
     raw = shaped_dsn(shape, sent.verp("cho@example.com"), "cho@example.com", action="delayed", status="4.4.1")
     result = ingest(session, sent.settings, raw, source="stdin")
     assert (result.verdict, result.recorded, result.suppressed) == (Verdict.BOUNCE, 1, 0)
     cho = sent.subscribers["cho@example.com"]
-    assert cho.status == SubscriberStatus.ACTIVE and cho.bounce_score == pytest.approx(1.0)
-    assert len(events(session, "soft_bounce")) == 1
+    assert cho.status == SubscriberStatus.ACTIVE and cho.bounce_score == 0
+    assert len(events(session, "delay")) == 1
 
 
-def test_a_4xx_status_with_action_failed_is_hard(session: Session, sent: Sent) -> None:
-    # RFC 3464 2.3.3: `failed` means the MTA gave up, whatever the code; the address is not reachable.
+def test_a_4xx_status_with_action_failed_is_soft(session: Session, sent: Sent) -> None:
+    # RFC 3463 3.1: class 4 is a persistent transient failure; the MTA gave up, the address may be fine.
     raw = dsn(sent.verp("ann@example.com"), [failed("ann@example.com", "4.4.7", "smtp; 421 timed out")])
     ingest(session, sent.settings, raw, source="stdin")
-    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.BOUNCED
+    ann = sent.subscribers["ann@example.com"]
+    assert ann.status == SubscriberStatus.ACTIVE and ann.bounce_score == pytest.approx(1.0)
+    assert events(session, "soft_bounce")[0].reason_name == "expired"
 
 
 def test_multi_recipient_dsn_without_verp(session: Session, sent: Sent) -> None:
@@ -133,12 +143,16 @@ def test_multi_recipient_dsn_without_verp(session: Session, sent: Sent) -> None:
         ],
     )
     result = ingest(session, sent.settings, raw, source="mbox")
-    assert (result.verdict, result.recorded, result.suppressed) == (Verdict.BOUNCE, 2, 1)
+    assert (result.verdict, result.recorded) == (Verdict.UNVERIFIED, 1)
+    assert {subscriber.status for subscriber in sent.subscribers.values()} == {"active"}
+    [kept] = unrecognized(session)
+    applied = apply_kept(session, sent.settings, kept.id)
+    assert (applied.verdict, applied.recorded, applied.suppressed) == (Verdict.BOUNCE, 2, 1)
     statuses = {email: subscriber.status for email, subscriber in sent.subscribers.items()}
     assert statuses == {"ann@example.com": "bounced", "bob@example.net": "active", "cho@example.com": "active"}
-    assert sent.subscribers["bob@example.net"].bounce_score == pytest.approx(1.0)
+    assert sent.subscribers["bob@example.net"].bounce_score == 0  # a delay never scores
     again = ingest(session, sent.settings, raw, source="mbox")
-    assert (again.recorded, again.duplicates) == (0, 2)
+    assert (again.recorded, again.duplicates) == (0, 1)
 
 
 def test_the_verp_delivery_wins_over_the_address_in_the_report(session: Session, sent: Sent) -> None:
@@ -180,7 +194,7 @@ def test_verp_in_delivered_to_header(session: Session, sent: Sent) -> None:
 
 
 def test_the_same_dsn_seen_twice_through_two_paths_is_recorded_once(session: Session, sent: Sent) -> None:
-    raw = shaped_dsn("postfix", sent.verp("cho@example.com"), "cho@example.com", action="delayed", status="4.4.1")
+    raw = shaped_dsn("postfix", sent.verp("cho@example.com"), "cho@example.com", status="4.4.7")
     first = ingest(session, sent.settings, raw, source="stdin")
     second = ingest(session, sent.settings, b"Received: from relay by mx; Mon, 5 Jan 2026\r\n" + raw, source="imap")
     assert (first.recorded, second.recorded, second.duplicates) == (1, 0, 1)
@@ -218,9 +232,10 @@ recipients. This is a permanent error. The following address(es) failed:
 From: editor@example.org
 Subject: First
 """
-    result = ingest(session, sent.settings, raw, source="stdin")
+    result = ingest(session, sent.settings, raw, source="stdin", envelope_recipient=sent.verp("bob@example.net"))
     assert (result.verdict, result.suppressed) == (Verdict.BOUNCE, 1)
     assert sent.subscribers["bob@example.net"].status == SubscriberStatus.BOUNCED
+    assert events(session, "hard_bounce")[0].reason_name == "userunknown"
 
 
 def test_arf_complaint_with_verp_original_mail_from(session: Session, sent: Sent) -> None:
@@ -244,15 +259,19 @@ def test_arf_complaint_found_by_the_list_unsubscribe_mailto_of_the_original(sess
     assert sent.subscribers["cho@example.com"].status == SubscriberStatus.COMPLAINED
 
 
-def test_arf_complaint_found_by_original_rcpt_to(session: Session, sent: Sent) -> None:
-    ingest(session, sent.settings, arf("fbl@example.org", rcpt_to="ann@example.com"), source="imap")
-    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.COMPLAINED
-
-
-def test_not_spam_feedback_is_no_complaint(session: Session, sent: Sent) -> None:
-    raw = arf("fbl@example.org", feedback_type="not-spam", rcpt_to="ann@example.com")
-    assert ingest(session, sent.settings, raw, source="imap").verdict == Verdict.IGNORED
+def test_arf_complaint_naming_only_an_address_is_kept_unverified(session: Session, sent: Sent) -> None:
+    result = ingest(session, sent.settings, arf("fbl@example.org", rcpt_to="ann@example.com"), source="imap")
+    assert result.verdict == Verdict.UNVERIFIED
     assert sent.subscribers["ann@example.com"].status == SubscriberStatus.ACTIVE
+
+
+@pytest.mark.parametrize("feedback_type", ["not-spam", "auth-failure", "virus", "other"])
+def test_feedback_that_is_no_complaint_is_recorded_only(session: Session, sent: Sent, feedback_type: str) -> None:
+    raw = arf("fbl@example.org", feedback_type=feedback_type, original_mail_from=sent.verp("ann@example.com"))
+    assert ingest(session, sent.settings, raw, source="imap").verdict == Verdict.FEEDBACK
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.ACTIVE
+    [report] = events(session, "feedback_report")
+    assert report.reason_name == feedback_type
 
 
 VACATION_REPLIES = {
@@ -312,7 +331,9 @@ def test_a_human_reply_is_kept_for_the_editor_once(session: Session, sent: Sent)
 
 def test_a_bounce_about_nobody_on_the_list_is_kept(session: Session, sent: Sent) -> None:
     result = ingest(session, sent.settings, dsn("bounces@example.org", [failed("nobody@example.com")]), source="x")
-    assert result.verdict == Verdict.UNRECOGNIZED and "no subscriber" in result.note
+    assert result.verdict == Verdict.UNVERIFIED and "nobody@example.com" in result.note
+    [kept] = unrecognized(session)
+    assert "about no subscriber" in apply_kept(session, sent.settings, kept.id).note
 
 
 HOSTILE = {

@@ -131,7 +131,7 @@ def test_maildir_crash_before_marking_loses_nothing_and_counts_once(
 ) -> None:
     session.commit()
     maildir = tmp_path / "Maildir"
-    make_maildir(maildir, [dsn(sent.verp("cho@example.com"), [failed("cho@example.com", "4.2.2", action="delayed")])])
+    make_maildir(maildir, [dsn(sent.verp("cho@example.com"), [failed("cho@example.com", "4.2.2", action="failed")])])
     engine = session.get_bind()
     # The first run "crashes" after recording: the file is put back unmarked, as if the rename never happened.
     mailboxes.read_maildir(engine, sent.settings, maildir)  # type: ignore[arg-type]

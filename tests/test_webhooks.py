@@ -147,6 +147,32 @@ def test_ses_complaint_names_the_delivery_by_its_verp_source(
     assert complaint.delivery_id == sent.deliveries["cho@example.com"].id
 
 
+def test_ses_permanent_mailbox_full_is_a_soft_bounce(
+    session: Session, sent: Sent, sns: FakeSns, ses_settings: Settings
+) -> None:
+    # SES labels a full mailbox "Permanent"; the status code and the words say it may pass.
+    notification = ses_notification("Bounce", ["ann@example.com"])
+    message = json.loads(notification["Message"])
+    message["bounce"]["bounceSubType"] = "MailboxFull"
+    message["bounce"]["bouncedRecipients"][0] |= {"status": "5.2.2", "diagnosticCode": "smtp; 552 5.2.2 Mailbox full"}
+    notification["Message"] = json.dumps(message)
+    ses.handle(ses_settings, session, {}, sns.signed(notification), fetch=sns.fetch)
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.ACTIVE
+    [bounce] = session.scalars(select(Event).where(Event.kind == "soft_bounce"))
+    assert bounce.reason_name == "mailboxfull"
+
+
+def test_ses_not_spam_feedback_is_no_complaint(
+    session: Session, sent: Sent, sns: FakeSns, ses_settings: Settings
+) -> None:
+    notification = ses_notification("Complaint", ["ann@example.com"], source=sent.verp("ann@example.com"))
+    message = json.loads(notification["Message"])
+    message["complaint"]["complaintFeedbackType"] = "not-spam"
+    notification["Message"] = json.dumps(message)
+    ses.handle(ses_settings, session, {}, sns.signed(notification), fetch=sns.fetch)
+    assert sent.subscribers["ann@example.com"].status == SubscriberStatus.ACTIVE
+
+
 def test_ses_forged_signature_is_rejected(session: Session, sent: Sent, sns: FakeSns, ses_settings: Settings) -> None:
     envelope = json.loads(sns.signed(ses_notification("Bounce", ["ann@example.com"])))
     envelope["Message"] = envelope["Message"].replace("ann@example.com", "bob@example.net")

@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from newsletter.bounces import BouncePolicy, Feedback, apply_all
+from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_all, bounce_kind
 from newsletter.errors import NewsletterError
+from newsletter.reasons import classify
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 
@@ -36,6 +37,24 @@ def apply_events(session: Session, settings: Settings, feedback: list[Feedback],
     policy = BouncePolicy.from_settings(settings)
     results = apply_all(session, feedback, policy)
     return Tally.of(results, ignored=ignored)
+
+
+def failure_of(labelled: FeedbackKind, status: str, words: str) -> tuple[FeedbackKind, str]:
+    """The kind and reason name of a provider's bounce event, by the one classifier of failures.
+
+    The status code and the remote server's words are trusted over the provider's own hard/soft label
+    (SES calls a full mailbox "Permanent"); the label decides only when they name no reason, and a
+    provider's "temporary" is never made permanent.
+    """
+    if labelled not in (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE):
+        return labelled, ""
+    diagnosis = classify(status=status if status[:1] in "245" and "." in status else "", text=f"{status} {words}")
+    if diagnosis.evidence == "action":
+        return labelled, "undefined"
+    kind = bounce_kind(diagnosis)
+    if kind == FeedbackKind.HARD_BOUNCE and labelled == FeedbackKind.SOFT_BOUNCE:
+        kind = FeedbackKind.SOFT_BOUNCE  # the provider will try again: not the final word on the address
+    return kind, diagnosis.reason
 
 
 def lower_keys(headers: Mapping[str, str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.models import EMAIL_MAX_CHARS
 from newsletter.settings import Settings
 from newsletter.tally import Tally
-from newsletter.webhooks import WebhookRejected, apply_events, check_fresh, json_body, text
+from newsletter.webhooks import WebhookRejected, apply_events, check_fresh, failure_of, json_body, text
 
 
 def handle(
@@ -79,6 +79,10 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
             ),
         )
     )
+    words = " ".join((text(status.get("description")), text(status.get("message"))))
+    kind, reason_name = failure_of(
+        kind, text(status.get("enhanced-code"), 20), f"{text(status.get('code'), 10)} {words}"
+    )
     try:
         at = min(dt.datetime.fromtimestamp(float(event.get("timestamp") or 0), dt.UTC), dt.datetime.now(dt.UTC))
     except (ValueError, TypeError, OverflowError, OSError):
@@ -92,5 +96,6 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
             email=email,
             at=at,
             payload={"event": name, "severity": text(event.get("severity"), 20), "code": text(status.get("code"), 10)},
+            reason_name=reason_name,
         )
     ]

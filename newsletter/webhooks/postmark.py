@@ -13,7 +13,7 @@ from newsletter.bounces import Feedback, FeedbackKind
 from newsletter.models import EMAIL_MAX_CHARS
 from newsletter.settings import Settings
 from newsletter.tally import Tally
-from newsletter.webhooks import WebhookRejected, apply_events, event_time, json_body, lower_keys, text
+from newsletter.webhooks import WebhookRejected, apply_events, event_time, failure_of, json_body, lower_keys, text
 
 # postmarkapp.com/developer/api/bounce-api#bounce-types: which types say the address is gone for good.
 HARD_TYPES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
@@ -74,6 +74,7 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
     reason = " ".join(
         filter(None, (text(event.get("Type"), 40), text(event.get("Description")), text(event.get("Details"))))
     )
+    kind, reason_name = failure_of(kind, "", " ".join((text(event.get("Description")), text(event.get("Details")))))
     return [
         Feedback(
             kind,
@@ -83,5 +84,6 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
             email=email,
             at=event_time(at),
             payload={"type": text(event.get("Type"), 40), "type_code": event.get("TypeCode")},
+            reason_name=reason_name,
         )
     ]

@@ -21,6 +21,7 @@ from newsletter.webhooks import (
     WebhookRejected,
     apply_events,
     check_fresh,
+    failure_of,
     json_body,
     lower_keys,
     text,
@@ -93,6 +94,7 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
     if kind is None or not email or not event_id:
         return []
     reason = " ".join(filter(None, (text(event.get("status"), 20), text(event.get("reason")))))
+    kind, reason_name = failure_of(kind, text(event.get("status"), 20), text(event.get("reason")))
     try:
         at = min(dt.datetime.fromtimestamp(int(event.get("timestamp") or 0), dt.UTC), dt.datetime.now(dt.UTC))
     except (ValueError, TypeError, OverflowError, OSError):
@@ -106,5 +108,6 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
             email=email,
             at=at or None,
             payload={"event": text(event.get("event"), 40), "status": text(event.get("status"), 20)},
+            reason_name=reason_name,
         )
     ]

@@ -19,13 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import Feedback, FeedbackKind
-from newsletter.inbound import addressee_of
 from newsletter.links import bounce_base
 from newsletter.models import EMAIL_MAX_CHARS
+from newsletter.provenance import addressee_of
+from newsletter.reports import COMPLAINT_TYPES
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 from newsletter.tokens import Signer
-from newsletter.webhooks import WebhookRejected, apply_events, event_time, json_body, recipient_id, text
+from newsletter.webhooks import WebhookRejected, apply_events, event_time, failure_of, json_body, recipient_id, text
 
 Fetch = Callable[[str], bytes]
 FETCH_TIMEOUT_SECONDS = 10
@@ -133,27 +134,36 @@ def _bounces(bounce: Any, delivery_id: int | None) -> list[Feedback]:
     if not isinstance(bounce, dict):
         raise WebhookRejected("SES bounce without details", 400)
     hard = bounce.get("bounceType") in HARD_BOUNCE_TYPES
-    kind = FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE
+    labelled = FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE
     feedback_id = text(bounce.get("feedbackId"), 200)
     recipients = [item for item in bounce.get("bouncedRecipients") or [] if isinstance(item, dict)][:100]
-    return [
-        Feedback(
-            kind,
-            "ses",
-            " ".join(filter(None, (text(item.get("status")), text(item.get("diagnosticCode")))))
-            or text(bounce.get("bounceSubType")),
-            recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
-            email=text(item.get("emailAddress"), EMAIL_MAX_CHARS),
-            delivery_id=delivery_id if len(recipients) == 1 else None,
-            at=event_time(bounce.get("timestamp")),
-            payload={
-                "status": text(item.get("status"), 20),
-                "bounce_type": text(bounce.get("bounceType"), 40),
-                "bounce_subtype": text(bounce.get("bounceSubType"), 40),
-            },
-        )
-        for item in recipients
-    ]
+    named = delivery_id if len(recipients) == 1 else None
+    return [_bounce(item, bounce, labelled, feedback_id, named) for item in recipients]
+
+
+def _bounce(
+    item: dict[str, Any], bounce: dict[str, Any], labelled: FeedbackKind, feedback_id: str, delivery_id: int | None
+) -> Feedback:
+    # bounceSubType names the cause in CamelCase ("MailboxFull", "MessageTooLarge"): read it as words.
+    subtype = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text(bounce.get("bounceSubType"), 40))
+    words = f"{subtype} {text(item.get('diagnosticCode'))}"
+    kind, reason_name = failure_of(labelled, text(item.get("status"), 20), words)
+    return Feedback(
+        kind,
+        "ses",
+        " ".join(filter(None, (text(item.get("status")), text(item.get("diagnosticCode")))))
+        or text(bounce.get("bounceSubType")),
+        recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
+        email=text(item.get("emailAddress"), EMAIL_MAX_CHARS),
+        delivery_id=delivery_id,
+        at=event_time(bounce.get("timestamp")),
+        payload={
+            "status": text(item.get("status"), 20),
+            "bounce_type": text(bounce.get("bounceType"), 40),
+            "bounce_subtype": text(bounce.get("bounceSubType"), 40),
+        },
+        reason_name=reason_name,
+    )
 
 
 def _complaints(complaint: Any, delivery_id: int | None) -> list[Feedback]:
@@ -162,9 +172,11 @@ def _complaints(complaint: Any, delivery_id: int | None) -> list[Feedback]:
     feedback_id = text(complaint.get("feedbackId"), 200)
     feedback_type = text(complaint.get("complaintFeedbackType"), 40) or "abuse"
     recipients = [item for item in complaint.get("complainedRecipients") or [] if isinstance(item, dict)][:100]
+    # RFC 5965 feedback types: only abuse and fraud are complaints (not-spam, auth-failure, virus are not).
+    kind = FeedbackKind.COMPLAINT if feedback_type in COMPLAINT_TYPES else FeedbackKind.FEEDBACK_REPORT
     return [
         Feedback(
-            FeedbackKind.COMPLAINT,
+            kind,
             "ses",
             f"{feedback_type} report from {text(complaint.get('userAgent'), 200)}",
             recipient_id("ses", feedback_id, text(item.get("emailAddress"))),
@@ -172,6 +184,7 @@ def _complaints(complaint: Any, delivery_id: int | None) -> list[Feedback]:
             delivery_id=delivery_id if len(recipients) == 1 else None,
             at=event_time(complaint.get("timestamp")),
             payload={"feedback_type": feedback_type},
+            reason_name=feedback_type,
         )
         for item in recipients
     ]
