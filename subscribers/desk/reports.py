@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter import bounces, deliverability, overview
+from newsletter import deliverability, overview, suppressions
 from newsletter.accounts import SignedIn
 from newsletter.models import utcnow
 from subscribers.context import context_of
@@ -24,18 +24,18 @@ CHART_ROWS = 12
 
 @dataclass(frozen=True)
 class BouncePage:
-    report: bounces.BounceReport
+    report: suppressions.BounceReport
     unrecognized: list[overview.Unrecognized]
 
 
 def _bounce_page(session: Session, days: int) -> BouncePage:
     return BouncePage(
-        bounces.bounce_report(session, utcnow() - dt.timedelta(days=days)), overview.unrecognized_messages(session)
+        suppressions.bounce_report(session, utcnow() - dt.timedelta(days=days)), overview.unrecognized_messages(session)
     )
 
 
-def _total(counts: bounces.Counts) -> int:
-    return counts.hard + counts.soft + counts.complaints
+def _total(counts: suppressions.Counts) -> int:
+    return counts.total
 
 
 @desk_route
