@@ -65,7 +65,10 @@ CHINESE = Words(
     saved="您的设置已保存。",
     unsubscribe="退订",
     unsubscribed="您已退订",
-    issue='---\nsubject: 本周笔记\nslug: notes-zh\n---\n\n# 本周笔记\n\n{{ name | default("朋友") }}，你好！这是本周的内容。\n',
+    issue=(
+        "---\nsubject: 本周笔记\nslug: notes-zh\n---\n\n# 本周笔记\n\n"
+        '{{ name | default("朋友") }}，你好！这是本周的内容。\n'
+    ),
     english_leftovers=("Subscribe", "Unsubscribe", "Email address", "Confirm", "Past issues", "Save"),
 )
 ENGLISH = Words(
@@ -84,7 +87,9 @@ ENGLISH = Words(
     saved="Your choices are saved.",
     unsubscribe="Unsubscribe",
     unsubscribed="You are unsubscribed",
-    issue='---\nsubject: Weekly notes\nslug: notes-en\n---\n\n# Weekly notes\n\nHello {{ name | default("friend") }}!\n',
+    issue=(
+        '---\nsubject: Weekly notes\nslug: notes-en\n---\n\n# Weekly notes\n\nHello {{ name | default("friend") }}!\n'
+    ),
     english_leftovers=(),
 )
 
