@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 
+from newsletter.images import image_size
 from newsletter.remote import RemoteImageSizes, check_links
 from newsletter.render import render_issue
 from newsletter.settings import Settings
@@ -63,3 +65,14 @@ def test_check_links_reports_each_url_once(webserver: WebServer) -> None:
     ]
     assert "0.5 s" in statuses[3].problem or "timed out" in statuses[3].problem
     assert webserver.requests.count("/ok") == 1
+
+
+def test_image_size_reads_webp_headers() -> None:
+    extended = b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x00\x00\x00\x00" + (119).to_bytes(3, "little")
+    extended += (39).to_bytes(3, "little")
+    assert image_size(extended) == (120, 40)
+    lossy = b"RIFF\x00\x00\x00\x00WEBPVP8 \x00\x00\x00\x00\x00\x00\x00\x9d\x01\x2a" + struct.pack("<HH", 300, 200)
+    assert image_size(lossy) == (300, 200)
+    bits = (640 - 1) | ((480 - 1) << 14)
+    lossless = b"RIFF\x00\x00\x00\x00WEBPVP8L\x00\x00\x00\x00\x2f" + bits.to_bytes(4, "little") + b"\x00" * 5
+    assert image_size(lossless) == (640, 480)
