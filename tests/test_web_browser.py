@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
 from newsletter import database
 from newsletter.models import Subscriber
 from newsletter.settings import Settings
+from tests.browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, PHONE, cli, require_chromium, serving, wait_until
 from tests.mailserver import MailSink, free_port
 from tests.webflow import confirm_link
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
-PHONE = {"width": 375, "height": 812}
+ARTIFACTS = BROWSER_ARTIFACTS / "browser"
 ADDRESS = "reader@example.com"
 ISSUE = """---
 subject: Browser notes
@@ -43,23 +32,6 @@ The first issue a reader receives after confirming, with [a link](https://exampl
 """
 
 pytestmark = pytest.mark.browser
-
-
-def require_chromium() -> None:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: apt-get install chromium"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def wait_until(condition: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -76,29 +48,9 @@ def site(tmp_path: Path, smtpd: MailSink) -> Iterator[tuple[str, Path, Settings]
         encoding="utf-8",
     )
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'site.db'}", secret_key="x")
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
-    subprocess.run([*command, "db", "upgrade"], check=True, capture_output=True, cwd=tmp_path)
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(lambda: _healthy(base_url), 20, "newsletter serve")
+    with serving(config, port) as served_url:
+        assert served_url == base_url
         yield base_url, config, settings
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-
-
-def _healthy(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def status(settings: Settings) -> str | None:
@@ -142,9 +94,8 @@ def test_sign_up_confirm_receive_and_leave(site: tuple[str, Path, Settings], smt
 
         issue_file = tmp_path / "issue.md"
         issue_file.write_text(ISSUE, encoding="utf-8")
-        command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
         sent = subprocess.run(
-            [*command, "send", str(issue_file), "--yes"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+            [*cli(config), "send", str(issue_file), "--yes"], capture_output=True, text=True, cwd=tmp_path, timeout=120
         )
         assert sent.returncode == 0, sent.stdout + sent.stderr
         wait_until(lambda: len(smtpd.to(ADDRESS)) == 3, 20, "the welcome mail and the issue")

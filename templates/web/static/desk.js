@@ -46,7 +46,7 @@
         if (samples.length > 120) { samples.shift(); }
         draw();
         if (!data.finished && (data.running || data.status === "sending")) { setTimeout(poll, POLL_MS); }
-        else { box.dataset.done = "1"; }
+        else { setTimeout(function () { window.location.reload(); }, POLL_MS); }  // the final counts, failures, chart
       })
       .catch(function () { setTimeout(poll, POLL_MS * 5); });
   }
