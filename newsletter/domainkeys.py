@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import dkim
+import dkim.crypto
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from newsletter.errors import ConfigError
 from newsletter.settings import Settings
@@ -25,6 +31,34 @@ SIGNED_HEADERS = (
     b"mime-version",
     b"content-type",
 )
+
+
+_RSA_FIELDS = ("prime1", "prime2", "privateExponent", "exponent1", "exponent2", "coefficient")
+
+
+@lru_cache(maxsize=8)
+def _openssl_key(modulus: int, public_exponent: int, private: tuple[int, ...]) -> rsa.RSAPrivateKey:
+    p, q, d, dmp1, dmq1, iqmp = private
+    public = rsa.RSAPublicNumbers(public_exponent, modulus)
+    return rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, public).private_key()
+
+
+def _openssl_rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
+    """dkimpy's RSASSA-PKCS1-v1_5 signature of a digest (RFC 8017 8.2.1), computed by OpenSSL."""
+    value = digest.digest()
+    if len(value) != hashes.SHA256.digest_size:  # rsa-sha1, which we never sign with: dkimpy's own way
+        return bytes(_python_rsa_sign(digest, private_key))
+    key = _openssl_key(
+        private_key["modulus"], private_key["publicExponent"], tuple(private_key[name] for name in _RSA_FIELDS)
+    )
+    return key.sign(value, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+
+
+# dkimpy computes the RSA signature with Python's pow: about 8 ms a message for a 2048-bit key, 97% of
+# composing a signed message. OpenSSL (through `cryptography`) makes the same signature in a fraction of
+# that; dkimpy keeps doing the rest (canonicalization, the header). Verification is left as it is.
+_python_rsa_sign = dkim.crypto.RSASSA_PKCS1_v1_5_sign
+dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
 
 
 class DkimSigner:

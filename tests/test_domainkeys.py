@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from pathlib import Path
 
 import dkim
+import dkim.crypto
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine
 
-from newsletter import campaign, database
+from newsletter import campaign, database, domainkeys
 from newsletter.domainkeys import DkimSigner
 from newsletter.errors import ConfigError
 from newsletter.queue import Queue
@@ -76,3 +78,13 @@ def test_no_key_no_signer_and_a_bad_key_fails_at_start(settings: Settings, tmp_p
     (tmp_path / "k.pem").write_text("not a key")
     with pytest.raises(ConfigError, match="DKIM"):
         DkimSigner.from_settings(settings.replace(dkim_private_key_path=str(tmp_path / "k.pem"), dkim_selector="s"))
+
+
+def test_openssl_signs_exactly_as_dkimpy_would(key_pair: tuple[Path, bytes]) -> None:
+    """PKCS#1 v1.5 signatures are deterministic: OpenSSL's must be the very bytes of dkimpy's own."""
+    private_key = dkim.crypto.parse_pem_private_key(key_pair[0].read_bytes())
+    for text in (b"", b"one message", b"x" * 10_000):
+        assert domainkeys._openssl_rsa_sign(hashlib.sha256(text), private_key) == bytes(
+            domainkeys._python_rsa_sign(hashlib.sha256(text), private_key)
+        )
+    assert dkim.RSASSA_PKCS1_v1_5_sign is domainkeys._openssl_rsa_sign
