@@ -307,3 +307,20 @@ def test_remote_image_of_unknown_size_is_not_enlarged(settings: Settings) -> Non
     image = re.search(r"<img [^>]*>", html)
     assert image and not re.search(r"\swidth=|(?<![-\w])width:", image.group(0))
     assert "max-width:100%" in image.group(0).replace(" ", "")
+
+
+def test_code_sits_in_a_fixed_table_for_outlook(settings: Settings) -> None:
+    html = render("# T\n\n```\nlet x = 1;\n```\n", settings).html
+    before, after = html.split("<pre", 1)
+    assert before.endswith(
+        '<!--[if mso]><table role="presentation" width="100%" style="table-layout:fixed"><tr><td><![endif]-->'
+    )
+    assert "</pre><!--[if mso]></td></tr></table><![endif]-->" in after
+    assert "break-all" not in html
+
+
+def test_tables_scroll_in_their_own_box_without_the_head_styles(settings: Settings) -> None:
+    html = render("# T\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", settings).html
+    box = re.search(r'<div class="table-scroll" style="([^"]*)"', html)
+    assert box and "overflow-x:auto" in box.group(1).replace(" ", "") and "word-break:normal" in box.group(1)
+    assert "table-layout" not in html  # equal fixed columns split words; the table sizes to its content
