@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from email.utils import make_msgid
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from newsletter import database, fields, ledger, links, topics
+from newsletter import database, fields, ledger, links, outages, topics
 from newsletter.domainkeys import DkimSigner
 from newsletter.leases import Claim
 from newsletter.mime import MessageTemplate, Recipient
@@ -32,7 +34,13 @@ EMBEDDED_BACKLOG_PER_THREAD = 4
 TEST_SUBJECT_PREFIX = "[TEST] "
 TEST_SUBSCRIBER_ID = 0  # links in a test message name no subscriber: they open, and change nothing
 
+# A send that made no progress this long says what it waits for; with no worker holding a row, that none listens.
+STALL_SECONDS = 10.0
+NO_WORKER_SECONDS = 30.0
+LOGGER = logging.getLogger("newsletter.campaign")
+
 Progress = Callable[[ledger.Counts], None]
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -133,54 +141,114 @@ class Feeder:
         self._after_id, self._exhausted = 0, False
 
 
+class Watch:
+    """What `follow` notices between two polls: rows a dead worker left, a send that stalled, and why."""
+
+    def __init__(self, engine: Engine, queue: Queue, issue_id: int, say: Say) -> None:
+        self.engine, self.queue, self.issue_id, self.say = engine, queue, issue_id, say
+        self.lease_seconds = queue.settings.lease_seconds
+        now = time.monotonic()
+        self.last_done, self.last_move, self.last_sweep, self.explained = -1, now, now, ""
+
+    def saw(self, counts: ledger.Counts, feeder: Feeder | None) -> None:
+        now = time.monotonic()
+        if counts.done != self.last_done:
+            self.last_done, self.last_move, self.explained = counts.done, now, ""
+        if now - self.last_sweep > self.lease_seconds / 2:
+            # A live worker renews its leases: one that ran out belongs to a worker that died.
+            self.last_sweep = now
+            self._enqueue(lambda session: ledger.expired_ids(session, self.issue_id, self.lease_seconds))
+        if now - self.last_move > self.lease_seconds:
+            # Nothing moved for a whole lease while rows are due: a queue message was lost; claiming makes a
+            # second one harmless.
+            self.last_move = now
+            if feeder is not None:
+                feeder.restart()
+            else:
+                due = functools.partial(ledger.claimable_ids, issue_id=self.issue_id, lease_seconds=self.lease_seconds)
+                self._enqueue(lambda session: list(due(session, due_only=True)))
+        elif now - self.last_move > STALL_SECONDS:
+            self._explain(counts, now - self.last_move)
+
+    def _enqueue(self, find: Callable[[Session], list[int]]) -> None:
+        def attempt() -> None:
+            with database.make_sessionmaker(self.engine)() as session:
+                self.queue.enqueue_batches(self.issue_id, find(session))
+
+        outages.wait_out(attempt, say=self.say)
+
+    def _explain(self, counts: ledger.Counts, idle_seconds: float) -> None:
+        """Say once per stall (and again when the reason changes) what the send waits for."""
+        why = self.queue.held()
+        if why is None and not self.queue.embedded:
+            with database.make_sessionmaker(self.engine)() as session:
+                reply = ledger.waiting_reply(session, self.issue_id)
+            if counts[DeliveryStatus.SENDING] == 0 and idle_seconds >= NO_WORKER_SECONDS:
+                settings = self.queue.settings
+                why = (
+                    f"no worker has taken a delivery for {idle_seconds:.0f} s: is a `newsletter worker` running "
+                    f"on {settings.broker_url.split('@')[-1]}, queue {settings.queue_name!r}? Start one with "
+                    "`newsletter worker`"
+                )
+                if reply:
+                    why += f" (the last reply held back: {reply})"
+            elif reply:
+                why = f"the workers wait: {reply}"
+        if why and why != self.explained:
+            self.explained = why
+            self.say(f"Waiting: {why}")
+
+
 def follow(
-    engine: Engine, queue: Queue, issue_id: int, progress: Progress | None = None, feeder: Feeder | None = None
+    engine: Engine,
+    queue: Queue,
+    issue_id: int,
+    progress: Progress | None = None,
+    feeder: Feeder | None = None,
+    say: Say | None = None,
 ) -> ledger.Counts:
     """Report progress from the database until no delivery is unfinished; returns the final counts.
 
-    When nothing moved for `lease_seconds` while due rows wait (a worker died holding its queue
-    message, or a lease expired), those rows are enqueued again; claiming makes that harmless.
+    Rows whose lease ran out (their worker died) are enqueued again at once; when nothing moved for
+    `lease_seconds` while due rows wait (a queue message was lost), those are; claiming makes either
+    harmless. `say` hears what the send waits for (no worker, a relay refusing, the database away).
     With a `feeder` (the in-process queue), it keeps the queue topped up between two polls.
 
     Raises:
         SessionRefused: the in-process worker's relay refused our session (AUTH, TLS certificate); the
             rows it had not sent stay unfinished for the next run.
     """
-    lease_seconds = queue.settings.lease_seconds
-    last_done, last_move = -1, time.monotonic()
+    tell = say or LOGGER.warning
+    watch = Watch(engine, queue, issue_id, tell)
     while True:
         refused = queue.refused()
         if refused is not None:
             raise refused
-        with database.transaction(engine) as session:
-            counts = ledger.counts(session, issue_id)
-            if counts.remaining == 0:
-                ledger.finish_issue(session, issue_id)
+        counts = outages.wait_out(lambda: _poll(engine, issue_id), say=tell)
         if progress is not None:
             progress(counts)
         if counts.remaining == 0:
             return counts
-        if counts.done != last_done:
-            last_done, last_move = counts.done, time.monotonic()
-        elif time.monotonic() - last_move > lease_seconds:
-            if feeder is not None:
-                feeder.restart()
-            else:
-                with database.make_sessionmaker(engine)() as session:
-                    due = ledger.claimable_ids(session, issue_id, lease_seconds, due_only=True)
-                    queue.enqueue_batches(issue_id, due)
-            last_move = time.monotonic()
-        _wait(feeder)
+        watch.saw(counts, feeder)
+        _wait(feeder, tell)
 
 
-def _wait(feeder: Feeder | None) -> None:
+def _poll(engine: Engine, issue_id: int) -> ledger.Counts:
+    with database.transaction(engine) as session:
+        counts = ledger.counts(session, issue_id)
+        if counts.remaining == 0:
+            ledger.finish_issue(session, issue_id)
+        return counts
+
+
+def _wait(feeder: Feeder | None, say: Say) -> None:
     """Sleep until the next poll, topping the in-process queue up meanwhile."""
     if feeder is None:
         time.sleep(FOLLOW_POLL_SECONDS)
         return
     until = time.monotonic() + FOLLOW_POLL_SECONDS
     while True:
-        feeder.top_up()
+        outages.wait_out(feeder.top_up, say=say)
         left = until - time.monotonic()
         if left <= 0:
             return
@@ -194,6 +262,7 @@ def send_issue(
     force: bool = False,
     progress: Progress | None = None,
     segment: Segment | None = None,
+    say: Say | None = None,
 ) -> ledger.Counts:
     """Send (or resume) an issue and return when it is out.
 
@@ -201,30 +270,34 @@ def send_issue(
     interrupted; what is unfinished then goes out on the next run. Distributed: workers do the work and
     this only follows; an interrupt here loses nothing.
     """
-    return deliver(engine, queue, start(engine, rendered, force, segment), progress)
+    return deliver(engine, queue, start(engine, rendered, force, segment), progress, say)
 
 
-def resend_failed(engine: Engine, queue: Queue, slug: str, progress: Progress | None = None) -> ledger.Counts:
+def resend_failed(
+    engine: Engine, queue: Queue, slug: str, progress: Progress | None = None, say: Say | None = None
+) -> ledger.Counts:
     """Put the deliveries that exhausted their retries back in the queue, and follow until done."""
     with database.transaction(engine) as session:
         issue = ledger.find_issue(session, slug)
         ledger.retry_failed(session, issue.id)
         issue_id = issue.id
-    return deliver(engine, queue, issue_id, progress)
+    return deliver(engine, queue, issue_id, progress, say)
 
 
-def deliver(engine: Engine, queue: Queue, issue_id: int, progress: Progress | None = None) -> ledger.Counts:
+def deliver(
+    engine: Engine, queue: Queue, issue_id: int, progress: Progress | None = None, say: Say | None = None
+) -> ledger.Counts:
     """Enqueue the issue's unfinished deliveries and follow until none is left.
 
     A real broker gets every batch at once; the in-process queue is fed a few batches at a time by the
     worker that runs here, and stops with this function.
     """
     if not queue.embedded:
-        enqueue_unfinished(engine, queue, issue_id)
-        return follow(engine, queue, issue_id, progress)
+        outages.wait_out(lambda: enqueue_unfinished(engine, queue, issue_id), say=say)  # the broker may be away
+        return follow(engine, queue, issue_id, progress, say=say)
     queue.start_worker()
     try:
-        return follow(engine, queue, issue_id, progress, Feeder(engine, queue, issue_id))
+        return follow(engine, queue, issue_id, progress, Feeder(engine, queue, issue_id), say)
     finally:
         queue.stop()
 

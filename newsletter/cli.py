@@ -45,6 +45,7 @@ class LazyConsole:
 
 console = LazyConsole()
 error_console = LazyConsole(stderr=True)
+LINK_MODULES = ("sqlalchemy", "psycopg", "redis", "dramatiq", "pika", "builtins")
 
 
 @dataclass
@@ -85,6 +86,15 @@ class NewsletterGroup(click.Group):
             return super().invoke(ctx)
         except NewsletterError as error:
             raise click.ClickException(str(error)) from None
+        except Exception as error:
+            # A link that went away where no wait covers it (the database, Redis, RabbitMQ): one line too.
+            if not type(error).__module__.startswith(LINK_MODULES):
+                raise
+            from newsletter import outages
+
+            if outages.link_of(error) is None:
+                raise
+            raise click.ClickException(outages.describe(error)) from None
 
 
 pass_app = click.make_pass_decorator(App)
@@ -119,6 +129,17 @@ def init(app: App) -> None:
         console.print(f"Wrote {path} with a new secret_key.")
     database.upgrade(app.engine)
     console.print(f"Database ready at revision {database.current_revision(app.engine)}.")
+    settings = load_settings(path)
+    missing = [name for name in SEND_SETTINGS if getattr(settings, name) in ("", None)]
+    if missing:
+        console.print(f"Before the first send, set in {path} (or NEWSLETTER_<NAME>):", markup=False)
+        for name in missing:
+            console.print(f"  {name}: {setting_help()[name]}", markup=False)
+    console.print(
+        f"Mail goes out through smtp_host = {settings.smtp_host!r}, smtp_port = {settings.smtp_port}; "
+        "`newsletter send ISSUE.md --test YOU@EXAMPLE.ORG` tries it.",
+        markup=False,
+    )
 
 
 def _initial_config() -> str:
@@ -626,6 +647,15 @@ def preview(
         click.launch(str(result.html_path.resolve()))
 
 
+# What `send` needs before anything goes out; `init` names the ones still empty.
+SEND_SETTINGS = ("from_address", "secret_key", "postal_address")
+
+
+def _say(line: str) -> None:
+    """A line about what a send waits for, printed above its progress bar."""
+    console.print(line, markup=False, style="yellow")
+
+
 def _confirm(yes: bool, question: str) -> None:
     if yes:
         return
@@ -671,12 +701,19 @@ def send(
     from newsletter.segments import chosen_segment
 
     settings = app.settings
-    settings.require("from_address", "secret_key", "postal_address")
+    settings.require(*SEND_SETTINGS)
     issue = render_issue_file(issue_file, settings, subject=subject, image_sizes=image_sizes_for(settings))
     segment = chosen_segment(issue.meta, tags, exclude_tags, topics)
     if test_addresses:
-        for outcome in campaign.send_test(settings, issue, test_addresses):
+        outcomes = campaign.send_test(settings, issue, test_addresses)
+        for outcome in outcomes:
             console.print(f"{outcome.address}: {outcome.reply}", markup=False)
+        refused = [outcome for outcome in outcomes if not outcome.accepted]
+        if refused:
+            raise click.ClickException(
+                f"{len(refused)} of {len(outcomes)} test messages not accepted: "
+                + "; ".join(f"{outcome.address}: {outcome.reply}" for outcome in refused)
+            )
         return
     engine = app.ready_engine()
     check = campaign.plan(engine, issue, force, segment)
@@ -695,7 +732,7 @@ def send(
     queue = Queue(settings, engine)
     try:
         with progress.SendProgress(console.real) as bar:
-            counts = campaign.send_issue(engine, queue, issue, force, bar.update, segment)
+            counts = campaign.send_issue(engine, queue, issue, force, bar.update, segment, _say)
     except KeyboardInterrupt:
         where = "run the same command again to resume" if queue.embedded else "the workers go on sending"
         error_console.print(
@@ -718,17 +755,17 @@ def status(app: App, slug: str | None, limit: int) -> None:
 
     with database.transaction(app.ready_engine()) as session:
         if slug is None:
-            table = Table("issue", "status", "subject", "sent", "unfinished", "failed", "sent at")
+            table = Table("issue", "status", "subject", "sent", "bounced", "failed", "unfinished", "sent at")
             for issue in ledger.issues_by_recency(session):
                 counts = ledger.counts(session, issue.id)
-                failed = counts["failed"] + counts["bounced"]
                 table.add_row(
                     issue.slug,
                     issue.status,
                     issue.subject,
                     f"{counts['sent']:,}",
+                    f"{counts['bounced']:,}",
+                    f"{counts['failed']:,}",
                     f"{counts.remaining:,}",
-                    f"{failed:,}",
                     issue.sent_at.strftime("%Y-%m-%d %H:%M") if issue.sent_at else "",
                 )
             console.print(table)
@@ -752,7 +789,7 @@ def retry(app: App, slug: str) -> None:
     engine = app.ready_engine()
     queue = Queue(app.settings, engine)
     with progress.SendProgress(console.real) as bar:
-        counts = campaign.resend_failed(engine, queue, slug, bar.update)
+        counts = campaign.resend_failed(engine, queue, slug, bar.update, _say)
     console.print(progress.counts_table(counts))
 
 
@@ -764,13 +801,18 @@ def retry(app: App, slug: str) -> None:
     help="Worker threads, each with its own SMTP connection while it holds one of the fleet's "
     "smtp_connections slots (default: smtp_connections).",
 )
+@click.option("--verbose", "-v", is_flag=True, help="Also log each queue message and Dramatiq's own notes.")
+@click.option("--quiet", "-q", is_flag=True, help="Log only warnings and errors (no progress lines).")
 @pass_app
-def worker(app: App, threads: int | None) -> None:
-    """Send what `newsletter send` enqueues on broker_url, until stopped (Ctrl-C or SIGTERM)."""
+def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
+    """Send what `newsletter send` enqueues on broker_url, until stopped (Ctrl-C or SIGTERM).
+
+    Logs a line every few seconds while it sends (counts and rate), and one line when a link is away.
+    """
     import signal
     import threading
 
-    from newsletter import outbox
+    from newsletter import outages, outbox
     from newsletter.queue import Queue
 
     settings = app.settings
@@ -778,24 +820,39 @@ def worker(app: App, threads: int | None) -> None:
         raise click.ClickException(
             "no broker_url is set: `newsletter send` sends in its own process, no worker is needed"
         )
+    _log_to_stderr(verbose, quiet)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signal, _frame: stop.set())
-    engine = app.ready_engine()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda _signal, _frame: stop.set())
+    engine = outages.wait_out(app.ready_engine, stop)
     queue = Queue(settings, engine)
     queue.start_worker(threads)
-    # One-off mails whose enqueue was lost (a stopped web app, a broker that was down) go out now.
-    outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message)
     error_console.print(
         f"Worker on {settings.broker_url.split('@')[-1]}, queue {settings.queue_name!r}, "
         f"{threads or settings.smtp_connections} threads. Ctrl-C stops it.",
         markup=False,
     )
+    # One-off mails whose enqueue was lost (a stopped web app, a broker that was down) go out now.
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    error_console.print("Stopping: finishing the messages in hand...")
+        outages.wait_out(lambda: outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message), stop)
+    except Exception as error:
+        if outages.link_of(error) is None:
+            raise
+    stop.wait()
+    error_console.print("Stopping: finishing the messages in flight, giving back the rest...", markup=False)
     queue.stop()
+    error_console.print("Stopped.", markup=False)
+
+
+def _log_to_stderr(verbose: bool, quiet: bool) -> None:
+    """One line per record on stderr: the newsletter's at INFO (WARNING when quiet), Dramatiq's when verbose."""
+    import logging
+
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("newsletter").setLevel(logging.DEBUG if verbose else level)
+    logging.getLogger("dramatiq").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 @main.command()

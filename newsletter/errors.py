@@ -12,14 +12,20 @@ class ConfigError(NewsletterError):
 
 
 class MissingSetting(ConfigError):
-    """A setting the current command needs has no value."""
+    """Settings the current command needs have no value (all of them named at once)."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"setting {name!r} is required: set `{name}` in newsletter.toml "
-            f"or the environment variable NEWSLETTER_{name.upper()}"
-        )
-        self.name = name
+    def __init__(self, *names: str) -> None:
+        if len(names) == 1:
+            where = f"`{names[0]}` in newsletter.toml or the environment variable NEWSLETTER_{names[0].upper()}"
+            super().__init__(f"setting {names[0]!r} is required: set {where}")
+        else:
+            listed = ", ".join(f"{name!r}" for name in names)
+            variables = ", ".join(f"NEWSLETTER_{name.upper()}" for name in names)
+            super().__init__(
+                f"settings {listed} are required: set them in newsletter.toml or the environment ({variables})"
+            )
+        self.name = names[0]
+        self.names = names
 
 
 class InvalidAddress(NewsletterError):

@@ -6,14 +6,17 @@ See ledger.py for the guarantee these steps give (at least once; the duplicate w
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import multirow, replies
+from newsletter import database, multirow, outages, replies
 from newsletter.bounces import record_bounce
 from newsletter.models import REPLY_MAX_CHARS, Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
 from newsletter.replies import Action, Verdict
@@ -22,6 +25,9 @@ from newsletter.settings import Settings
 # Messages sent between two commits of their outcomes: the most a crash can make be sent twice, per thread.
 GROUP_SIZE = 20
 SMTP_BOUNCE_SOURCE = "smtp"
+# A live worker renews its leases this many times per lease_seconds: a lease only runs out when it stopped.
+BEATS_PER_LEASE = 4
+LOGGER = logging.getLogger("newsletter.leases")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,11 @@ _RELEASE = (
     .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
     .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=Delivery.attempts - 1)
 )
+_RENEW = (
+    update(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
+    .values(claimed_at=bindparam("now"))
+)
 
 
 def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_seconds: float) -> list[Claim]:
@@ -126,14 +137,16 @@ def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_se
     return claims
 
 
-def record(session: Session, settings: Settings, issue_id: int, results: Sequence[Result]) -> None:
+def record(session: Session, settings: Settings, issue_id: int, results: Sequence[Result]) -> list[DeliveryStatus]:
     """Commit-ready outcomes of a group of sends: sent, retried later, failed, or bounced (replies.settle).
+
+    Returns the state each result was recorded in.
 
     A bounce is also a hard bounce of the subscriber, through the same policy as inbound bounce reports
     (bounces.record_bounce).
     """
     if not results:
-        return
+        return []
     now = utcnow()
     rows = [_row(settings, result, now) for result in results]
     multirow.update_rows(
@@ -147,6 +160,7 @@ def record(session: Session, settings: Settings, issue_id: int, results: Sequenc
     for result in results:
         if result.verdict.action == Action.BOUNCE:
             _record_hard_bounce(session, issue_id, result)
+    return [DeliveryStatus(str(row["status"])) for row in rows]
 
 
 def _row(settings: Settings, result: Result, now: dt.datetime) -> dict[str, object]:
@@ -178,10 +192,12 @@ def _record_hard_bounce(session: Session, issue_id: int, result: Result) -> None
     )
 
 
-def release(session: Session, delivery_ids: Sequence[int]) -> None:
-    """Give back claimed rows that were not tried (the lease was running short): pending, the try uncounted."""
-    if delivery_ids:
-        session.connection().execute(_RELEASE, {"ids": list(delivery_ids)})
+def release(session: Session, delivery_ids: Sequence[int], why: str = "") -> None:
+    """Give back claimed rows that were not tried: pending, the try uncounted; `why` (a relay's reply) is kept."""
+    if not delivery_ids:
+        return
+    statement = _RELEASE.values(last_reply=why[:REPLY_MAX_CHARS]) if why else _RELEASE
+    session.connection().execute(statement, {"ids": list(delivery_ids)})
 
 
 def unfinished(session: Session, delivery_ids: Sequence[int], lease_seconds: float) -> Unfinished:
@@ -202,3 +218,56 @@ def unfinished(session: Session, delivery_ids: Sequence[int], lease_seconds: flo
         else:
             moments.append(next_attempt_at or now)
     return Unfinished(sorted(row[0] for row in rows), min(moments) if moments else None)
+
+
+class Heartbeat:
+    """Renews the leases of the rows this process holds while it lives, so that only a dead worker's expire.
+
+    A worker killed without a word (SIGKILL, power loss) leaves rows whose lease runs out `lease_seconds`
+    after its last beat. A live one renews every `lease_seconds / BEATS_PER_LEASE`, so its rows never
+    expire under it while it can reach the database; and since it stops before a message it could only
+    reach after half a lease without a renewal (`lease_left`), a database it cannot reach cannot make
+    two workers send the same row either.
+    """
+
+    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.interval_seconds = lease_seconds / BEATS_PER_LEASE
+        self.renewed = time.monotonic()  # when the last renewal began that reached the database
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._failing = False
+
+    def hold(self, delivery_ids: Sequence[int]) -> None:
+        with self._lock:
+            self._held.update(delivery_ids)
+
+    def drop(self, delivery_ids: Sequence[int]) -> None:
+        with self._lock:
+            self._held.difference_update(delivery_ids)
+
+    def lease_left(self, claimed: float) -> float:
+        """Seconds before the lease of rows claimed at monotonic time `claimed` could run out."""
+        return self.lease_seconds - (time.monotonic() - max(claimed, self.renewed))
+
+    def beat(self) -> None:
+        """Renew the lease of every row held; an unreachable database is said once, and tried at the next beat."""
+        with self._lock:
+            held = sorted(self._held)
+        started = time.monotonic()
+        if held:
+            try:
+                with database.transaction(self.engine) as session:
+                    session.connection().execute(_RENEW, {"ids": held, "now": utcnow()})
+            except Exception as error:
+                if outages.link_of(error) is None:
+                    raise
+                if not self._failing:
+                    LOGGER.warning("cannot renew the leases of %d deliveries: %s", len(held), outages.describe(error))
+                self._failing = True
+                return
+            if self._failing:
+                LOGGER.warning("renewing leases again")
+            self._failing = False
+        self.renewed = started

@@ -228,6 +228,23 @@ def _claimable(issue_id: int, lease_seconds: float, due_only: bool) -> Select[in
     )
 
 
+def expired_ids(session: Session, issue_id: int, lease_seconds: float) -> list[int]:
+    """The rows still `sending` whose lease ran out: a live worker renews its leases, so their worker died."""
+    expired = utcnow() - dt.timedelta(seconds=lease_seconds)
+    query = select(Delivery.id).where(
+        Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < expired
+    )
+    return list(session.scalars(query.order_by(Delivery.id)))
+
+
+def waiting_reply(session: Session, issue_id: int) -> str:
+    """The last reply kept on a row still pending (why a worker gave it back, or a retry's reason), if any."""
+    query = select(Delivery.last_reply).where(
+        Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING, Delivery.last_reply != ""
+    )
+    return session.scalars(query.limit(1)).first() or ""
+
+
 def counts(session: Session, issue_id: int) -> Counts:
     """The number of deliveries of an issue in each state."""
     rows = session.execute(

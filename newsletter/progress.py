@@ -29,7 +29,7 @@ class SendProgress:
         self._progress = Progress(
             TextColumn("[bold]sending"),
             BarColumn(),
-            TextColumn("{task.fields[sent]:,} sent  {task.fields[failed]:,} failed  {task.fields[remaining]:,} left"),
+            TextColumn("{task.fields[tally]}"),
             RateColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -39,7 +39,7 @@ class SendProgress:
 
     def __enter__(self) -> SendProgress:
         self._progress.start()
-        self._task = self._progress.add_task("send", total=None, sent=0, failed=0, remaining=0)
+        self._task = self._progress.add_task("send", total=None, tally="")
         return self
 
     def __exit__(
@@ -49,15 +49,14 @@ class SendProgress:
 
     def update(self, counts: Counts) -> None:
         assert self._task is not None
-        failed = counts[DeliveryStatus.FAILED] + counts[DeliveryStatus.BOUNCED]
-        self._progress.update(
-            self._task,
-            total=counts.total,
-            completed=counts.done,
-            sent=counts[DeliveryStatus.SENT],
-            failed=failed,
-            remaining=counts.remaining,
-        )
+        self._progress.update(self._task, total=counts.total, completed=counts.done, tally=tally_line(counts))
+
+
+def tally_line(counts: Counts) -> str:
+    """The bar's counts, named as `status` names them: sent, bounced, failed, skipped (when any), then left."""
+    final = [DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED]
+    shown = [f"{counts[status]:,} {status}" for status in final if counts[status] or status == DeliveryStatus.SENT]
+    return "  ".join([*shown, f"{counts.remaining:,} left"])
 
 
 def plan_table(check: SendPlan, settings: Settings, embedded: bool) -> Table:

@@ -27,11 +27,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
-from newsletter import database, outbox
+from newsletter import outages, outbox
 from newsletter.connections import make_slots
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.lanes import make_rate_limiter
 from newsletter.models import utcnow
-from newsletter.sender import Held, Sender, make_rate_limiter
+from newsletter.sender import Held, Sender
 from newsletter.settings import Settings
 
 DELIVERIES_ACTOR = "send_deliveries"
@@ -42,6 +43,12 @@ ACTOR_MAX_BACKOFF_MS = 300_000
 BATCH_TIME_LIMIT_MS = 30 * 60 * 1000
 MESSAGE_TIME_LIMIT_MS = 5 * 60 * 1000
 WORKER_STOP_TIMEOUT_MS = 60_000
+# Redis keeps the messages a worker took until it acks them; a worker silent this long is taken for dead and
+# its messages go back to the queue (Dramatiq's maintenance, run on about 1 command in 20).
+REDIS_HEARTBEAT_TIMEOUT_MS = 20_000
+REDIS_MAINTENANCE_CHANCE = 50_000  # per million commands
+# A batch a stopping worker hands back: the broker may be away, it is tried this long (then `send` finds it).
+REQUEUE_ON_STOP_SECONDS = 10.0
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:
@@ -56,7 +63,9 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         broker.emit_after("process_boot")
         return broker
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+        return RedisBroker(  # type: ignore[no-untyped-call]
+            url=url, heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS, maintenance_chance=REDIS_MAINTENANCE_CHANCE
+        )
     if url.startswith(("amqp://", "amqps://")):
         # Publisher confirms: `send` only reports a batch enqueued once RabbitMQ has it.
         return RabbitmqBroker(url=url, confirm_delivery=True)
@@ -119,13 +128,19 @@ class Queue:
             time_limit=BATCH_TIME_LIMIT_MS,
             min_backoff=ACTOR_MIN_BACKOFF_MS,
             max_backoff=ACTOR_MAX_BACKOFF_MS,
+            throws=outages.OUTAGE_ERRORS,
         )
         def send_deliveries(issue_id: int, delivery_ids: list[int]) -> None:
             """Send a batch of deliveries by id; idempotent, since only claimed rows are sent."""
             sender = self.sender()
             left = sender.send_deliveries(issue_id, delivery_ids)
-            if left.delivery_ids and not sender.stopping.is_set():
-                self.send_deliveries(issue_id, left.delivery_ids, at=left.ready_at)
+            if left.delivery_ids:
+                # Retries, held rows, and on a stop the rows given back: queued again at once for another worker.
+                outages.wait_out(
+                    lambda: self.send_deliveries(issue_id, left.delivery_ids, at=left.ready_at),
+                    sender.stopping,
+                    give_up_seconds=REQUEUE_ON_STOP_SECONDS,
+                )
 
         @dramatiq.actor(
             broker=self.broker,
@@ -135,12 +150,17 @@ class Queue:
             time_limit=MESSAGE_TIME_LIMIT_MS,
             min_backoff=ACTOR_MIN_BACKOFF_MS,
             max_backoff=ACTOR_MAX_BACKOFF_MS,
+            throws=outages.OUTAGE_ERRORS,
         )
         def send_message(outbound_id: int) -> None:
             """Send one stored one-off message by id; idempotent, since only a claimed row is sent."""
             retry_at = self._send_outbound(outbound_id)
             if retry_at is not None:
-                self.send_message(outbound_id, at=retry_at)
+                outages.wait_out(
+                    lambda: self.send_message(outbound_id, at=retry_at),
+                    self.sender().stopping,
+                    give_up_seconds=REQUEUE_ON_STOP_SECONDS,
+                )
 
         return send_deliveries, send_message
 
@@ -169,18 +189,18 @@ class Queue:
     def _send_outbound(self, outbound_id: int) -> dt.datetime | None:
         """Send one stored message; returns when to try it again, or None once it is final (or not ours)."""
         sender = self.sender()
-        with database.transaction(self.engine) as session:
-            prepared = outbox.claim_message(session, outbound_id, self.settings.lease_seconds)
+        lease = self.settings.lease_seconds
+        prepared = sender.commit(lambda session: outbox.claim_message(session, outbound_id, lease))
         if prepared is None:
             return None
         try:
             verdict = sender.send_bytes(prepared.envelope_from, prepared.recipient, prepared.message)
         except Held as held:  # our side cannot send now (session refused, no slot, relay paused): no try spent
-            with database.transaction(self.engine) as session:
-                outbox.release_message(session, outbound_id)
+            sender.commit(lambda session: outbox.release_message(session, outbound_id))
             return held.until
-        with database.transaction(self.engine) as session:
-            retry_seconds = outbox.record_message(session, self.settings, outbound_id, verdict, prepared.attempts)
+        retry_seconds = sender.commit(
+            lambda session: outbox.record_message(session, self.settings, outbound_id, verdict, prepared.attempts)
+        )
         return None if retry_seconds is None else utcnow() + dt.timedelta(seconds=retry_seconds)
 
     def start_worker(self, threads: int | None = None) -> dramatiq.Worker:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from dramatiq.rate_limits import BucketRateLimiter, RateLimiter
-from dramatiq.rate_limits.backends import RedisBackend, StubBackend
+from dramatiq.rate_limits import RateLimiter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from newsletter import database, leases, ledger, links, replies
+from newsletter import database, leases, ledger, links, outages, replies
 from newsletter.connections import (
     CONNECTION_IDLE_SECONDS,
     SLOT_RETRY_SECONDS,
@@ -25,41 +25,48 @@ from newsletter.connections import (
 )
 from newsletter.domainkeys import DkimSigner
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.lanes import Lane
 from newsletter.leases import Claim, Result
 from newsletter.mime import MessageTemplate, Recipient
-from newsletter.models import utcnow
+from newsletter.models import DeliveryStatus, utcnow
 from newsletter.render import RenderedIssue
 from newsletter.replies import Action, Backoff, Verdict
+from newsletter.sendcounts import REPORT_SECONDS, SendCounts
 from newsletter.settings import Settings
-from newsletter.smtp import (
-    PermanentFailure,
-    Reply,
-    SessionRefused,
-    SmtpConnection,
-    TemporaryFailure,
-    is_throttling,
-)
+from newsletter.smtp import PermanentFailure, Reply, SessionRefused, SmtpConnection, TemporaryFailure
 from newsletter.tokens import Signer
 
-THROTTLE_FIRST_PAUSE_SECONDS = 0.5
-THROTTLE_MAX_PAUSE_SECONDS = 60.0
 RATE_POLL_SECONDS = 0.02
 # After the relay refused our session (AUTH, certificate): the wait before any batch tries to connect again.
 SESSION_RETRY_SECONDS = 60.0
 # What a connection raises when the sender's setup, not a recipient, is at fault: never a bounce.
 SESSION_ERRORS = (SessionRefused, ConfigError)
+# A stopping worker whose database is away tries this long to record what it sent, then gives up (those
+# messages would go out again, as after a crash).
+STOP_RECORD_SECONDS = 30.0
 LOGGER = logging.getLogger("newsletter.sender")
+T = TypeVar("T")
 
 
 class Held(NewsletterError):
     """Nothing was tried: our side cannot send now (session refused, no slot, the relay paused, stopping).
 
-    The message goes back untried, its try uncounted, to be worked on again from `until`.
+    The message goes back untried, its try uncounted, to be worked on again from `until`; `why` is empty
+    for a stop, which is no news for the editor.
     """
 
     def __init__(self, why: str, until: dt.datetime) -> None:
         super().__init__(why)
         self.until = until
+
+
+@dataclass(frozen=True)
+class Group:
+    """A claimed group after sending: the outcomes of those tried, and why the rest was held back (if so)."""
+
+    claims: list[Claim]
+    results: list[Result]
+    held: Held | None = None
 
 
 class Template(Protocol):
@@ -110,72 +117,6 @@ class Composer:
         return Composed(envelope_from, claim.email, message_id, message)
 
 
-def make_rate_limiter(settings: Settings) -> RateLimiter | None:
-    """Dramatiq's bucket limiter for `rate_limit`, counted in Redis when workers are distributed."""
-    if settings.rate_limit <= 0:
-        return None
-    url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
-    if settings.broker_url and not url:
-        raise ConfigError("rate_limit with a RabbitMQ broker needs rate_limit_url (a redis:// URL) to count in")
-    backend = RedisBackend(url=url) if url else StubBackend()  # type: ignore[no-untyped-call]
-    limit = max(1, round(settings.rate_limit))
-    bucket_ms = max(1, round(1000 * limit / settings.rate_limit))
-    key = f"newsletter:{settings.queue_name}:rate"
-    return BucketRateLimiter(backend, key, limit=limit, bucket=bucket_ms)  # type: ignore[no-untyped-call]
-
-
-class Pace:
-    """Slows one connection down while the server throttles (4xx), and speeds back up as it accepts."""
-
-    def __init__(self) -> None:
-        self.pause_seconds = 0.0
-
-    def after(self, reply: Reply) -> None:
-        if is_throttling(reply.code):
-            self.pause_seconds = min(
-                THROTTLE_MAX_PAUSE_SECONDS, max(THROTTLE_FIRST_PAUSE_SECONDS, self.pause_seconds * 2)
-            )
-        elif self.pause_seconds:
-            halved = self.pause_seconds / 2
-            self.pause_seconds = halved if halved >= THROTTLE_FIRST_PAUSE_SECONDS / 4 else 0.0
-
-
-class Lane:
-    """One worker thread's SMTP connection, its pace, and the slot it holds while the connection may be open."""
-
-    def __init__(self, connection: SmtpConnection) -> None:
-        self.connection = connection
-        self.pace = Pace()
-        self.slot: Slot | None = None
-        self.used = time.monotonic()
-        self.busy = threading.Lock()  # held by the thread while it sends; the keeper only takes it when free
-
-    @property
-    def holds_slot(self) -> bool:
-        return self.slot is not None and not self.slot.lost
-
-    def drop_slot(self) -> None:
-        """Close the connection, then give the slot back."""
-        self.connection.close()
-        slot, self.slot = self.slot, None
-        if slot is not None:
-            slot.give_back()
-
-    def tend(self) -> None:
-        """The keeper's round: renew the slot; close the connection if it sat idle or lost its slot."""
-        slot = self.slot
-        if slot is None:
-            return
-        slot.renew()
-        if not self.busy.acquire(blocking=False):
-            return  # sending right now: hardly idle, and a lost slot is seen before the next message
-        try:
-            if self.slot is not None and (self.slot.lost or time.monotonic() - self.used > CONNECTION_IDLE_SECONDS):
-                self.drop_slot()
-        finally:
-            self.busy.release()
-
-
 class Sender:
     """Sends the deliveries a queue message names: claim, compose, SMTP, record, in small groups."""
 
@@ -199,10 +140,10 @@ class Sender:
         self._local = threading.local()
         self._lanes: list[Lane] = []
         self._closed = threading.Event()
-        self._keeper: threading.Thread | None = None
-        if slots is not None:
-            self._keeper = threading.Thread(target=self._keep_slots, name="newsletter-slots", daemon=True)
-            self._keeper.start()
+        self.heartbeat = leases.Heartbeat(engine, settings.lease_seconds)
+        self.counts = SendCounts()
+        self._keeper = threading.Thread(target=self._keep, name="newsletter-keeper", daemon=True)
+        self._keeper.start()
         self.refused: NewsletterError | None = None  # the last SessionRefused (or unreadable smtp_ca_file)
         self._holding = ""  # why nothing goes out until _held_until (a refused session, a relay that fails)
         self._held_until: dt.datetime | None = None
@@ -219,53 +160,79 @@ class Sender:
             # untouched, and the batch comes back later (rather than try AUTH again for every batch in the queue).
             return leases.Unfinished(list(delivery_ids), held.until)
         template = self.template(issue_id)
-        resume_at: dt.datetime | None = None
-        sent: tuple[list[Claim], list[Result]] = ([], [])  # the last group's outcomes, committed with what follows
+        sent = Group([], [])  # the last group's outcomes, committed with what follows
         for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
-            if self.stopping.is_set() or resume_at is not None:
+            if self.stopping.is_set() or sent.held is not None:
                 break
             group = delivery_ids[start : start + leases.GROUP_SIZE]
             # One transaction records the group just sent and claims the next: the outcomes still commit
-            # before another message goes out, so the duplicate window stays one group per thread.
-            with database.transaction(self.engine) as session:
-                self._record(session, issue_id, *sent)
-                claims = leases.claim(session, issue_id, group, self.settings.lease_seconds)
-            results, resume_at = self._send_group(template, issue_id, claims)
-            sent = (claims, results)
-        with database.transaction(self.engine) as session:
-            self._record(session, issue_id, *sent)
-            left = leases.unfinished(session, delivery_ids, self.settings.lease_seconds)
-            ledger.finish_issue(session, issue_id)
-        if resume_at is not None and left.delivery_ids:
+            # before another message goes out, so the duplicate window stays one group per thread. When the
+            # commit fails (the database went away), the outcomes stay here and the commit is tried again.
+            claims = self.commit(functools.partial(self._record_and_claim, issue_id=issue_id, sent=sent, group=group))
+            claimed = time.monotonic()
+            self.heartbeat.hold([claim.delivery_id for claim in claims])
+            sent = self._send_group(template, issue_id, claims, claimed)
+        left = self.commit(
+            functools.partial(self._record_and_finish, issue_id=issue_id, sent=sent, delivery_ids=delivery_ids)
+        )
+        if sent.held is not None and left.delivery_ids:
+            resume_at = sent.held.until
             return leases.Unfinished(left.delivery_ids, max(resume_at, left.ready_at or resume_at))
         return left
 
-    def _record(self, session: Session, issue_id: int, claims: list[Claim], results: list[Result]) -> None:
-        """Record a sent group's outcomes and give back the claimed rows it did not try."""
-        leases.record(session, self.settings, issue_id, results)
-        leases.release(session, [claim.delivery_id for claim in claims[len(results) :]])
+    def commit(self, work: Callable[[Session], T]) -> T:
+        """`work` in one transaction, tried again while the database is unreachable (outages.wait_out)."""
 
-    def _send_group(
-        self, template: Template, issue_id: int, claims: list[Claim]
-    ) -> tuple[list[Result], dt.datetime | None]:
+        def attempt() -> T:
+            with database.transaction(self.engine) as session:
+                return work(session)
+
+        return outages.wait_out(attempt, self.stopping, give_up_seconds=STOP_RECORD_SECONDS)
+
+    def _record_and_claim(self, session: Session, issue_id: int, sent: Group, group: Sequence[int]) -> list[Claim]:
+        self._record(session, issue_id, sent)
+        return leases.claim(session, issue_id, group, self.settings.lease_seconds)
+
+    def _record_and_finish(
+        self, session: Session, issue_id: int, sent: Group, delivery_ids: Sequence[int]
+    ) -> leases.Unfinished:
+        self._record(session, issue_id, sent)
+        left = leases.unfinished(session, delivery_ids, self.settings.lease_seconds)
+        ledger.finish_issue(session, issue_id)
+        return left
+
+    def _record(self, session: Session, issue_id: int, sent: Group) -> None:
+        """Record a sent group's outcomes and give back the claimed rows it did not try (with why, if held)."""
+        for status in leases.record(session, self.settings, issue_id, sent.results):
+            self.counts.add("retry" if status == DeliveryStatus.PENDING else str(status))
+        untried = [claim.delivery_id for claim in sent.claims[len(sent.results) :]]
+        leases.release(session, untried, str(sent.held) if sent.held is not None else "")
+        self.counts.add("given back", len(untried))
+        # Dropped before the commit: a beat after it would find the rows final, one before it renews them.
+        self.heartbeat.drop([claim.delivery_id for claim in sent.claims])
+
+    def _send_group(self, template: Template, issue_id: int, claims: list[Claim], claimed: float) -> Group:
         """Send the claimed group in order, stopping before a message that could outlive half the lease.
 
-        A slow server (long throttling pauses, timeouts) must never let a lease run out while its rows are
-        still being sent: another worker would take them and send them a second time. Returns the results
-        and, when the group was cut short by our side (no slot, session refused, relay paused), when to resume.
+        The heartbeat renews the lease while this runs; but should it fail to (the database away), a slow
+        server (long throttling pauses, timeouts) must never let a lease run out while its rows are still
+        being sent: another worker would take them and send them a second time. Returns the results
+        and, when the group was cut short by our side (no slot, session refused, relay paused), why and until when.
         """
-        deadline = time.monotonic() + self.settings.lease_seconds / 2
+        half_lease = self.settings.lease_seconds / 2
         results: list[Result] = []
         for claim in claims:
-            if results and (self.stopping.is_set() or time.monotonic() + self._pause_ahead() > deadline):
+            if results and (
+                self.stopping.is_set() or self.heartbeat.lease_left(claimed) - self._pause_ahead() < half_lease
+            ):
                 break
             composed = self.composer.compose(template, issue_id, claim)
             try:
                 verdict = self.send_bytes(composed.envelope_from, composed.recipient, composed.message)
             except Held as held:  # the rows from this one on are given back, their try uncounted
-                return results, held.until
+                return Group(claims, results, held)
             results.append(Result(claim, verdict, composed.message_id))
-        return results, None
+        return Group(claims, results)
 
     def refuse(self, refused: NewsletterError) -> dt.datetime:
         """Remember that the relay refused our session: no batch tries again for SESSION_RETRY_SECONDS."""
@@ -291,7 +258,7 @@ class Sender:
     def _check_hold(self) -> None:
         """Raise Held while the process holds back (a refused session, a failing relay) or is stopping."""
         if self.stopping.is_set():
-            raise Held("stopping", utcnow())
+            raise Held("", utcnow())
         with self._lock:
             until, why = self._held_until, self._holding
         if until is not None and until > utcnow():
@@ -333,7 +300,7 @@ class Sender:
             if lane.slot is not None and lane.slot.lost:  # it expired under us: the connection must not stay open
                 lane.drop_slot()
             if self.slots is not None and lane.slot is None:
-                lane.slot = self.slots.wait(self.stopping, SLOT_WAIT_SECONDS)
+                lane.slot = self._take_slot()
                 if lane.slot is None:
                     raise self._no_slot()
             try:
@@ -354,7 +321,7 @@ class Sender:
             self.stopping.wait(lane.pace.pause_seconds)
         self._wait_for_rate()
         if self.stopping.is_set():
-            raise Held("stopping", utcnow())  # finish the message in flight, never start one while stopping
+            raise Held("", utcnow())  # finish the message in flight, never start one while stopping
         try:
             reply = lane.connection.send(envelope_from, recipient, message)
         except (TemporaryFailure, PermanentFailure) as failure:
@@ -370,17 +337,45 @@ class Sender:
         with lane.busy:
             if not lane.holds_slot:
                 lane.drop_slot()
-                lane.slot = self.slots.wait(self.stopping, SLOT_WAIT_SECONDS)
+                lane.slot = self._take_slot()
             lane.used = time.monotonic()
             return lane.slot is not None
+
+    def _take_slot(self) -> Slot | None:
+        """A free connection slot within SLOT_WAIT_SECONDS, or None; Redis away is waited out where we are.
+
+        Waiting here rather than giving the batch back matters when Redis is also the broker: a batch could
+        not be re-enqueued while it is down.
+
+        Raises:
+            Held: the worker is stopping while Redis is away.
+        """
+        assert self.slots is not None
+        slots = self.slots
+        try:
+            return outages.wait_out(lambda: slots.wait(self.stopping, SLOT_WAIT_SECONDS), self.stopping)
+        except Exception as error:
+            if outages.link_of(error) is None:
+                raise
+            raise Held(outages.describe(error), utcnow()) from None
 
     def _wait_for_rate(self) -> None:
         if self.rate_limiter is None:
             return
+        limiter = self.rate_limiter
+
+        def acquire() -> bool:
+            with limiter.acquire(raise_on_failure=False) as acquired:
+                return bool(acquired)
+
         while not self.stopping.is_set():
-            with self.rate_limiter.acquire(raise_on_failure=False) as acquired:
-                if acquired:
+            try:
+                if outages.wait_out(acquire, self.stopping):  # the count lives in Redis: its outage is waited out
                     return
+            except Exception as error:
+                if outages.link_of(error) is None:
+                    raise
+                return  # stopping: _send_paced sees it and sends nothing
             self.stopping.wait(RATE_POLL_SECONDS)
 
     def _lane(self) -> Lane:
@@ -395,18 +390,32 @@ class Sender:
         lane: Lane | None = getattr(self._local, "lane", None)
         return lane.pace.pause_seconds if lane is not None else 0.0
 
-    def _keep_slots(self) -> None:
-        """Renew the slots this process holds, and close the connections that sat idle (giving their slot back)."""
-        assert self.slots is not None
-        interval = min(self.slots.ttl_seconds, CONNECTION_IDLE_SECONDS) / 3
+    def _keep(self) -> None:
+        """Renew the leases of the rows this process holds; renew its connection slots and close idle connections."""
+        interval = self.heartbeat.interval_seconds
+        if self.slots is not None:
+            interval = min(interval, min(self.slots.ttl_seconds, CONNECTION_IDLE_SECONDS) / 3)
+        interval = min(interval, REPORT_SECONDS)
+        next_beat = next_report = time.monotonic()
         while not self._closed.wait(interval):
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat.interval_seconds
+                self.heartbeat.beat()
+            if now >= next_report:
+                next_report = now + REPORT_SECONDS
+                line = self.counts.report()
+                if line:
+                    LOGGER.info("%s", line)
             with self._lock:
                 lanes = list(self._lanes)
             for lane in lanes:
                 try:
                     lane.tend()
-                except Exception:  # Redis away for a moment: the next round tries again, the ttl allows it
-                    LOGGER.exception("could not renew an SMTP connection slot")
+                except Exception as error:  # Redis away for a moment: the next round tries again, the ttl allows it
+                    if outages.link_of(error) is None:
+                        raise
+                    LOGGER.warning("cannot renew an SMTP connection slot: %s", outages.describe(error))
 
     def close(self) -> None:
         """Close every thread's SMTP connection (QUIT) and give its slot back."""

@@ -72,7 +72,9 @@ class Settings:
     )
     queue_name: str = setting("newsletter", "Dramatiq queue the sending messages travel on (send and workers agree).")
     lease_seconds: float = setting(
-        600.0, "Seconds a worker holds the deliveries it claimed; after that another worker may take them."
+        60.0,
+        "Seconds a worker's claim on its deliveries lasts unrenewed; a live worker renews it every quarter of "
+        "this, so only the claims of a worker that died run out (then another worker takes them).",
     )
     max_attempts: int = setting(6, "Tries per delivery on temporary SMTP failures before it is marked failed.")
     retry_delay_seconds: float = setting(
@@ -143,10 +145,10 @@ class Settings:
     )
 
     def require(self, *names: str) -> None:
-        """Raise MissingSetting for the first of `names` that has no value."""
-        for name in names:
-            if getattr(self, name) in ("", None):
-                raise MissingSetting(name)
+        """Raise MissingSetting naming every one of `names` that has no value."""
+        missing = [name for name in names if getattr(self, name) in ("", None)]
+        if missing:
+            raise MissingSetting(*missing)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (the object itself never changes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -58,6 +59,7 @@ class MailSink:
 
     def __init__(self, pipelining: bool = True) -> None:
         self.pipelining = pipelining
+        self.data_delay_seconds = 0.0  # a slow server: each message's final reply waits this long
         self.received: list[Received] = []
         self.faults: dict[str, Fault] = {}
         self.attempts: Counter[str] = Counter()
@@ -119,6 +121,8 @@ class MailSink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_delay_seconds:
+            await asyncio.sleep(self.data_delay_seconds)
         for address in envelope.rcpt_tos:
             fault = self._fault(address, "DATA")
             if fault is not None:

@@ -30,6 +30,9 @@ def run(runner: CliRunner, *args: str) -> Result:
 def test_init_writes_a_config_once_and_creates_the_database(runner: CliRunner, tmp_path: Path) -> None:
     result = run(runner, "init")
     assert result.exit_code == 0, result.output
+    assert "Before the first send, set" in result.output
+    assert "from_address:" in result.output and "postal_address:" in result.output
+    assert "secret_key:" not in result.output, "init wrote one"
     config = tomllib.loads((tmp_path / "newsletter.toml").read_text(encoding="utf-8"))
     assert len(config["secret_key"]) >= 32
     assert (tmp_path / "newsletter.db").exists()

@@ -7,10 +7,10 @@ import time
 from sqlalchemy import Engine, select
 
 from newsletter import campaign, database, outbox
+from newsletter.lanes import THROTTLE_FIRST_PAUSE_SECONDS, THROTTLE_MAX_PAUSE_SECONDS, Pace
 from newsletter.models import DeliveryStatus, OutboundMessage
 from newsletter.queue import Queue
 from newsletter.render import render_issue
-from newsletter.sender import THROTTLE_FIRST_PAUSE_SECONDS, THROTTLE_MAX_PAUSE_SECONDS, Pace
 from newsletter.settings import Settings
 from newsletter.smtp import CONNECTION_LOST, Reply
 from newsletter.subscriptions import add_subscriber

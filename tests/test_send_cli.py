@@ -66,6 +66,34 @@ def test_send_test_goes_to_the_named_address_only(config: Path, tmp_path: Path, 
     assert code == 0 and "notes-1" not in output
 
 
+def test_send_test_fails_with_the_reply_when_the_message_is_refused(
+    config: Path, tmp_path: Path, smtpd: MailSink
+) -> None:
+    issue = tmp_path / "notes.md"
+    issue.write_text(ISSUE, encoding="utf-8")
+    smtpd.fail("me@example.net", "DATA", "500 5.0.0 no thanks")
+    code, output = invoke(config, "send", str(issue), "--test", "me@example.net", "--test", "you@example.net")
+    assert code == 1, output
+    assert "1 of 2 test messages not accepted: me@example.net: 500 5.0.0 no thanks" in output
+
+
+def test_send_names_every_missing_setting_at_once(tmp_path: Path, settings: Settings) -> None:
+    path = tmp_path / "bare.toml"
+    path.write_text(f'database_url = "{settings.database_url}"\nsecret_key = "k"\n', encoding="utf-8")
+    issue = tmp_path / "notes.md"
+    issue.write_text(ISSUE, encoding="utf-8")
+    code, output = invoke(path, "send", str(issue), "--yes")
+    assert code == 1 and "'from_address', 'postal_address' are required" in output, output
+
+
+def test_the_progress_line_names_outcomes_as_status_does() -> None:
+    from newsletter.ledger import Counts
+    from newsletter.progress import tally_line
+
+    line = tally_line(Counts({"sent": 5, "bounced": 1, "pending": 2, "sending": 1}))
+    assert line == "5 sent  1 bounced  3 left"
+
+
 def test_status_and_retry_of_an_unknown_issue_say_so(config: Path) -> None:
     for command in ("status", "retry"):
         code, output = invoke(config, command, "no-such-issue")

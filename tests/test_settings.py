@@ -66,6 +66,15 @@ def test_required_setting_names_itself() -> None:
         Settings().require("from_address")
 
 
+def test_every_missing_setting_is_named_at_once() -> None:
+    with pytest.raises(MissingSetting) as missing:
+        Settings(secret_key="set").require("from_address", "secret_key", "postal_address")
+    assert missing.value.names == ("from_address", "postal_address")
+    assert "'from_address', 'postal_address'" in str(missing.value) and "NEWSLETTER_POSTAL_ADDRESS" in str(
+        missing.value
+    )
+
+
 def test_every_setting_has_help_and_a_readme_row() -> None:
     readme = README.read_text(encoding="utf-8")
     rows = set(re.findall(r"^\| `([a-z_0-9]+)` \|", readme, flags=re.MULTILINE))
