@@ -201,8 +201,8 @@ def _link_status_warnings(issue: RenderedIssue, statuses: Sequence[LinkStatus]) 
     for ref in issue.references:
         status = broken.pop(ref.url, None)  # each URL reported once, at its first line
         if status is not None:
-            answer = f"HTTP {status.status}" if status.status else f"unreachable ({status.problem})"
-            warnings.append(Warning("broken-link", f"{ref.kind} answers {answer}: {ref.url}", ref.line))
+            answer = f"answers HTTP {status.status}" if status.status else f"is unreachable ({status.problem})"
+            warnings.append(Warning("broken-link", f"{ref.kind} {answer}: {ref.url}", ref.line))
     return warnings
 
 
