@@ -33,6 +33,7 @@ from newsletter.provenance import Addressee, addressee_of, returned_tie
 from newsletter.received import addresses, header, message_digest, original_headers, parse
 from newsletter.reports import FeedbackReport, RecipientStatus, delivery_statuses, feedback_report
 from newsletter.settings import Settings
+from newsletter.subscriptions import record_event
 from newsletter.tally import Tally
 from newsletter.textbounces import text_failures
 from newsletter.tokens import Signer
@@ -60,6 +61,7 @@ _FEEDBACK_LOOP = re.compile(r"complain|feedback|\bfbl\b|jmrp|junk|spam report|ab
 JMRP_RECIPIENT_HEADER = "X-HmXmrOriginalRecipient"  # Microsoft: the mailbox that pressed "junk"
 UNVERIFIED = "unverified"
 UNRECOGNIZED = "unrecognized"
+DISMISSED = "kept_dismissed"  # the kind of the event that says who dropped a kept message
 
 
 class KeptMessageNotFound(NewsletterError):
@@ -131,6 +133,22 @@ def apply_kept(session: Session, settings: Settings, kept_id: int) -> Tally:
     result = _apply(session, settings, dataclasses.replace(reading, tied=True), "manual")
     kept.applied_at = utcnow()
     return result or Tally.message(reading.verdict, note=f"about no subscriber on the list: {reading.note}")
+
+
+def dismiss_kept(session: Session, kept_id: int, actor: str | None = None) -> None:
+    """Drop a kept message the editor has looked at and will not apply; the log says who and what it was.
+
+    Raises:
+        KeptMessageNotFound: no kept message has this number, or it was applied already.
+    """
+    kept = session.get(UnrecognizedMessage, kept_id, with_for_update=True)
+    if kept is None or kept.applied_at is not None:
+        raise KeptMessageNotFound(f"no kept message #{kept_id} waiting")
+    payload = {"kind": kept.kind, "sender": kept.sender[:320], "subject": kept.subject[:200], "note": kept.note[:500]}
+    record_event(
+        session, None, DISMISSED, "desk", reason=f"kept message #{kept_id} dismissed", payload=payload, actor=actor
+    )
+    session.delete(kept)
 
 
 def _apply(session: Session, settings: Settings, reading: Reading, source: str) -> Tally | None:

@@ -182,6 +182,8 @@ def needs_attention(session: Session) -> list[Attention]:
 
 @dataclass(frozen=True)
 class Unrecognized:
+    id: int
+    kind: str  # unrecognized, or unverified: a report not tied to a delivery of ours
     received_at: dt.datetime
     source: str
     sender: str
@@ -190,15 +192,18 @@ class Unrecognized:
 
 
 def unrecognized_messages(session: Session, limit: int = 100) -> list[Unrecognized]:
-    """The newest mail to the bounce address that was neither a report we could tie to a delivery nor a reply."""
+    """The newest mail kept for the editor (unrecognised, or reports not tied to our mail), not yet applied."""
     rows = session.execute(
         select(
+            UnrecognizedMessage.id,
+            UnrecognizedMessage.kind,
             UnrecognizedMessage.received_at,
             UnrecognizedMessage.source,
             UnrecognizedMessage.sender,
             UnrecognizedMessage.subject,
             UnrecognizedMessage.note,
         )
+        .where(UnrecognizedMessage.applied_at.is_(None))
         .order_by(UnrecognizedMessage.received_at.desc(), UnrecognizedMessage.id.desc())
         .limit(limit)
     )

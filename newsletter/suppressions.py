@@ -111,7 +111,9 @@ def unverified_reports(session: Session, limit: int = 100) -> list[UnrecognizedM
     )
 
 
-def reactivate(session: Session, email: str, reason: str, *, force: bool = False, source: str = "cli") -> Subscriber:
+def reactivate(
+    session: Session, email: str, reason: str, *, force: bool = False, source: str = "cli", actor: str | None = None
+) -> Subscriber:
     """Make a bounced (or, with `force`, complained) reader active again, clearing the bounce score.
 
     Raises:
@@ -134,8 +136,8 @@ def reactivate(session: Session, email: str, reason: str, *, force: bool = False
     payload = {"bounce_score": round(subscriber.bounce_score, 3), "forced": force}
     subscriber.bounce_score = 0.0
     subscriber.bounce_score_at = None
-    record_event(session, subscriber, REACTIVATED, source, reason=reason.strip()[:2000], payload=payload)
-    change_status(session, subscriber, SubscriberStatus.ACTIVE, source, reason=reason.strip()[:200])
+    record_event(session, subscriber, REACTIVATED, source, reason=reason.strip()[:2000], payload=payload, actor=actor)
+    change_status(session, subscriber, SubscriberStatus.ACTIVE, source, reason=reason.strip()[:200], actor=actor)
     return subscriber
 
 

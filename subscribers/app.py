@@ -18,6 +18,7 @@ from newsletter import database, language
 from newsletter.accounts import AccountExists, AccountNotFound, TooManySignIns, WeakPassword
 from newsletter.directory import BadCursor
 from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, NewsletterError, SubscriberNotFound
+from newsletter.inbound import KeptMessageNotFound
 from newsletter.optin import TokenUsed, TooManySignups
 from newsletter.privacy import SubscriberErased
 from newsletter.settings import Settings
@@ -45,6 +46,7 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (IssueNotFound, 404),
     (FormExpired, 403),
     (ViewerCannotChange, 403),
+    (KeptMessageNotFound, 404),
     (SendRunning, 409),
     (NotAnEditor, 403),
     (NotAuthenticated, 401),

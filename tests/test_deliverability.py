@@ -81,3 +81,36 @@ async def test_desk_pages_show_checklist_and_bounces(client: AsyncClient, engine
     assert page.status_code == 200 and "_dmarc.example.org" in page.text and "test-secret-key" not in page.text
     bounces = await client.get("/admin/bounces?days=90")
     assert bounces.status_code == 200 and "Suppressed in the last 90 days" in bounces.text
+
+
+@pytest.mark.anyio
+async def test_kept_messages_are_applied_or_dismissed(client: AsyncClient, engine: Engine) -> None:
+    from newsletter import database
+    from newsletter.models import Event, UnrecognizedMessage
+    from tests.deskflow import post_form
+
+    make_account(engine)
+    await sign_in(client)
+    with database.transaction(engine) as session:
+        kept = UnrecognizedMessage(
+            source="maildir",
+            external_id="message:abc",
+            sender="someone@example.net",
+            subject="<b>hi</b>",
+            note="no report",
+            size_bytes=10,
+            raw=b"Subject: hi\r\n\r\nhi\r\n",
+            kind="unrecognized",
+        )
+        session.add(kept)
+        session.flush()
+        kept_id = kept.id
+    page = await client.get("/admin/bounces")
+    assert f"Dismiss #{kept_id}" in page.text and "&lt;b&gt;hi" in page.text and f"Apply #{kept_id}" not in page.text
+    answer = await post_form(client, "/admin/bounces", f"/admin/bounces/kept/{kept_id}/dismiss")
+    assert answer.status_code == 303
+    with database.transaction(engine) as session:
+        assert session.get(UnrecognizedMessage, kept_id) is None
+        assert session.query(Event).filter_by(kind="kept_dismissed").one().actor == "editor@example.org"
+    again = await post_form(client, "/admin/bounces", f"/admin/bounces/kept/{kept_id}/dismiss")
+    assert again.status_code == 404

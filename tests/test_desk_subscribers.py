@@ -246,3 +246,20 @@ async def test_reader_page_shows_history(client: AsyncClient, engine: Engine) ->
     page = await client.get(f"/admin/subscribers/{subscriber_id}")
     assert page.status_code == 200 and "created" in page.text
     assert (await client.get("/admin/subscribers/999999")).status_code == 404
+
+
+async def test_reactivate_needs_a_reason_and_logs_who(client: AsyncClient, engine: Engine) -> None:
+    await editor_client(client, engine)
+    with database.transaction(engine) as session:
+        subscriber = add_subscriber(session, "gone@example.org")
+        subscriber.status = SubscriberStatus.BOUNCED
+        subscriber_id = subscriber.id
+    path = f"/admin/subscribers/{subscriber_id}"
+    assert "Make active again" in (await client.get(path)).text
+    refused = await post_form(client, path, f"{path}/reactivate", reason=" ")
+    assert refused.status_code == 422
+    assert (await post_form(client, path, f"{path}/reactivate", reason="mailbox fixed, they wrote")).status_code == 303
+    with database.transaction(engine) as session:
+        assert session.get_one(Subscriber, subscriber_id).status == SubscriberStatus.ACTIVE
+        events = session.query(Event).filter_by(subscriber_id=subscriber_id, kind="reactivated").all()
+        assert [event.actor for event in events] == [EDITOR]

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from newsletter import directory, roster, subscriptions
+from newsletter import directory, roster, subscriptions, suppressions
 from newsletter.accounts import SignedIn
 from newsletter.errors import ImportFileError, InvalidAddress
 from newsletter.models import SubscriberSource, SubscriberStatus
@@ -148,6 +148,33 @@ async def unsubscribe(request: Request, account: SignedIn) -> Response:
 
 
 @desk_route
+async def reactivate(request: Request, account: SignedIn) -> Response:
+    form = await posted(request)
+    subscriber_id = request.path_params["id"]
+    reason, force = form.get("reason", "").strip(), form.get("force") == "1"
+
+    def _reactivate(session: Session) -> None:
+        subscriber = directory.get_by_id(session, subscriber_id)
+        suppressions.reactivate(session, subscriber.email, reason, force=force, source=DESK_SOURCE, actor=account.email)
+
+    try:
+        await context_of(request).run(_reactivate)
+    except suppressions.ReactivationRefused as error:
+        found = await context_of(request).run(directory.reader, subscriber_id)
+        return desk_page(
+            request,
+            account,
+            "desk/subscriber.html",
+            422,
+            section="subscribers",
+            record=found,
+            forgotten=False,
+            error=str(error).replace("with --reason", "in the box").replace("needs --force", "needs the box ticked"),
+        )
+    return back_to(request, f"{BASE}/{subscriber_id}", "Active again: the next issue goes to this address.")
+
+
+@desk_route
 async def forget_form(request: Request, account: SignedIn) -> Response:
     found = await context_of(request).run(directory.get_by_id, request.path_params["id"])
     return desk_page(request, account, "desk/forget.html", section="subscribers", subscriber=found)
@@ -258,6 +285,7 @@ routes = [
     Route(BASE + "/{id:int}", record, methods=["GET"]),
     Route(BASE + "/{id:int}/edit", edit, methods=["POST"]),
     Route(BASE + "/{id:int}/unsubscribe", unsubscribe, methods=["POST"]),
+    Route(BASE + "/{id:int}/reactivate", reactivate, methods=["POST"]),
     Route(BASE + "/{id:int}/forget", forget_form, methods=["GET"]),
     Route(BASE + "/{id:int}/forget", forget, methods=["POST"]),
 ]

@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter import deliverability, overview, suppressions
+from newsletter import deliverability, inbound, overview, suppressions
 from newsletter.accounts import SignedIn
 from newsletter.models import utcnow
 from subscribers.context import context_of
 from subscribers.desk import charts
-from subscribers.desk.guard import DESK_PATH, desk_page, desk_route
+from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route
 
 PERIODS_DAYS = (7, 30, 90, 365)
 CHART_ROWS = 12
@@ -76,7 +76,24 @@ async def deliverability_page(request: Request, account: SignedIn) -> Response:
     )
 
 
+@desk_route
+async def apply_kept(request: Request, account: SignedIn) -> Response:
+    context = context_of(request)
+    kept_id = request.path_params["id"]
+    tally = await context.run(inbound.apply_kept, context.settings, kept_id)
+    return back_to(request, f"{DESK_PATH}/bounces", f"Report #{kept_id} applied: {tally.recorded} recorded.")
+
+
+@desk_route
+async def dismiss_kept(request: Request, account: SignedIn) -> Response:
+    kept_id = request.path_params["id"]
+    await context_of(request).run(inbound.dismiss_kept, kept_id, account.email)
+    return back_to(request, f"{DESK_PATH}/bounces", f"Message #{kept_id} dismissed: nothing was changed.")
+
+
 routes = [
+    Route(DESK_PATH + "/bounces/kept/{id:int}/apply", apply_kept, methods=["POST"]),
+    Route(DESK_PATH + "/bounces/kept/{id:int}/dismiss", dismiss_kept, methods=["POST"]),
     Route(f"{DESK_PATH}/bounces", bounce_page, methods=["GET"]),
     Route(f"{DESK_PATH}/deliverability", deliverability_page, methods=["GET"]),
 ]
