@@ -741,6 +741,7 @@ def send(
         )
         raise SystemExit(130) from None
     console.print(progress.counts_table(counts))
+    _print_notices(app, issue.slug)
 
 
 @main.command()
@@ -776,6 +777,22 @@ def status(app: App, slug: str | None, limit: int) -> None:
         failures = ledger.failures(session, issue.id, limit)
     if failures:
         console.print(progress.failures_table(failures))
+    _print_notices(app, issue.slug)
+
+
+def _print_notices(app: App, slug: str) -> None:
+    """What our side could not do for an issue, once per reason: the readers are untouched, the editor acts."""
+    from newsletter import database, ledger, suppressions
+
+    with database.transaction(app.ready_engine()) as session:
+        found = suppressions.notices(session, ledger.find_issue(session, slug).id)
+    for notice in found:
+        console.print(
+            f"Our side, not the readers: {notice.reason_name} ({notice.meaning}). The server said: "
+            f"{notice.reply[:300]}. Those deliveries are failed and their readers stay active; once it is "
+            f"fixed, `newsletter retry {slug}` sends them again.",
+            markup=False,
+        )
 
 
 @main.command()

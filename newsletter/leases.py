@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import database, multirow, outages, replies
+from newsletter import database, multirow, outages, replies, suppressions
 from newsletter.bounces import record_bounce
 from newsletter.models import REPLY_MAX_CHARS, Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
-from newsletter.replies import Action, Verdict
+from newsletter.reasons import Effect, rule_named
+from newsletter.replies import Action, Fault, Verdict
 from newsletter.settings import Settings
 
 # Messages sent between two commits of their outcomes: the most a crash can make be sent twice, per thread.
@@ -142,8 +143,9 @@ def record(session: Session, settings: Settings, issue_id: int, results: Sequenc
 
     Returns the state each result was recorded in.
 
-    A bounce is also a hard bounce of the subscriber, through the same policy as inbound bounce reports
-    (bounces.record_bounce).
+    A bounce is also a bounce of the subscriber, hard or soft as its reason says, through the same policy
+    as inbound bounce reports (bounces.record_bounce). A final refusal on our side (the relay lacks
+    SMTPUTF8, refuses our MAIL FROM) leaves the reader alone and is told to the editor once per issue.
     """
     if not results:
         return []
@@ -157,9 +159,15 @@ def record(session: Session, settings: Settings, issue_id: int, results: Sequenc
         when={"status": DeliveryStatus.SENDING},
         constants={"claimed_at": None},
     )
-    for result in results:
-        if result.verdict.action == Action.BOUNCE:
-            _record_hard_bounce(session, issue_id, result)
+    for result, row in zip(results, rows, strict=True):
+        verdict, reason = result.verdict, result.verdict.reason
+        if verdict.action == Action.BOUNCE:
+            _record_bounce(session, issue_id, result, rule_named(reason.name if reason else "").effect)
+        elif verdict.action == Action.RETRY and reason is not None and reason.fault == Fault.READER:
+            if row["status"] == DeliveryStatus.FAILED:  # the reader's temporary failure, to the last try
+                _record_bounce(session, issue_id, result, Effect.SCORE)
+        elif verdict.action == Action.FAIL and reason is not None:
+            suppressions.tell_editor(session, issue_id, reason.name, str(verdict.reply))
     return [DeliveryStatus(str(row["status"])) for row in rows]
 
 
@@ -176,14 +184,18 @@ def _row(settings: Settings, result: Result, now: dt.datetime) -> dict[str, obje
     }
 
 
-def _record_hard_bounce(session: Session, issue_id: int, result: Result) -> None:
+def _record_bounce(session: Session, issue_id: int, result: Result, effect: Effect) -> None:
+    """A bounce of the reader: hard when the reason is about the address, else a soft one that scores."""
     subscriber = session.get(Subscriber, result.claim.subscriber_id)
     if subscriber is None:
         return
+    name = result.verdict.reason.name if result.verdict.reason is not None else "undefined"
+    hard = effect == Effect.SUPPRESS
     record_bounce(
         session,
         subscriber,
-        hard=True,
+        hard=hard,
+        reason_name=name,
         source=SMTP_BOUNCE_SOURCE,
         reason=str(result.verdict.reply),
         delivery_id=result.claim.delivery_id,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from newsletter import reasons
 from newsletter.models import DeliveryStatus
 from newsletter.settings import Settings
 from newsletter.smtp import CONNECTION_LOST, END_OF_DATA, Outcome, Reply, classify
@@ -77,25 +78,20 @@ def enhanced_status(reply: Reply) -> tuple[int, int, int] | None:
 
 
 def reason_for(reply: Reply) -> Reason:
-    """Why the server refused, from the stage, the enhanced status code and the reply code.
+    """Why the server refused, by the one classifier of failures (newsletter.reasons), and whose fault it is.
 
-    The stage tells most: a refusal at MAIL is about our envelope sender, at RCPT about the reader's
-    address; RFC 3463 subjects refine it (X.1 addressing, X.2 mailbox, X.3 mail system, X.6 content).
+    The link's faults come first: a lost connection or a 421 says nothing of the reader (RFC 5321 3.8).
+    Then the stage (a refusal at MAIL is about our envelope sender), the enhanced status code, the reply
+    code and the server's words name the reason; its effect says whose fault it is.
     """
     if reply.code == CONNECTION_LOST or reply.code == 421 or reply.stage == "connect":
-        # RFC 5321 3.8: 421 is the server closing the channel, whatever the command it answers.
         return Reason("networkerror" if reply.code == CONNECTION_LOST else "toomanyconn", Fault.LINK)
     status = enhanced_status(reply)
-    subject, detail = (status[1], status[2]) if status else (0, 0)
-    if reply.stage == "MAIL" or (subject, detail) in ((5, 6), (6, 7), (6, 8)):  # 5.6.7/8: SMTPUTF8 (RFC 6531)
-        return Reason("rejected", Fault.SENDER)
-    if (subject, detail) == (3, 4) or subject == 6:
-        return Reason("mesgtoolarge" if subject == 3 else "contenterror", Fault.MESSAGE)
-    if subject == 2 and detail == 2:
-        return Reason("mailboxfull", Fault.READER)
-    if subject == 1:
-        return Reason("hostunknown" if detail == 2 else "userunknown", Fault.READER)
-    return Reason("undefined", Fault.READER)
+    code = ".".join(str(part) for part in status) if status else ""
+    diagnosis = reasons.classify(code, reply.code, reply.text, stage=reply.stage)
+    if diagnosis.effect != reasons.Effect.NONE:
+        return Reason(diagnosis.reason, Fault.READER)
+    return Reason(diagnosis.reason, Fault.MESSAGE if diagnosis.reason in reasons.CONTENT_REASONS else Fault.SENDER)
 
 
 def judge(reply: Reply, classifier: Classifier = reason_for) -> Verdict:

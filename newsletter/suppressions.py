@@ -6,17 +6,29 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.bounces import BOUNCE_KINDS, FeedbackKind
 from newsletter.errors import NewsletterError
 from newsletter.links import domain_of
-from newsletter.models import Event, Subscriber, SubscriberStatus, UnrecognizedMessage
+from newsletter.models import (
+    EXTERNAL_ID_MAX_CHARS,
+    REASON_MAX_CHARS,
+    REASON_NAME_MAX_CHARS,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+    UnrecognizedMessage,
+)
 from newsletter.reasons import rule_named
 from newsletter.subscriptions import change_status, get_subscriber, record_event
 
 REACTIVATED = "reactivated"  # the events kind of a repair by hand
+SENDER_SIDE_NOTICE = "sender_side_notice"  # the events kind of "our side failed", logged once per issue and reason
 
 
 class ReactivationRefused(NewsletterError):
@@ -139,6 +151,55 @@ def reactivate(
     record_event(session, subscriber, REACTIVATED, source, reason=reason.strip()[:2000], payload=payload, actor=actor)
     change_status(session, subscriber, SubscriberStatus.ACTIVE, source, reason=reason.strip()[:200], actor=actor)
     return subscriber
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A failure on our side that the editor must fix (the relay lacks SMTPUTF8 ...), told once per issue."""
+
+    reason_name: str
+    meaning: str
+    reply: str
+    failed: int  # the issue's deliveries that failed, for this or another reason
+
+
+def tell_editor(session: Session, issue_id: int, reason_name: str, reply: str) -> None:
+    """Log, once per issue and reason, that our side refused deliveries (none of their readers is touched)."""
+    external_id = f"sender-side:{issue_id}:{reason_name}"[:EXTERNAL_ID_MAX_CHARS]
+    if session.scalar(select(exists().where(Event.external_id == external_id))):
+        return
+    try:
+        with session.begin_nested():  # another worker may tell it at the same moment: once is enough
+            record_event(
+                session,
+                None,
+                SENDER_SIDE_NOTICE,
+                "smtp",
+                reason=reply[:REASON_MAX_CHARS],
+                issue_id=issue_id,
+                external_id=external_id,
+                reason_name=reason_name[:REASON_NAME_MAX_CHARS],
+            )
+    except IntegrityError:
+        pass
+
+
+def notices(session: Session, issue_id: int) -> list[Notice]:
+    """What our side could not do for an issue: each reason once, with the server's words."""
+    failed = session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.FAILED)
+    )
+    rows = session.execute(
+        select(Event.reason_name, Event.reason)
+        .where(Event.issue_id == issue_id, Event.kind == SENDER_SIDE_NOTICE)
+        .order_by(Event.id)
+    )
+    return [
+        Notice(name or "", rule_named(name or "undefined").description, reply or "", failed or 0)
+        for name, reply in rows
+    ]
 
 
 def _count(counts: Counts, kind: str) -> None:

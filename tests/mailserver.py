@@ -170,13 +170,12 @@ def running_sink(handler: MailSink | None = None, **options: Any) -> Iterator[tu
     """An aiosmtpd server on a free loopback port, with `handler` (a fresh MailSink by default).
 
     `options` go to aiosmtpd's Controller: `ssl_context` for implicit TLS, `tls_context` and
-    `require_starttls` for STARTTLS, `authenticator` and `auth_require_tls` for AUTH.
+    `require_starttls` for STARTTLS, `authenticator` and `auth_require_tls` for AUTH, `enable_SMTPUTF8`.
     """
     sink = handler or MailSink()
     port = sink.port = free_port()
-    controller = CountingController(
-        sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True, data_size_limit=50 * 1024 * 1024, **options
-    )
+    options = {"enable_SMTPUTF8": True, **options}  # enable_SMTPUTF8=False: a relay without it
+    controller = CountingController(sink, hostname="127.0.0.1", port=port, data_size_limit=50 * 1024 * 1024, **options)
     controller.start()
     sink.peak_connections = sink.open_connections  # the controller's own probe connection is not a client's
     try:

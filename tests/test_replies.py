@@ -24,7 +24,7 @@ MESSAGE = b"From: editor@example.org\r\nTo: new@example.com\r\nSubject: Confirm\
     [
         (Reply(250, "2.0.0 OK", "DATA"), Action.SENT, None),
         (Reply(550, "5.1.1 no such user", "RCPT"), Action.BOUNCE, Fault.READER),
-        (Reply(554, "5.7.1 rejected", "DATA"), Action.BOUNCE, Fault.READER),
+        (Reply(554, "5.7.1 rejected", "DATA"), Action.FAIL, Fault.MESSAGE),  # a policy block: not the reader's
         (Reply(451, "4.7.1 greylisted", "RCPT"), Action.RETRY, Fault.READER),
         (Reply(452, "4.2.2 mailbox full", "RCPT"), Action.RETRY, Fault.READER),
         (Reply(552, "5.3.4 too big for now", "DATA"), Action.RETRY, Fault.MESSAGE),  # RFC 5321 4.5.3.1.10
@@ -45,13 +45,27 @@ def test_judge_decides_by_code_stage_and_enhanced_status(reply: Reply, action: A
 
 
 def test_a_failure_classifier_plugs_into_the_rule() -> None:
-    def content_blocks(reply: Reply) -> Reason:
-        return Reason("spamdetected", Fault.MESSAGE) if "spam" in reply.text else replies.reason_for(reply)
+    def everything_is_the_readers(reply: Reply) -> Reason:
+        return Reason("undefined", Fault.READER)
 
     spam = Reply(554, "5.7.1 rejected as spam", "DATA")
-    assert judge(spam).action == Action.BOUNCE
-    verdict = judge(spam, content_blocks)
-    assert verdict.action == Action.FAIL and verdict.reason == Reason("spamdetected", Fault.MESSAGE)
+    assert judge(spam) == Verdict(Action.FAIL, spam, Reason("spamdetected", Fault.MESSAGE))  # newsletter.reasons
+    assert judge(spam, everything_is_the_readers).action == Action.BOUNCE
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason", "fault"),
+    [
+        (Reply(550, "5.7.26 This mail is unauthenticated", "DATA"), "authfailure", Fault.SENDER),
+        (Reply(550, "5.2.1 The email account that you tried to reach is disabled", "RCPT"), "suspend", Fault.READER),
+        (Reply(552, "5.2.2 mailbox full", "RCPT"), "mailboxfull", Fault.READER),
+        (Reply(550, "5.7.1 Service unavailable, client host blocked using Spamhaus", "RCPT"), "blocked", Fault.SENDER),
+        (Reply(553, "the SMTP server does not offer SMTPUTF8", "MAIL"), "unsupported", Fault.SENDER),
+        (Reply(530, "5.7.0 Must issue a STARTTLS command first", "MAIL"), "securityerror", Fault.SENDER),
+    ],
+)
+def test_the_reason_and_whose_fault_come_from_the_classifier(reply: Reply, reason: str, fault: Fault) -> None:
+    assert replies.reason_for(reply) == Reason(reason, fault)
 
 
 def test_settle_counts_only_the_readers_tries(settings: Settings) -> None:

@@ -133,21 +133,21 @@ def test_a_connection_dropped_mid_data_is_retried(engine: Engine, smtp_settings:
     assert [len(smtpd.to(address)) for address in addresses] == [1, 1, 1]
 
 
-def test_permanent_refusals_bounce_the_subscriber(
+def test_a_permanent_refusal_of_the_address_bounces_the_subscriber_and_a_spam_block_does_not(
     engine: Engine, smtp_settings: Settings, smtpd: MailSink, session: Session
 ) -> None:
     addresses = add_people(engine, 3)
     smtpd.fail(addresses[0], "RCPT", "550 5.1.1 no such user")
     smtpd.fail(addresses[1], "DATA", "554 5.7.1 rejected as spam")
     counts = send(engine, smtp_settings, rendered(smtp_settings))
-    assert (counts[DeliveryStatus.BOUNCED], counts[DeliveryStatus.SENT]) == (2, 1)
+    assert (counts[DeliveryStatus.BOUNCED], counts[DeliveryStatus.FAILED], counts[DeliveryStatus.SENT]) == (1, 1, 1)
     assert smtpd.attempts[addresses[0]] == 1, "a permanent failure is never retried"
     by_email = {s.email: s for s in session.scalars(select(Subscriber))}
     assert by_email[addresses[0]].status == SubscriberStatus.BOUNCED
-    assert by_email[addresses[1]].status == SubscriberStatus.BOUNCED
+    assert by_email[addresses[1]].status == SubscriberStatus.ACTIVE, "the content was refused, not the address"
     assert by_email[addresses[2]].status == SubscriberStatus.ACTIVE
     kinds = session.scalars(select(Event.kind).where(Event.delivery_id.is_not(None))).all()
-    assert sorted(kinds) == ["hard_bounce", "hard_bounce"]
+    assert sorted(kinds) == ["hard_bounce"]
     failures = ledger.failures(session, session.scalars(select(Issue.id)).one())
     assert {failure.email: failure.reply[:3] for failure in failures} == {addresses[0]: "550", addresses[1]: "554"}
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from newsletter.reasons.address import ADDRESS_RULES
 from newsletter.reasons.rule import Effect, Rule
-from newsletter.reasons.sender import SENDER_RULES
+from newsletter.reasons.sender import CONTENT_REASONS, SECURITY_ERROR, SENDER_RULES, UNSUPPORTED
 from newsletter.reasons.transient import TRANSIENT_RULES, UNDEFINED
 
-__all__ = ["RULES", "Diagnosis", "Effect", "Rule", "classify", "rule_named"]
+__all__ = ["CONTENT_REASONS", "RULES", "Diagnosis", "Effect", "Rule", "classify", "rule_named"]
 
 # Sender-side and content rules first: their phrases are the most specific ("rejected as spam" also says
 # "rejected"), then the reader's address, then what may pass.
@@ -89,9 +89,13 @@ def classify(status: str = "", reply_code: int = 0, text: str = "", action: str 
 
 def _decide(status: str, reply_code: int, text: str, stage: str) -> tuple[Rule, str]:
     """The rule the evidence names, most trusted first; an address rule that the text contradicts yields."""
-    if stage in ("connect", "AUTH", "MAIL", "EHLO", "STARTTLS"):
-        # Refused before any recipient was named: our session or our sender address, never the reader.
-        return rule_named("securityerror" if stage in ("connect", "AUTH", "EHLO", "STARTTLS") else "rejected"), "stage"
+    if stage in ("connect", "AUTH", "EHLO", "STARTTLS"):
+        return rule_named("securityerror"), "stage"  # refused before any recipient was named: our session
+    if stage == "MAIL":
+        # RFC 5321 3.3: MAIL names only our envelope sender; a missing SMTPUTF8 is the relay's (RFC 6531 3.4),
+        # and a demand for STARTTLS or AUTH our session's.
+        found = (rule for rule in (UNSUPPORTED, SECURITY_ERROR) if rule.says(text) or reply_code in rule.replies)
+        return next(found, rule_named("rejected")), "stage"
     subject = status.partition(".")[2]
     by_text = next((rule for rule in RULES if rule.says(text)), None)
     by_status = next((rule for rule in RULES if subject in rule.statuses), None)

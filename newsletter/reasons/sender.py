@@ -192,3 +192,17 @@ SENDER_RULES = (
     BLOCKED,
     POLICY_VIOLATION,
 )
+
+# The ones about the message itself (its size, content or form), not about our relay or reputation.
+CONTENT_REASONS = frozenset(
+    rule.name
+    for rule in (
+        EXCEED_LIMIT,
+        MESG_TOO_BIG,
+        VIRUS_DETECTED,
+        SPAM_DETECTED,
+        NOT_COMPLIANT_RFC,
+        CONTENT_ERROR,
+        POLICY_VIOLATION,
+    )
+)
