@@ -12,7 +12,7 @@ import anyio
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.errors import NewsletterError
@@ -86,6 +86,10 @@ class SecurityHeaders:
                 headers.setdefault("cache-control", "no-store")
             await send(message)
 
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"") or b"%00" in scope.get("raw_path", b""):
+            # No address of ours holds a NUL, and PostgreSQL refuses one in text: a 400 here, not a driver error.
+            await PlainTextResponse("A URL cannot contain a NUL character.", 400, headers=HEADERS)(scope, receive, send)
+            return
         limit = _body_limit(scope["path"])
         await self.app(scope, _capped(receive, limit, self.body_timeout_seconds), send_with_headers)
 

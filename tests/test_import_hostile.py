@@ -208,3 +208,21 @@ def test_sigkill_mid_import_leaves_no_validator_running_and_imports_nothing(
                 os.kill(child, signal.SIGKILL)
     with database.transaction(engine) as session:
         assert count(session) == 0
+
+
+@pytest.mark.postgres
+def test_a_streamed_import_on_postgres_is_one_transaction(postgres_engine: Engine, tmp_path: Path) -> None:
+    rows = "".join(f"r{i}@example.org\n" for i in range(roster.VALIDATION_CHUNK_ROWS * 2))
+    path = write_bytes(tmp_path, f"email\n{rows}R0@EXAMPLE.org\nbroken@\n".encode())
+    with database.transaction(postgres_engine) as session:
+        report = roster.import_csv(session, path)
+    assert (report.added, [r.line for r in report.rejected]) == (roster.VALIDATION_CHUNK_ROWS * 2, [10_002, 10_003])
+    with database.transaction(postgres_engine) as session:  # the next import on the same connection works too
+        again = roster.import_csv(session, path)
+        assert (again.added, again.already_present) == (0, roster.VALIDATION_CHUNK_ROWS * 2)
+    lines = b"".join(f"s{i}@example.org,{'x' * 100}\n".encode() for i in range(12_000))
+    bad = write_bytes(tmp_path, b"email,name\n" + lines + b"\xff,\n")  # past the head detection reads
+    with pytest.raises(ImportFileError), database.transaction(postgres_engine) as session:
+        roster.import_csv(session, bad)
+    with database.transaction(postgres_engine) as session:
+        assert count(session) == roster.VALIDATION_CHUNK_ROWS * 2
