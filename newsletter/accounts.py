@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from newsletter import throttle
 from newsletter.addresses import normalize_address
 from newsletter.errors import NewsletterError
-from newsletter.models import Account, AccountRole, ApiToken, utcnow
+from newsletter.models import EMAIL_MAX_CHARS, Account, AccountRole, ApiToken, utcnow
 
 MIN_PASSWORD_CHARS = 12
 MAX_PASSWORD_CHARS = 1024  # argon2 hashes any length; a megabyte "password" is only a way to burn CPU
@@ -138,7 +138,7 @@ def sign_in(
         TooManySignIns: this account, or this client IP, failed too often in the last window.
     """
     now = now or utcnow()
-    key = email.strip().lower()[:320]
+    key = email.strip().lower()[:EMAIL_MAX_CHARS]
     limits = [(throttle.throttle_key(secret_key, "sign-in-account", key), SIGN_IN_FAILURES_PER_ACCOUNT)]
     if ip:
         limits.append((throttle.throttle_key(secret_key, "sign-in-ip", ip), SIGN_IN_FAILURES_PER_IP))

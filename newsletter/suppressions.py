@@ -148,7 +148,9 @@ def reactivate(
     payload = {"bounce_score": round(subscriber.bounce_score, 3), "forced": force}
     subscriber.bounce_score = 0.0
     subscriber.bounce_score_at = None
-    record_event(session, subscriber, REACTIVATED, source, reason=reason.strip()[:2000], payload=payload, actor=actor)
+    record_event(
+        session, subscriber, REACTIVATED, source, reason=reason.strip()[:REASON_MAX_CHARS], payload=payload, actor=actor
+    )
     change_status(session, subscriber, SubscriberStatus.ACTIVE, source, reason=reason.strip()[:200], actor=actor)
     return subscriber
 

@@ -7,6 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter import accounts
+from newsletter.models import EMAIL_MAX_CHARS
 from subscribers.context import client_ip, context_of, form_fields
 from subscribers.desk.guard import DESK_PATH, desk_page, signed_in_account
 from subscribers.security import CSRF_FIELD
@@ -38,7 +39,7 @@ async def sign_in(request: Request) -> Response:
     context = context_of(request)
     form = await form_fields(request)
     context.csrf.check(request, form.get(CSRF_FIELD, ""))
-    email, password = form.get("email", "").strip()[:320], form.get("password", "")
+    email, password = form.get("email", "").strip()[:EMAIL_MAX_CHARS], form.get("password", "")
     next_path = safe_next(form.get("next"))
     try:
         account = await context.run(accounts.sign_in, context.settings.secret_key, email, password, client_ip(request))
