@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -57,6 +58,7 @@ REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS", "redis://127.0.0.1:6379/14"
 DKIM_KEY_VARIABLE = "NEWSLETTER_BENCH_DKIM_KEY"  # set by --dkim for the child processes
 DKIM_SAMPLE_SIGNATURES = 200
 INSERT_CHUNK_ROWS = 10_000
+WORKER_START_LIMIT_SECONDS = 120
 WORKER_PROCESSES = 2
 
 
@@ -213,7 +215,6 @@ def run_distributed(port: int, count: int, threads: int, sink_pid: int, profile:
     try:
         add_subscribers(settings, count)
         workers = start_workers(settings, threads)
-        time.sleep(3)  # let the workers import and connect before the clock starts
         engine = database.make_engine(settings)
         issue = render_issue_file(SAMPLE_ISSUE, settings)
         queue = Queue(settings, engine)
@@ -262,13 +263,34 @@ def start_workers(settings: Settings, threads: int) -> list[subprocess.Popen[byt
             for field in dataclasses.fields(settings)
         },
     }
-    return [
+    workers = [
         subprocess.Popen(
             [sys.executable, "-c", "from newsletter.cli import main; main()", "worker", "--threads", str(threads)],
             env=env,
+            stderr=subprocess.PIPE,
         )
         for _ in range(WORKER_PROCESSES)
     ]
+    for worker in workers:
+        wait_until_ready(worker)
+    return workers
+
+
+def wait_until_ready(worker: subprocess.Popen[bytes]) -> None:
+    """Read the worker's messages until it says it runs (a busy machine takes seconds to import), then
+    keep passing them on, so that the clock starts on a fleet that is working."""
+    assert worker.stderr is not None
+    deadline = time.monotonic() + WORKER_START_LIMIT_SECONDS
+    for line in worker.stderr:
+        sys.stderr.buffer.write(line)
+        if line.startswith(b"Worker on "):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("a worker did not start")
+    else:
+        raise RuntimeError(f"a worker stopped at start (exit status {worker.wait()})")
+    stream = worker.stderr
+    threading.Thread(target=lambda: shutil.copyfileobj(stream, sys.stderr.buffer), daemon=True).start()
 
 
 def backend_pids(admin: Engine, database_name: str) -> list[int]:
