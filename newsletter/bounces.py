@@ -23,6 +23,7 @@ from newsletter.models import (
     REASON_NAME_MAX_CHARS,
     Delivery,
     Event,
+    OutboundMessage,
     Subscriber,
     SubscriberStatus,
     utcnow,
@@ -96,6 +97,7 @@ class Feedback:
     delivery_id: int | None = None
     subscriber_id: int | None = None
     issue_id: int | None = None  # with subscriber_id (a Message-ID of ours): names the delivery
+    outbound_id: int | None = None  # a one-off message of ours (a confirmation mail): names its recipient
     at: dt.datetime | None = None  # the report's own date; the event is dated when we record it
     payload: dict[str, Any] = field(default_factory=dict)
     reason_name: str = ""  # newsletter.reasons name, or the feedback type of a report
@@ -355,19 +357,27 @@ def _subscriber_of(session: Session, feedback: Feedback, delivery: Delivery | No
     """
     if delivery is not None:
         subscriber_id: int | None = delivery.subscriber_id
+    elif feedback.outbound_id is not None:
+        recipient = session.scalar(select(OutboundMessage.recipient).where(OutboundMessage.id == feedback.outbound_id))
+        subscriber_id = _subscriber_id_of(session, recipient) if recipient else None
     elif feedback.subscriber_id is not None:
         subscriber_id = feedback.subscriber_id
-    elif feedback.email:
-        try:
-            _, key = normalize_address(feedback.email)
-        except InvalidAddress:
-            return None
-        subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
     else:
-        return None
+        subscriber_id = _subscriber_id_of(session, feedback.email)
     if subscriber_id is None:
         return None
     return session.get(Subscriber, subscriber_id, with_for_update=True, populate_existing=True)
+
+
+def _subscriber_id_of(session: Session, email: str | None) -> int | None:
+    """The id of the subscriber with this address, or None (also for what is no address)."""
+    if not email:
+        return None
+    try:
+        _, key = normalize_address(email)
+    except InvalidAddress:
+        return None
+    return session.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
 
 
 def _counted(session: Session, delivery_id: int | None, hard: bool) -> bool:

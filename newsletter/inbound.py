@@ -169,7 +169,8 @@ def read_message(message: Message, settings: Settings, digest: str, envelope_rec
         return Reading(Verdict.UNRECOGNIZED, note=addressee.problem)  # a token altered: never guess instead
     if addressee.subscriber_id is not None and addressee.delivery_id is None and not _is_report(message):
         return _unsubscribe_request(message, addressee, digest)
-    tie = addressee if addressee.delivery_id is not None else returned_tie(message, settings, signer, bounce_address)
+    verp = addressee.delivery_id is not None or addressee.outbound_id is not None
+    tie = addressee if verp else returned_tie(message, settings, signer, bounce_address)
     tie = tie if tie.tied else addressee
     at = _date(header(message, "Date"))
     report = feedback_report(message)
@@ -251,9 +252,7 @@ def _status_feedback(status: RecipientStatus, tie: Addressee, external_id: str, 
         status.reason,
         external_id,
         email=status.recipient or None,
-        delivery_id=tie.delivery_id,
-        subscriber_id=tie.subscriber_id,
-        issue_id=tie.issue_id,
+        **tie.named(),
         at=at,
         payload={"status": diagnosis.status, "action": status.action, "recipient": status.recipient, "tie": tie.how},
         reason_name=diagnosis.reason,
@@ -280,9 +279,7 @@ def _read_text_bounce(message: Message, tie: Addressee, digest: str, at: dt.date
             failure.excerpt or f"failure ({header(message, 'Subject')[:200]})",
             f"message:{digest}" if tie.tied else _external_id(digest, failure.recipient),
             email=failure.recipient,
-            delivery_id=tie.delivery_id,
-            subscriber_id=tie.subscriber_id,
-            issue_id=tie.issue_id,
+            **tie.named(),
             at=at,
             payload={"recipient": failure.recipient, "status": failure.diagnosis.status, "tie": tie.how},
             reason_name=failure.diagnosis.reason,
@@ -311,9 +308,7 @@ def _read_feedback(
         f"{report.feedback_type} report from {report.user_agent or 'unknown agent'}"[:300],
         f"message:{digest}",
         email=email,
-        delivery_id=tie.delivery_id,
-        subscriber_id=tie.subscriber_id,
-        issue_id=tie.issue_id,
+        **tie.named(),
         at=_date(report.arrival_date) or at,
         payload={
             "feedback_type": report.feedback_type,
@@ -346,9 +341,7 @@ def _read_feedback_loop(message: Message, tie: Addressee, digest: str, at: dt.da
         f"complaint by a feedback loop: {header(message, 'Subject')[:200]}",
         f"message:{digest}",
         email=next(iter(named), None),
-        delivery_id=tie.delivery_id,
-        subscriber_id=tie.subscriber_id,
-        issue_id=tie.issue_id,
+        **tie.named(),
         at=at,
         payload={"feedback_type": "abuse", "reporter": header(message, "From")[:200], "tie": tie.how},
         reason_name="abuse",

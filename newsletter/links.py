@@ -56,6 +56,12 @@ def return_path(settings: Settings, signer: Signer, delivery_id: int) -> str:
     return f"{local}+{signer.address_token(Purpose.BOUNCE, delivery_id)}@{domain}"
 
 
+def outbound_return_path(settings: Settings, signer: Signer, outbound_id: int) -> str:
+    """The VERP envelope sender of a one-off message (a confirmation mail): bounces+TOKEN@domain as well."""
+    local, domain = bounce_base(settings)
+    return f"{local}+{signer.address_token(Purpose.OUTBOUND_BOUNCE, outbound_id)}@{domain}"
+
+
 def unsubscribe_mailto(settings: Settings, signer: Signer, subscriber_id: int) -> str:
     """The mailto URI of List-Unsubscribe (RFC 2369): a mail to it unsubscribes."""
     _, domain = bounce_base(settings)

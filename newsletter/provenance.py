@@ -25,6 +25,7 @@ class Addressee:
     """Whom a message is about, from a verified token or Message-ID of ours."""
 
     delivery_id: int | None = None  # bounces+TOKEN: the VERP return path of one delivery
+    outbound_id: int | None = None  # bounces+TOKEN of a one-off message (a confirmation mail)
     subscriber_id: int | None = None  # unsubscribe+TOKEN, or the subscriber of a Message-ID of ours
     issue_id: int | None = None  # with subscriber_id: from a Message-ID of ours, naming one delivery
     how: str = ""  # what proved it: "verp", "returned verp", "message-id", "unsubscribe token"
@@ -32,12 +33,21 @@ class Addressee:
 
     @property
     def has_token(self) -> bool:
-        return self.delivery_id is not None or self.subscriber_id is not None or bool(self.problem)
+        return self.tied or bool(self.problem)
 
     @property
     def tied(self) -> bool:
         """True when something only we could write names the delivery or the subscriber."""
-        return self.delivery_id is not None or self.subscriber_id is not None
+        return self.delivery_id is not None or self.subscriber_id is not None or self.outbound_id is not None
+
+    def named(self) -> dict[str, int | None]:
+        """What a Feedback needs to find the delivery and the subscriber."""
+        return {
+            "delivery_id": self.delivery_id,
+            "subscriber_id": self.subscriber_id,
+            "issue_id": self.issue_id,
+            "outbound_id": self.outbound_id,
+        }
 
 
 def addressee_of(recipients: list[str], signer: Signer, bounce_address: tuple[str, str]) -> Addressee:
@@ -51,14 +61,27 @@ def addressee_of(recipients: list[str], signer: Signer, bounce_address: tuple[st
         purpose = {bounce_local: Purpose.BOUNCE, UNSUBSCRIBE_LOCAL_PART: Purpose.MAILTO_UNSUBSCRIBE}.get(base)
         if purpose is None:
             continue
+        if purpose == Purpose.BOUNCE:
+            return bounce_token(signer, token, "verp") or Addressee(problem=f"{recipient[:100]}: bad signature")
         try:
             number = signer.read_address_token(purpose, token)
         except TokenInvalid as error:
             return Addressee(problem=f"{recipient[:100]}: {error}")
-        if purpose == Purpose.BOUNCE:
-            return Addressee(delivery_id=number, how="verp")
         return Addressee(subscriber_id=number, how="unsubscribe token")
     return Addressee()
+
+
+def bounce_token(signer: Signer, token: str, how: str) -> Addressee | None:
+    """The delivery, or the one-off message, a bounces+TOKEN names; None when the token does not verify."""
+    for purpose in (Purpose.BOUNCE, Purpose.OUTBOUND_BOUNCE):
+        try:
+            number = signer.read_address_token(purpose, token)
+        except TokenInvalid:
+            continue
+        if purpose == Purpose.BOUNCE:
+            return Addressee(delivery_id=number, how=how)
+        return Addressee(outbound_id=number, how=how)
+    return None
 
 
 def returned_tie(message: Message, settings: Settings, signer: Signer, bounce_address: tuple[str, str]) -> Addressee:
@@ -69,10 +92,9 @@ def returned_tie(message: Message, settings: Settings, signer: Signer, bounce_ad
     text = scanned_text(message)
     bounce_local, bounce_domain = (re.escape(part.lower()) for part in bounce_address)
     for token in re.findall(rf"{bounce_local}\+([0-9a-f]{{1,16}}-[0-9a-f]{{20}})@{bounce_domain}", text):
-        try:
-            return Addressee(delivery_id=signer.read_address_token(Purpose.BOUNCE, token), how="returned verp")
-        except TokenInvalid:
-            continue
+        found = bounce_token(signer, token, "returned verp")
+        if found is not None:
+            return found
     for candidate in re.findall(r"<?(\d{1,18}\.\d{1,18}\.[0-9a-f]{16}@[a-z0-9.-]+)>?", text):
         named = read_message_id(settings, candidate)
         if named is not None:

@@ -193,8 +193,11 @@ class Queue:
         prepared = sender.commit(lambda session: outbox.claim_message(session, outbound_id, lease))
         if prepared is None:
             return None
+        # Signed and given its VERP sender here, not when stored: the web app holds no key, and a bounce of
+        # the mail names the message it is about.
+        envelope_from, message = sender.composer.one_off(outbound_id, prepared.message)
         try:
-            verdict = sender.send_bytes(prepared.envelope_from, prepared.recipient, prepared.message)
+            verdict = sender.send_bytes(envelope_from, prepared.recipient, message)
         except Held as held:  # our side cannot send now (session refused, no slot, relay paused): no try spent
             sender.commit(lambda session: outbox.release_message(session, outbound_id))
             return held.until

@@ -110,11 +110,17 @@ class Composer:
             preferences_url=links.preferences_url(settings, signer, claim.subscriber_id),
             fields=claim.attributes,
         )
-        message = template.fill(recipient)
-        if self.dkim is not None:
-            message = self.dkim.sign(message)
+        message = self.signed(template.fill(recipient))
         envelope_from = links.return_path(settings, signer, claim.delivery_id)
         return Composed(envelope_from, claim.email, message_id, message)
+
+    def signed(self, message: bytes) -> bytes:
+        """The message with our DKIM signature in front, when a key is configured."""
+        return message if self.dkim is None else self.dkim.sign(message)
+
+    def one_off(self, outbound_id: int, message: bytes) -> tuple[str, bytes]:
+        """The VERP envelope sender and the DKIM-signed bytes of a stored one-off message, like an issue's."""
+        return links.outbound_return_path(self.settings, self.signer, outbound_id), self.signed(message)
 
 
 class Sender:

@@ -28,6 +28,7 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     BOUNCE = "bounce"  # the VERP return path: bounces+TOKEN@domain names a delivery
+    OUTBOUND_BOUNCE = "outbound-bounce"  # the same for a one-off message (a confirmation mail)
     MAILTO_UNSUBSCRIBE = "mailto-unsubscribe"  # unsubscribe+TOKEN@domain names a subscriber
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from pathlib import Path
 
 import dkim
@@ -14,13 +15,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine
 
-from newsletter import campaign, database, domainkeys
+from newsletter import campaign, confirmation, database, domainkeys, optin
 from newsletter.domainkeys import DkimSigner
 from newsletter.errors import ConfigError
 from newsletter.queue import Queue
 from newsletter.render import render_issue
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
+from newsletter.tokens import Signer
 from tests.mailserver import MailSink
 
 ISSUE = "---\nsubject: Signed notes\nslug: signed-1\n---\n\n# Signed notes\n\nHello.\n"
@@ -38,6 +40,31 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     )
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_a_confirmation_mail_is_signed_too(
+    engine: Engine, settings: Settings, smtpd: MailSink, key_pair: tuple[Path, bytes]
+) -> None:
+    path, record = key_pair
+    signing = settings.replace(
+        smtp_host="127.0.0.1", smtp_port=smtpd.port, dkim_private_key_path=str(path), dkim_selector="news2026"
+    )
+    queue = Queue(signing, engine)
+    queue.start_worker()
+    try:
+        with database.transaction(engine) as session:
+            request = optin.subscribe(session, signing, "new@example.com", None)
+            outbound_id = confirmation.store_confirmation(session, signing, Signer(signing.secret_key), request)
+        assert outbound_id is not None
+        queue.send_message(outbound_id)
+        deadline = time.monotonic() + 10
+        while not smtpd.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        queue.stop()
+    [received] = smtpd.received
+    assert dkim.verify(received.data, dnsfunc=lambda name, timeout=5: record)
+    assert received.mail_from.startswith("bounces+")
 
 
 def test_a_sent_issue_verifies_and_signs_the_unsubscribe_headers(
