@@ -91,14 +91,19 @@ def start(engine: Engine, rendered: RenderedIssue, force: bool = False, segment:
         UnknownField: a personal field names no attribute of the list (nothing is stored).
         InvalidTopic: the segment names a topic that does not exist.
     """
-    segment = segment or Segment()
     with database.transaction(engine) as session:
-        fields.require_known(session, rendered.fields)
-        topics.topic_ids(session, segment.topics)
-        issue = ledger.store_issue(session, rendered, force)
-        issue.segment = segment.as_json()
-        ledger.create_deliveries(session, issue)
-        return issue.id
+        return prepare(session, rendered, force, segment).id
+
+
+def prepare(session: Session, rendered: RenderedIssue, force: bool = False, segment: Segment | None = None) -> Issue:
+    """`start` inside the caller's transaction (a scheduled send marks itself started in the same one)."""
+    segment = segment or Segment()
+    fields.require_known(session, rendered.fields)
+    topics.topic_ids(session, segment.topics)
+    issue = ledger.store_issue(session, rendered, force)
+    issue.segment = segment.as_json()
+    ledger.create_deliveries(session, issue)
+    return issue
 
 
 def enqueue_unfinished(engine: Engine, queue: Queue, issue_id: int) -> int:

@@ -16,10 +16,14 @@ from newsletter.settings import CONFIG_FILENAME, Settings, load_settings, settin
 from newsletter.statuses import AccountRole, SubscriberSource, SubscriberStatus
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from rich.console import Console
     from sqlalchemy import Engine
 
     from newsletter.models import UnrecognizedMessage
+    from newsletter.render import RenderedIssue
+    from newsletter.segments import Segment
     from newsletter.tally import Tally
 
 # `newsletter --help` and `newsletter preview` must start fast: SQLAlchemy, Alembic, Dramatiq, the renderer
@@ -680,6 +684,8 @@ def _confirm(yes: bool, question: str) -> None:
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only subscribers with this tag (repeatable: any).")
 @click.option("--exclude-tag", "exclude_tags", multiple=True, metavar="TAG", help="Leave out this tag (repeatable).")
 @click.option("--topic", "topics", multiple=True, metavar="KEY", help="Only readers of this topic (repeatable: any).")
+@click.option("--at", "at", default=None, metavar="TIME", help='Send later: "2026-12-05 09:00" (see --timezone).')
+@click.option("--timezone", default=None, metavar="ZONE", help="Zone of --at, e.g. Asia/Shanghai (default: timezone).")
 @pass_app
 def send(
     app: App,
@@ -692,9 +698,11 @@ def send(
     tags: tuple[str, ...],
     exclude_tags: tuple[str, ...],
     topics: tuple[str, ...],
+    at: str | None,
+    timezone: str | None,
 ) -> None:
     """Send ISSUE_FILE to every active subscriber (or a segment); run it again to resume where it stopped."""
-    from newsletter import campaign, progress
+    from newsletter import campaign, progress, schedule
     from newsletter.queue import Queue
     from newsletter.remote import image_sizes_for
     from newsletter.render import render_issue_file
@@ -718,6 +726,12 @@ def send(
     engine = app.ready_engine()
     check = campaign.plan(engine, issue, force, segment)
     console.print(progress.plan_table(check, settings, embedded=not settings.broker_url))
+    if at is not None or schedule.front_matter_time(issue.meta.get("date", "")):
+        zone = timezone or settings.timezone
+        due = schedule.parse_at(at, zone) if at else schedule.front_matter_due(issue, zone)
+        if due is not None:
+            _schedule(app, issue_file, issue, due, zone, subject, segment, yes)
+            return
     if check.new_recipients + check.unfinished == 0:
         console.print("Nothing to send: every recipient has been dealt with (or no subscriber is active).")
         return
@@ -742,6 +756,32 @@ def send(
         raise SystemExit(130) from None
     console.print(progress.counts_table(counts))
     _print_notices(app, issue.slug)
+
+
+def _schedule(
+    app: App,
+    issue_file: Path,
+    issue: RenderedIssue,
+    due: dt.datetime,
+    zone: str,
+    subject: str | None,
+    segment: Segment,
+    yes: bool,
+) -> None:
+    import zoneinfo
+
+    from newsletter import database, schedule
+
+    local = due.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+    _confirm(yes, f"Schedule it for {local} {zone} ({due:%Y-%m-%d %H:%M} UTC)?")
+    with database.transaction(app.ready_engine()) as session:
+        row = schedule.schedule_send(session, issue_file, issue, due, zone, subject, segment)
+        row_id = row.id
+    console.print(
+        f"Scheduled #{row_id}: {issue.slug} at {local} {zone}. A running `newsletter worker` or `newsletter serve` "
+        "starts it then; `newsletter schedule` lists and cancels.",
+        markup=False,
+    )
 
 
 @main.command()
@@ -831,6 +871,7 @@ def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
 
     from newsletter import outages, outbox
     from newsletter.queue import Queue
+    from newsletter.schedule import Scheduler
 
     settings = app.settings
     if not settings.broker_url:
@@ -844,6 +885,8 @@ def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
     engine = outages.wait_out(app.ready_engine, stop)
     queue = Queue(settings, engine)
     queue.start_worker(threads)
+    scheduler = Scheduler(engine, settings, queue)
+    scheduler.start()
     error_console.print(
         f"Worker on {settings.broker_url.split('@')[-1]}, queue {settings.queue_name!r}, "
         f"{threads or settings.smtp_connections} threads. Ctrl-C stops it.",
@@ -857,6 +900,7 @@ def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
             raise
     stop.wait()
     error_console.print("Stopping: finishing the messages in flight, giving back the rest...", markup=False)
+    scheduler.stop()
     queue.stop()
     error_console.print("Stopped.", markup=False)
 
@@ -893,4 +937,4 @@ def demo(directory: Path) -> None:
 
 
 # The commands of the other CLI modules join the groups above.
-from newsletter import cli_audience  # noqa: E402, F401
+from newsletter import cli_audience, cli_schedule  # noqa: E402, F401

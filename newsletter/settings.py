@@ -139,6 +139,8 @@ class Settings:
         "Language of the pages and mails for a reader whose own is not known (a tag with a catalog: en, zh-CN).",
     )
     welcome_enabled: bool = setting(True, "Send the welcome mail (templates/welcome.mjml.j2) once a reader confirms.")
+    timezone: str = setting("UTC", "Time zone (IANA name) of `send --at` and of a front matter date with a time.")
+    schedule_poll_seconds: float = setting(15.0, "Seconds between two looks for due scheduled sends (worker, serve).")
     schedule_max_lateness: float = setting(
         3600.0,
         "Seconds a scheduled send may start late (nothing was running at its time); later it waits for the editor.",
@@ -248,6 +250,8 @@ def _validate(settings: Settings) -> None:
             f"setting 'default_language' must be a language with a catalog ({', '.join(language.available())}), "
             f"not {settings.default_language!r}"
         )
+    if settings.schedule_poll_seconds <= 0:
+        raise ConfigError("setting 'schedule_poll_seconds' must be greater than 0")
     if settings.schedule_max_lateness < 0:
         raise ConfigError("setting 'schedule_max_lateness' must not be negative")
     if settings.confirm_max_age_seconds < 1:

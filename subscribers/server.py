@@ -6,6 +6,7 @@ import uvicorn
 
 from newsletter import database, outbox
 from newsletter.queue import Queue
+from newsletter.schedule import Scheduler
 from newsletter.settings import Settings
 from subscribers.app import create_app
 from subscribers.deadlines import http_protocol
@@ -24,6 +25,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # one lived in memory): every unsent one goes to the queue again, and claiming sends it once.
     outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message)
     app = create_app(settings, engine, enqueue=queue.send_message)
+    # Scheduled sends start from whichever long-running process is up (worker or serve): each exactly once.
+    scheduler = Scheduler(engine, settings, queue)
+    scheduler.start()
     try:
         uvicorn.run(
             app,
@@ -36,5 +40,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
             http=http_protocol(settings.request_header_timeout_seconds),
         )
     finally:
+        scheduler.stop()
         queue.stop()
         engine.dispose()
