@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from sqlalchemy import select
 from newsletter import database, topics
 from newsletter.models import Subscriber
 from newsletter.settings import Settings
+from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PHONE, cli, require_chromium, serving, wait_until
 from tests.mailserver import MailSink, free_port
-from tests.test_web_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PHONE, _healthy, require_chromium, wait_until
 from tests.webflow import confirm_link
 
 pytestmark = pytest.mark.browser
@@ -111,35 +110,23 @@ def words(request: pytest.FixtureRequest) -> Words:
 def site(tmp_path: Path, smtpd: MailSink, words: Words) -> Iterator[Site]:
     """`newsletter serve` for a newsletter named in the reader's language, with two topics."""
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     database_url = f"sqlite:///{tmp_path / 'site.db'}"
     config = tmp_path / "newsletter.toml"
     config.write_text(
         f'database_url = "{database_url}"\nsecret_key = "browser-test-secret-key-0123456789"\n'
         f'from_address = "editor@example.org"\nnewsletter_name = "{words.newsletter}"\n'
-        f'base_url = "{base_url}"\npostal_address = "1 Example Street"\nsmtp_host = "127.0.0.1"\n'
+        f'base_url = "http://127.0.0.1:{port}"\npostal_address = "1 Example Street"\nsmtp_host = "127.0.0.1"\n'
         f"smtp_port = {smtpd.port}\nsignup_min_fill_seconds = 1.0\n",
         encoding="utf-8",
     )
     settings = Settings(database_url=database_url, secret_key="x")
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
-    subprocess.run([*command, "db", "upgrade"], check=True, capture_output=True, cwd=tmp_path)
-    engine = database.make_engine(settings)
-    with database.transaction(engine) as session:
-        topics.define_topic(session, "weekly", "每周精选" if words.lang == "zh-CN" else "Weekly picks")
-        topics.define_topic(session, "tools", "工具推荐" if words.lang == "zh-CN" else "Tools")
-    engine.dispose()
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [*command, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path, stdout=log, stderr=log
-    )
-    try:
-        wait_until(lambda: _healthy(base_url), 20, "newsletter serve")
-        yield Site(base_url, config, settings, command)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    with serving(config, port) as base_url:
+        engine = database.make_engine(settings)
+        with database.transaction(engine) as session:
+            topics.define_topic(session, "weekly", "每周精选" if words.lang == "zh-CN" else "Weekly picks")
+            topics.define_topic(session, "tools", "工具推荐" if words.lang == "zh-CN" else "Tools")
+        engine.dispose()
+        yield Site(base_url, config, settings, cli(config))
 
 
 def reader_state(settings: Settings) -> tuple[str | None, str | None, list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import subprocess
-import sys
 import time
 import zoneinfo
 from pathlib import Path
@@ -20,8 +19,10 @@ from newsletter.schedule import InvalidSchedule, ScheduleNotFound
 from newsletter.segments import Segment
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
+from tests.browser import _healthy as healthy
+from tests.browser import cli as command_line
+from tests.browser import wait_until
 from tests.mailserver import MailSink, free_port
-from tests.test_web_browser import _healthy, wait_until
 
 ISSUE = "---\nsubject: 定时发送\nslug: scheduled-1\n---\n\n# 定时发送\n\n早上九点见。\n"
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -114,12 +115,12 @@ def test_a_schedule_that_cannot_start_is_marked_failed(engine: Engine, settings:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config), *args]
+    command = [*command_line(config), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=config.parent)
 
 
 def serve(config: Path, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
+    command = command_line(config)
     with (config.parent / "serve.log").open("ab") as log:  # the child keeps its own copy of the file
         return subprocess.Popen(
             [*command, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=config.parent, stdout=log, stderr=log
@@ -148,7 +149,7 @@ def test_a_schedule_survives_a_restart_between_scheduling_and_its_time(tmp_path:
     assert "scheduled-1" in cli(config, "schedule").stdout
 
     first = serve(config, port)  # started, then killed before the time comes
-    wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), 20, "newsletter serve")
+    wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), 20, "newsletter serve")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert dt.datetime.now(SHANGHAI) < due, "the machine was too slow for the test to restart before the time"
