@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from newsletter import webhooks
 from newsletter.errors import NewsletterError
 
 MAX_BODY_BYTES = 64 * 1024  # the largest form here is an address and a name
-# ESP webhooks batch events: SendGrid posts up to thousands per request, an SNS message may be 256 KiB.
-WEBHOOK_MAX_BODY_BYTES = 8 * 1024 * 1024
+WEBHOOK_MAX_BODY_BYTES = webhooks.MAX_BODY_BYTES  # the handlers' own limit: one number for both
 WEBHOOK_PATH_PREFIX = "/webhooks/"
 # The desk's uploads: a CSV of subscribers, an issue with its images. Bigger lists go through the CLI.
 UPLOAD_MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -27,6 +27,7 @@ from newsletter.models import SubscriberStatus
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber, get_subscriber
 from newsletter.tokens import Purpose, Signer
+from newsletter.webhooks import json_body
 from subscribers.app import create_app
 from subscribers.deadlines import http_protocol
 from tests.deskflow import api_token, make_account, sign_in
@@ -329,3 +330,9 @@ def test_a_head_larger_than_64_kib_is_refused(hostile_settings: Settings, engine
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_webhook_handlers_take_what_the_routes_take() -> None:
+    batch = b"[" + b",".join([b'{"event": "processed", "email": "a@example.org"}'] * 60_000) + b"]"
+    assert len(batch) > 2 * 1_048_576
+    assert len(json_body(batch)) == 60_000

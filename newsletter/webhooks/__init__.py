@@ -20,7 +20,9 @@ from newsletter.reasons import classify
 from newsletter.settings import Settings
 from newsletter.tally import Tally
 
-MAX_BODY_BYTES = 1024 * 1024  # SNS messages are at most 256 KiB; SendGrid batches stay well under 1 MiB
+# ESP webhooks batch events: SendGrid posts up to thousands per request, an SNS message may be 256 KiB.
+# The web app's routes take this much too (subscribers.security).
+MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_CLOCK_SKEW_SECONDS = 10 * 60  # a signed timestamp older (or newer) than this is a replay, not a retry
 
 
