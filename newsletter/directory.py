@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, exists, literal, or_, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from newsletter.addresses import clean_name
 from newsletter.errors import NewsletterError, SubscriberNotFound
@@ -22,6 +22,7 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
     SubscriberTag,
+    UtcDateTime,
 )
 from newsletter.subscriptions import record_event
 from newsletter.tags import add_tags, tags_of
@@ -30,6 +31,7 @@ DEFAULT_PAGE_ROWS = 50
 MAX_PAGE_ROWS = 500
 MAX_QUERY_CHARS = 320
 HISTORY_ROWS = 200
+SPARSE_PREFIX_CHARS = 3
 
 
 class Sort(StrEnum):
@@ -46,7 +48,7 @@ class BadCursor(NewsletterError):
 class Search:
     """What the editor looks for; every field is optional."""
 
-    query: str = ""  # part of the address (from its start, or its domain after @) or the start of the name
+    query: str = ""  # the start of the address or of the name; "@example.org" for every address at a domain
     status: SubscriberStatus | None = None
     tag: str = ""
     joined_from: dt.date | None = None
@@ -81,40 +83,81 @@ def search(session: Session, wanted: Search, cursor: str | None = None) -> Page:
     query = select(
         Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.source, Subscriber.created_at
     ).where(*_conditions(wanted))
+    key, last_id = _read_cursor(cursor, wanted.sort) if cursor else ("", 0)
+    by_date = wanted.joined_from is not None or wanted.joined_until is not None
     if wanted.sort == Sort.EMAIL:
-        query = query.order_by(Subscriber.email_key, Subscriber.id)
+        # The address key is unique: it alone orders the list, and its index serves `key > last` directly.
+        query = query.order_by(Subscriber.email_key)
         if cursor:
-            key, last_id = _read_cursor(cursor, wanted.sort)
-            query = query.where(
-                or_(Subscriber.email_key > key, and_(Subscriber.email_key == key, Subscriber.id > last_id))
-            )
+            query = query.where(Subscriber.email_key > key)
+    elif by_date:
+        # A date range is found through the sign-up time's index, and paged along it.
+        newest = wanted.sort == Sort.NEWEST
+        position = tuple_(Subscriber.created_at, Subscriber.id)
+        query = (
+            query.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
+            if newest
+            else query.order_by(Subscriber.created_at, Subscriber.id)
+        )
+        if cursor:
+            after = tuple_(literal(_time_of(key), UtcDateTime()), literal(last_id))
+            query = query.where(position < after if newest else position > after)
     elif wanted.sort == Sort.OLDEST:
-        query = query.order_by(Subscriber.id)
+        query = query.order_by(_id_order(wanted))
         if cursor:
-            query = query.where(Subscriber.id > _read_cursor(cursor, wanted.sort)[1])
+            query = query.where(Subscriber.id > last_id)
     else:
-        query = query.order_by(Subscriber.id.desc())
+        query = query.order_by(_id_order(wanted).desc())
         if cursor:
-            query = query.where(Subscriber.id < _read_cursor(cursor, wanted.sort)[1])
+            query = query.where(Subscriber.id < last_id)
     found = [Row(*row) for row in session.execute(query.limit(limit + 1))]
     rows = found[:limit]
     next_cursor = None
     if len(found) > limit:
         last = rows[-1]
-        key = last.email.strip().lower() if wanted.sort == Sort.EMAIL else ""
+        if wanted.sort == Sort.EMAIL:
+            key = last.email.strip().lower()
+        else:
+            key = last.created_at.isoformat() if by_date else ""
         next_cursor = _make_cursor(wanted.sort, key, last.id)
     return Page(rows, next_cursor)
 
 
+def _id_order(wanted: Search) -> ColumnElement[int] | InstrumentedAttribute[int]:
+    """The id to order by. A prefix of SPARSE_PREFIX_CHARS or more matches few rows, spread over the whole list:
+    ordering by `id + 0` keeps the database from walking the primary key for them (a full scan on a million
+    rows) and makes it take the few matches from the prefix indexes, then sort them."""
+    if len(wanted.query.strip().lstrip("@")) >= SPARSE_PREFIX_CHARS and not wanted.query.startswith("@"):
+        return Subscriber.id + 0
+    return Subscriber.id
+
+
+def _time_of(key: str) -> dt.datetime:
+    try:
+        at = dt.datetime.fromisoformat(key)
+    except ValueError:
+        raise BadCursor("this page link belongs to another search: start again from the first page") from None
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
 def _conditions(wanted: Search) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
-    query = wanted.query.strip().lower()[:MAX_QUERY_CHARS]
-    if query:
-        pattern = _escape_like(query)
-        matches = [Subscriber.email_key.like(f"{pattern}%", escape="\\")]
+    query = wanted.query.strip()[:MAX_QUERY_CHARS]
+    if query.startswith("@"):  # a domain: every address at it (and its subdomains)
+        domain = _escape_like(query[1:].lower())
+        conditions.append(
+            or_(
+                Subscriber.email_key.like(f"%@{domain}", escape="\\"),
+                Subscriber.email_key.like(f"%.{domain}", escape="\\"),
+            )
+        )
+    elif query:
+        # Prefixes only, each served by an index (text_pattern_ops on PostgreSQL): the start of the address,
+        # or of the name as typed or capitalized.
+        matches = [Subscriber.email_key.like(f"{_escape_like(query.lower())}%", escape="\\")]
         if "@" not in query:
-            matches.append(Subscriber.email_key.like(f"%@{pattern}%", escape="\\"))
-            matches.append(Subscriber.name.ilike(f"{_escape_like(wanted.query.strip())}%", escape="\\"))
+            for form in dict.fromkeys((query, query[:1].upper() + query[1:])):
+                matches.append(Subscriber.name.like(f"{_escape_like(form)}%", escape="\\"))
         conditions.append(or_(*matches))
     if wanted.status is not None:
         conditions.append(Subscriber.status == wanted.status)
@@ -137,6 +180,11 @@ def _escape_like(text: str) -> str:
 
 def _start_of(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def cursor_at(sort: Sort, last_id: int, email_key: str = "") -> str:
+    """The cursor of the page that starts after the row `last_id` (with `email_key` when sorted by address)."""
+    return _make_cursor(sort, email_key if sort == Sort.EMAIL else "", last_id)
 
 
 def _make_cursor(sort: Sort, key: str, last_id: int) -> str:

@@ -126,6 +126,9 @@ class Subscriber(Base):
         # The desk pages the list newest first by id (keyset), filtered by status or sign-up date.
         Index("ix_subscribers_status_id", "status", "id"),
         Index("ix_subscribers_created_at", "created_at"),
+        # Prefix searches (LIKE 'abc%') use these on PostgreSQL whatever the database's collation.
+        Index("ix_subscribers_email_key_pattern", "email_key", postgresql_ops={"email_key": "text_pattern_ops"}),
+        Index("ix_subscribers_name_pattern", "name", postgresql_ops={"name": "text_pattern_ops"}),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

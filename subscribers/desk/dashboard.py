@@ -51,7 +51,12 @@ async def _home(request: Request, account: SignedIn) -> Response:
     except ValueError:
         days = 30
     days = days if days in PERIODS_DAYS else PERIODS_DAYS[0]
-    data = await context_of(request).run(_dashboard, days)
+    context = context_of(request)
+    data = await context.run(_dashboard, days)
+    for slug, problem in context.sends.problems():  # a relay that refused our session, seen by this process
+        data.attention.insert(
+            0, overview.Attention(f"The send of {slug} stopped: {problem}", f"{DESK_PATH}/issues/{slug}")
+        )
     labels = [day.day.strftime("%m-%d") for day in data.days]
     chart = charts.bar_chart(
         f"Joined and left per day, last {days} days",

@@ -28,6 +28,7 @@ class Sends:
         self.engine = engine
         self._threads: dict[int, threading.Thread] = {}
         self._problems: dict[int, str] = {}
+        self._slugs: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def running(self, issue_id: int) -> bool:
@@ -36,6 +37,10 @@ class Sends:
 
     def problem(self, issue_id: int) -> str:
         return self._problems.get(issue_id, "")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """The slug of each issue whose send stopped on a problem here, and the problem."""
+        return [(self._slugs.get(issue_id, str(issue_id)), problem) for issue_id, problem in self._problems.items()]
 
     def start(self, issue_id: int, retry: bool = False) -> None:
         """Create the deliveries (or put the failed ones back) and deliver them on a new thread.
@@ -48,6 +53,7 @@ class Sends:
                 raise SendRunning("this issue is being sent already: its progress is on this page")
             with database.transaction(self.engine) as session:
                 issue = session.get_one(Issue, issue_id)
+                self._slugs[issue_id] = issue.slug
                 if retry:
                     ledger.retry_failed(session, issue_id)
                 else:
