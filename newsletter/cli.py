@@ -318,13 +318,35 @@ def subscribers_export(app: App, output: Path | None, status: str | None) -> Non
     default=None,
     help="The file's encoding (gb18030, utf-16, cp1252...); default: a byte order mark, UTF-8, or a confident guess.",
 )
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="COLUMN=FIELD",
+    help="Read COLUMN as email, name, first_name, last_name, status, tags, ignore, or an attribute name (repeatable).",
+)
+@click.option("--invite", is_flag=True, help="With --status pending: mail each new subscriber a confirmation link.")
 @pass_app
-def subscribers_import(app: App, file: Path, status: str, encoding: str | None) -> None:
-    """Import subscribers from a CSV file with an `email` column (all valid rows, or none)."""
-    from newsletter import database, roster
+def subscribers_import(
+    app: App, file: Path, status: str, encoding: str | None, maps: tuple[str, ...], invite: bool
+) -> None:
+    """Import subscribers from a CSV file: ours, or an export of Mailchimp, Substack, Buttondown, listmonk or Ghost."""
+    from newsletter import database, invitations, mappings, roster
 
-    with console.status(f"Importing {file}..."), database.transaction(app.ready_engine()) as session:
-        report = roster.import_csv(session, file, SubscriberStatus(status), SubscriberSource.IMPORT, encoding)
+    if invite and status != "pending":
+        raise click.ClickException("--invite asks new subscribers to confirm: use it with --status pending")
+    engine = app.ready_engine()
+    with console.status(f"Importing {file}..."), database.transaction(engine) as session:
+        before = roster.last_subscriber_id(session)
+        report = roster.import_csv(
+            session,
+            file,
+            SubscriberStatus(status),
+            SubscriberSource.IMPORT,
+            encoding,
+            maps=mappings.parse_maps(maps),
+        )
+        invited = invitations.invite_pending(session, app.settings, before) if invite else []
     for rejection in report.rejected:
         error_console.print(f"line {rejection.line}: {rejection.email!r}: {rejection.reason}", markup=False)
     if report.rejected_count > len(report.rejected):
@@ -332,10 +354,36 @@ def subscribers_import(app: App, file: Path, status: str, encoding: str | None) 
             f"... and {report.rejected_count - len(report.rejected):,} more rejected rows", markup=False
         )
     console.print(
-        f"Read as {report.encoding}. Imported {report.added}, already on the list {report.already_present}, "
-        f"rejected {report.rejected_count}.",
+        f"Read as {report.encoding}, columns as {report.source}'s. Imported {report.added}, already on the list "
+        f"{report.already_present}, rejected {report.rejected_count}.",
         markup=False,
     )
+    if invite:
+        _send_invitations(app, invited)
+
+
+@subscribers_group.command("invite")
+@click.option("--status", type=click.Choice(["pending"]), default="pending", show_default=True)
+@pass_app
+def subscribers_invite(app: App, status: str) -> None:
+    """Mail every pending subscriber a confirmation link (within the daily cap, at the rate limit)."""
+    from newsletter import database, invitations
+
+    with database.transaction(app.ready_engine()) as session:
+        invited = invitations.invite_pending(session, app.settings)
+    _send_invitations(app, invited)
+
+
+def _send_invitations(app: App, outbound_ids: list[int]) -> None:
+    from newsletter import invitations
+    from newsletter.queue import Queue
+
+    app.settings.require("from_address", "secret_key")
+    queue = Queue(app.settings, app.engine)
+    with console.status(f"Sending {len(outbound_ids):,} confirmation mails..."):
+        left = invitations.send_invitations(app.engine, queue, outbound_ids)
+    where = "queued for the workers" if not queue.embedded else "sent"
+    console.print(f"Confirmation mails {where}: {len(outbound_ids) - left:,}; not yet sent: {left:,}.", markup=False)
 
 
 @main.group("users")

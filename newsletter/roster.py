@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +28,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_name, normalize_address
-from newsletter.errors import ImportFileError, InvalidAddress
+from newsletter.errors import InvalidAddress, NewsletterError
 from newsletter.listfile import ListFile, Record
+from newsletter.mappings import Layout, full_name, layout_of
 from newsletter.models import EMAIL_MAX_CHARS, Base, Event, Subscriber, SubscriberSource, SubscriberStatus, utcnow
+from newsletter.tags import add_tags, split_tags
 
 # Columns export writes besides the attributes; on import `status` is honoured (so an exported list
 # keeps its unsubscribed and bounced rows suppressed) and the others are not taken as attributes.
@@ -58,6 +60,7 @@ class ImportReport:
     rejected: list[Rejection] = field(default_factory=list)  # the first MAX_REPORTED_REJECTIONS, by line
     rejected_count: int = 0
     encoding: str = ""  # how the file was read: "UTF-8 (detected)", "GB18030 (given)"
+    source: str = ""  # whose export the columns were read as: "Mailchimp", "newsletter"
 
     def reject(self, line: int, email: str, reason: str) -> None:
         self.rejected_count += 1
@@ -66,24 +69,14 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
-class Columns:
-    """Where a header puts what an import takes: the address, a name, a status and the attributes."""
-
-    width: int
-    email: int
-    name: int | None = None
-    status: int | None = None
-    attributes: tuple[tuple[int, str], ...] = ()
-
-
-@dataclass(frozen=True)
 class _Row:
     line: int
     email: str
     name: str | None
     status: str | None
-    attributes: dict[str, str]
+    attributes: dict[str, Any]
     problem: str = ""  # found while reading: rejected in its place among the others, in line order
+    tags: tuple[str, ...] = ()
 
 
 def import_csv(
@@ -94,11 +87,14 @@ def import_csv(
     encoding: str | None = None,
     shown_name: str | None = None,
     actor: str | None = None,
+    maps: Mapping[str, str] | None = None,
 ) -> ImportReport:
     """Import the valid rows of a CSV file in the caller's transaction; report each rejected row.
 
     `encoding` is the file's, when known; `shown_name` names the file in errors (an upload's own name
-    rather than where it was saved); `actor` is the desk or API account that imported it.
+    rather than where it was saved); `actor` is the desk or API account that imported it; `maps` says
+    which column is which field where the file's own names do not (mappings.py knows the exports of
+    Mailchimp, Substack, Buttondown, listmonk and Ghost).
 
     The file is streamed: memory holds a few thousand rows whatever its length. Addresses already on
     the list are left as they are: an unsubscribed, bounced or complained address is never re-activated.
@@ -109,11 +105,12 @@ def import_csv(
     """
     with ListFile(path, encoding, shown_name) as listing:
         report = ImportReport(encoding=f"{listing.decoding.name} ({listing.decoding.how})")
-        columns = columns_of(listing.name, listing.header)
+        columns = columns_of(listing.name, listing.header, maps)
+        report.source = columns.source
         seen = _SeenKeys(session)
         try:
             now = utcnow()
-            before = session.scalar(select(func.coalesce(func.max(Subscriber.id), 0))) or 0
+            before = last_subscriber_id(session)
             for chunk in _validated(_rows(listing.records(), columns)):
                 new = _first_occurrences(session, seen, chunk, report)
                 report.added += _insert(session, new, status, source, now)
@@ -123,23 +120,17 @@ def import_csv(
     return report
 
 
-def columns_of(name: str, header: list[str]) -> Columns:
-    """The columns of a header line: `email` is required, `name` and `status` taken, the rest attributes."""
-    names = [name.strip().lower() for name in header]
-    if "email" not in names:
-        raise ImportFileError(f"{name} has no 'email' column (first line: {', '.join(header)[:200]})")
-    return Columns(
-        width=len(header),
-        email=names.index("email"),
-        name=names.index("name") if "name" in names else None,
-        status=names.index("status") if "status" in names else None,
-        attributes=tuple(
-            (index, header[index].strip()) for index, name in enumerate(names) if name not in EXPORT_COLUMNS and name
-        ),
-    )
+def last_subscriber_id(session: Session) -> int:
+    """The highest subscriber id: the rows an import adds come after it."""
+    return int(session.scalar(select(func.coalesce(func.max(Subscriber.id), 0))) or 0)
 
 
-def _rows(records: Iterable[Record], columns: Columns) -> Iterator[_Row]:
+def columns_of(name: str, header: list[str], maps: Mapping[str, str] | None = None) -> Layout:
+    """The columns of a header line (see mappings.layout_of): the address is required."""
+    return layout_of(name, header, maps)
+
+
+def _rows(records: Iterable[Record], columns: Layout) -> Iterator[_Row]:
     for record in records:
         values = record.values
         if not any(value.strip() for value in values):
@@ -148,14 +139,53 @@ def _rows(records: Iterable[Record], columns: Columns) -> Iterator[_Row]:
             problem = f"{len(values)} fields, the header has {columns.width}"
             yield _Row(record.line, values[0] if values else "", None, None, {}, problem)
             continue
-        given_status = values[columns.status].strip().lower() if columns.status is not None else ""
+        status, problem = _status(values, columns)
+        attributes: dict[str, Any] = {name: values[index] for index, name in columns.attributes if values[index]}
+        if columns.json_attributes is not None:
+            extra, bad = _json_object(values[columns.json_attributes])
+            attributes = {**extra, **attributes}
+            problem = problem or bad
+        try:
+            tags = tuple(split_tags(values[columns.tags])) if columns.tags is not None else ()
+        except NewsletterError as error:
+            tags, problem = (), problem or str(error)
         yield _Row(
             line=record.line,
             email=values[columns.email],
-            name=values[columns.name] if columns.name is not None else None,
-            status=given_status or None,
-            attributes={name: values[index] for index, name in columns.attributes if values[index]},
+            name=_name(values, columns),
+            status=status,
+            attributes=attributes,
+            problem=problem,
+            tags=tags,
         )
+
+
+def _name(values: list[str], columns: Layout) -> str | None:
+    if columns.name is not None and values[columns.name].strip():
+        return values[columns.name]
+    first = values[columns.first_name] if columns.first_name is not None else ""
+    last = values[columns.last_name] if columns.last_name is not None else ""
+    return full_name(first, last) or None
+
+
+def _status(values: list[str], columns: Layout) -> tuple[str | None, str]:
+    """The row's status as ours (None: the import's default) and a problem when its word means nothing."""
+    if columns.status is None:
+        return columns.file_status, ""
+    word = values[columns.status].strip().lower()
+    if word not in columns.statuses:
+        return None, f"unknown status {word!r}"
+    return columns.statuses[word] or columns.file_status, ""
+
+
+def _json_object(text: str) -> tuple[dict[str, Any], str]:
+    if not text.strip():
+        return {}, ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}, "the attributes column is not JSON"
+    return (value, "") if isinstance(value, dict) else ({}, "the attributes column is not a JSON object")
 
 
 _Checked = tuple[_Row, str, str, str | None]
@@ -318,7 +348,17 @@ def _insert(
         }
         values = {name: literal(value, table.c[name].type) for name, value in constants.items()}
         session.execute(insert(table).values(values), rows)
+    _insert_tags(session, [(key, row.tags) for key, row, _given in new if row.tags])
     return len(new)
+
+
+def _insert_tags(session: Session, tagged: list[tuple[str, tuple[str, ...]]]) -> None:
+    """The imported rows' tags, kept as tags (the Tags column of Mailchimp, Buttondown; Ghost's labels)."""
+    for start in range(0, len(tagged), LOOKUP_CHUNK_KEYS):
+        chunk = dict(tagged[start : start + LOOKUP_CHUNK_KEYS])
+        ids = session.execute(select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(chunk)))
+        for key, subscriber_id in ids:
+            add_tags(session, [subscriber_id], chunk[key])
 
 
 def _log_created(session: Session, before: int, now: Any, source: SubscriberSource, actor: str | None) -> None:
