@@ -648,7 +648,7 @@ def bounces_apply(app: App, number: int) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @pass_app
 def serve(app: App, host: str, port: int) -> None:
-    """Run the web app: sign-up form, confirm and unsubscribe pages, preferences, archive."""
+    """Run the web app: sign-up, confirm and unsubscribe pages, preferences, archive, the desk (/admin), the API."""
     from subscribers.server import serve as serve_web  # the one place newsletter imports the web app
 
     serve_web(app.settings, host, port)

@@ -162,7 +162,11 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 _SLUG = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string", "maxLength": SLUG_MAX_CHARS}}
 LIST_PARAMETERS = [
-    _query("q", {"type": "string", "maxLength": MAX_QUERY_CHARS}, "Start of the address or name; `@example.org` for a domain."),
+    _query(
+        "q",
+        {"type": "string", "maxLength": MAX_QUERY_CHARS},
+        "Start of the address or name; `@example.org` for a domain.",
+    ),
     _query("status", {"type": "string", "enum": STATUSES}, "Only subscribers in this state."),
     _query("tag", {"type": "string", "maxLength": TAG_MAX_CHARS}, "Only subscribers with this tag."),
     _query("from", {"type": "string", "format": "date"}, "Joined on or after this day (UTC)."),

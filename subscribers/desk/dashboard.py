@@ -53,7 +53,11 @@ async def _home(request: Request, account: SignedIn) -> Response:
     days = days if days in PERIODS_DAYS else PERIODS_DAYS[0]
     context = context_of(request)
     data = await context.run(_dashboard, days)
-    for slug, problem in context.sends.problems():  # a relay that refused our session, seen by this process
+    for slug, waits_for in context.sends.stalled():  # a relay that refuses our session, seen by this process
+        data.attention.insert(
+            0, overview.Attention(f"The send of {slug} waits: {waits_for}", f"{DESK_PATH}/issues/{slug}")
+        )
+    for slug, problem in context.sends.problems():
         data.attention.insert(
             0, overview.Attention(f"The send of {slug} stopped: {problem}", f"{DESK_PATH}/issues/{slug}")
         )

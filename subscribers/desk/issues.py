@@ -123,6 +123,7 @@ async def issue_page(request: Request, account: SignedIn) -> Response:
         widths=PREVIEW_WIDTHS_PX,
         running=context.sends.running(issue_id),
         problem=context.sends.problem(issue_id),
+        waiting=context.sends.waiting(issue_id),
         test_result=None,
         **values,
     )
@@ -174,6 +175,7 @@ async def _page_with_test(request: Request, account: SignedIn, slug: str, messag
         widths=PREVIEW_WIDTHS_PX,
         running=context.sends.running(issue_id),
         problem=context.sends.problem(issue_id),
+        waiting=context.sends.waiting(issue_id),
         test_result={"message": message, "ok": ok},
         **values,
     )
@@ -226,7 +228,9 @@ async def progress(request: Request, account: SignedIn) -> Response:
         }
 
     data = await context.run(_progress)
-    data["running"] = context.sends.running(data.pop("issue_id"))
+    issue_id = data.pop("issue_id")
+    data["running"] = context.sends.running(issue_id)
+    data["waiting"] = context.sends.waiting(issue_id)
     data["finished"] = data["status"] == IssueStatus.SENT
     return JSONResponse(data)
 

@@ -29,6 +29,7 @@ class Sends:
         self._threads: dict[int, threading.Thread] = {}
         self._problems: dict[int, str] = {}
         self._slugs: dict[int, str] = {}
+        self._queues: dict[int, Queue] = {}
         self._lock = threading.Lock()
 
     def running(self, issue_id: int) -> bool:
@@ -37,6 +38,15 @@ class Sends:
 
     def problem(self, issue_id: int) -> str:
         return self._problems.get(issue_id, "")
+
+    def waiting(self, issue_id: int) -> str:
+        """What a running send of this issue waits for (a relay that refused the session, no free slot), or ""."""
+        queue = self._queues.get(issue_id)
+        return (queue.held() or "") if queue is not None and self.running(issue_id) else ""
+
+    def stalled(self) -> list[tuple[str, str]]:
+        """The slug of each running send that waits for something, and what."""
+        return [(self._slugs[issue_id], self.waiting(issue_id)) for issue_id in self._queues if self.waiting(issue_id)]
 
     def problems(self) -> list[tuple[str, str]]:
         """The slug of each issue whose send stopped on a problem here, and the problem."""
@@ -64,8 +74,9 @@ class Sends:
             thread.start()
 
     def _run(self, issue_id: int) -> None:
+        queue = self._queues[issue_id] = Queue(self.settings, self.engine)
         try:
-            campaign.deliver(self.engine, Queue(self.settings, self.engine), issue_id)
+            campaign.deliver(self.engine, queue, issue_id)
         except NewsletterError as error:  # a relay that refused our session: the rows wait for the next start
             log.warning("send of issue %d stopped: %s", issue_id, error)
             self._problems[issue_id] = str(error)

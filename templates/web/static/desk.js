@@ -9,6 +9,7 @@
   var chart = document.getElementById("rate-chart");
   var line = chart.querySelector("polyline");
   var rateText = document.getElementById("rate-text");
+  var waiting = document.getElementById("progress-waiting");
   var samples = [];  // [seconds, sent] pairs, at most the last 120
   var POLL_MS = 1000;
 
@@ -42,6 +43,8 @@
         var share = data.total ? Math.floor(100 * data.done / data.total) : 100;
         text.textContent = data.done.toLocaleString() + " of " + data.total.toLocaleString() + " done (" + share + "%)" +
           (data.finished ? ": sent." : data.running ? ", sending…" : ".");
+        waiting.hidden = !data.waiting;
+        waiting.textContent = data.waiting ? "Waiting: " + data.waiting : "";
         samples.push([Date.now() / 1000, data.counts.sent]);
         if (samples.length > 120) { samples.shift(); }
         draw();
