@@ -136,7 +136,7 @@ def choose_decoding(name: str, head: bytes, given: str | None) -> Decoding:
     hint = f"it may be {guess}: " if guess else ""
     raise ImportFileError(
         f"{name} is not UTF-8 (line {line}, byte {offset:,}: {_shown(head[offset : offset + 1])}); "
-        f"{hint}name its encoding with --encoding, or save it as CSV UTF-8"
+        f"{hint}name its encoding (--encoding, or the import form's Encoding), or save it as CSV UTF-8"
     )
 
 

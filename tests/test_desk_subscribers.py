@@ -221,6 +221,25 @@ async def test_import_upload_reports_rejected_lines(client: AsyncClient, engine:
     assert bad.status_code == 422 and "list.csv has no &#39;email&#39; column" in bad.text
 
 
+async def test_import_upload_in_gbk_with_its_encoding_chosen(client: AsyncClient, engine: Engine) -> None:
+    await editor_client(client, engine)
+    page = await client.get("/admin/subscribers/import")
+    data = "email,name\nzhang@example.cn,张三\n".encode("gbk")
+    unsure = await client.post(
+        "/admin/subscribers/import",
+        data={"csrf_token": hidden(page.text, "csrf_token")},
+        files={"file": ("名单.csv", data, "text/csv")},
+    )
+    assert unsure.status_code == 422 and "名单.csv is not UTF-8 (line 2" in unsure.text
+    chosen = await client.post(
+        "/admin/subscribers/import",
+        data={"csrf_token": hidden(page.text, "csrf_token"), "encoding": "gb18030"},
+        files={"file": ("名单.csv", data, "text/csv")},
+    )
+    assert chosen.status_code == 200 and "imported 1" in chosen.text and "Read as gb18030 (given)" in chosen.text
+    assert "张三" in (await client.get("/admin/subscribers?q=zhang")).text
+
+
 async def test_huge_upload_is_refused_clearly(client: AsyncClient, engine: Engine) -> None:
     await editor_client(client, engine)
     page = await client.get("/admin/subscribers/import")

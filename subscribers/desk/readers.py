@@ -27,6 +27,9 @@ BASE = f"{DESK_PATH}/subscribers"
 DESK_SOURCE = "desk"
 EXPORT_CHUNK_BYTES = 64 * 1024
 
+# The encodings the import form offers besides detection (its <select> in templates/web/desk/import.html).
+IMPORT_ENCODINGS = frozenset({"gb18030", "big5", "shift_jis", "cp949", "cp1252"})
+
 
 @desk_route
 async def listing(request: Request, account: SignedIn) -> Response:
@@ -217,6 +220,8 @@ async def import_upload(request: Request, account: SignedIn) -> Response:
     form = await request.form()
     upload = form.get("file")
     status = SubscriberStatus.PENDING if form.get("status") == "pending" else SubscriberStatus.ACTIVE
+    encoding = form.get("encoding")
+    encoding = encoding if isinstance(encoding, str) and encoding in IMPORT_ENCODINGS else None
     if not isinstance(upload, UploadFile) or not upload.filename:
         return desk_page(
             request,
@@ -235,7 +240,7 @@ async def import_upload(request: Request, account: SignedIn) -> Response:
         try:
             report = await context_of(request).run(
                 lambda session: roster.import_csv(
-                    session, path, status, SubscriberSource.IMPORT, shown_name=filename, actor=account.email
+                    session, path, status, SubscriberSource.IMPORT, encoding, shown_name=filename, actor=account.email
                 )
             )
         except ImportFileError as error:
