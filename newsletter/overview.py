@@ -172,11 +172,19 @@ def needs_attention(session: Session) -> list[Attention]:
         found.append(
             Attention(f"{number:,} deliveries of {slug} failed for a temporary reason", f"/admin/issues/{slug}")
         )
-    unrecognized = session.execute(select(func.count()).select_from(UnrecognizedMessage)).scalar_one()
-    if unrecognized:
-        found.append(
-            Attention(f"{unrecognized:,} messages to the bounce address were not recognised", "/admin/bounces")
-        )
+    kept: dict[str, int] = dict(
+        session.execute(
+            select(UnrecognizedMessage.kind, func.count())
+            .where(UnrecognizedMessage.applied_at.is_(None))
+            .group_by(UnrecognizedMessage.kind)
+        ).all()
+    )
+    if kept.get("unverified"):
+        message = f"{kept['unverified']:,} reports are not tied to our mail: apply or dismiss each"
+        found.append(Attention(message, "/admin/bounces"))
+    if kept.get("unrecognized"):
+        message = f"{kept['unrecognized']:,} messages to the bounce address were not recognised"
+        found.append(Attention(message, "/admin/bounces"))
     return found
 
 

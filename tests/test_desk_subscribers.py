@@ -284,3 +284,18 @@ async def test_reactivate_needs_a_reason_and_logs_who(client: AsyncClient, engin
         assert session.get_one(Subscriber, subscriber_id).status == SubscriberStatus.ACTIVE
         events = session.query(Event).filter_by(subscriber_id=subscriber_id, kind="reactivated").all()
         assert [event.actor for event in events] == [EDITOR]
+
+
+async def test_dashboard_names_what_waits(client: AsyncClient, engine: Engine) -> None:
+    from newsletter.models import UnrecognizedMessage
+
+    await editor_client(client, engine)
+    with database.transaction(engine) as session:
+        for number, kind in enumerate(("unverified", "unverified", "unrecognized")):
+            session.add(
+                UnrecognizedMessage(
+                    source="stdin", external_id=f"message:{number}", note="x", size_bytes=1, raw=b"x", kind=kind
+                )
+            )
+    page = await client.get("/admin")
+    assert "2 reports are not tied to our mail" in page.text and "1 messages to the bounce address" in page.text
