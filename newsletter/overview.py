@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Date, and_, cast, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import ledger
+from newsletter import ledger, schedule
 from newsletter.bounces import FeedbackKind
 from newsletter.models import (
     Delivery,
@@ -171,6 +171,13 @@ def needs_attention(session: Session) -> list[Attention]:
     for slug, number in failed:
         found.append(
             Attention(f"{number:,} deliveries of {slug} failed for a temporary reason", f"/admin/issues/{slug}")
+        )
+    for waiting in schedule.list_schedules(session):
+        when = f"{waiting.local_due:%Y-%m-%d %H:%M} {waiting.timezone}"
+        found.append(
+            Attention(
+                f"“{waiting.subject}” is scheduled for {when} ({waiting.status})", f"/admin/issues/{waiting.slug}"
+            )
         )
     kept: dict[str, int] = dict(
         session.execute(

@@ -21,6 +21,7 @@ from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, N
 from newsletter.inbound import KeptMessageNotFound
 from newsletter.optin import TokenUsed, TooManySignups
 from newsletter.privacy import SubscriberErased
+from newsletter.schedule import InvalidSchedule, ScheduleNotFound
 from newsletter.settings import Settings
 from newsletter.subscriptions import SubscriberExists
 from newsletter.tokens import Signer, TokenExpired, TokenInvalid
@@ -47,6 +48,8 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (FormExpired, 403),
     (ViewerCannotChange, 403),
     (KeptMessageNotFound, 404),
+    (ScheduleNotFound, 404),
+    (InvalidSchedule, 422),
     (SendRunning, 409),
     (NotAnEditor, 403),
     (NotAuthenticated, 401),

@@ -133,3 +133,51 @@ async def test_unknown_issue_is_404(desk: httpx.AsyncClient) -> None:
     for path in ("/admin/issues/nothing", "/admin/issues/nothing/email.html", "/admin/issues/nothing/progress.json"):
         assert (await desk.get(path)).status_code == 404, path
     assert re.search("Not found", (await desk.get("/admin/issues/nothing")).text)
+
+
+async def test_schedule_after_confirmation_and_cancel(desk: httpx.AsyncClient) -> None:
+    await save_issue(desk)
+    confirm = await desk.get("/admin/issues/spring/send")
+    assert 'name="at"' in confirm.text
+    token = hidden(confirm.text, "csrf_token")
+    past = await desk.post("/admin/issues/spring/schedule", data={"csrf_token": token, "at": "2001-01-01T09:00"})
+    assert past.status_code == 422 and "already past" in past.text
+    bad_zone = await desk.post(
+        "/admin/issues/spring/schedule", data={"csrf_token": token, "at": "2099-01-01T09:00", "timezone": "Mars/Base"}
+    )
+    assert bad_zone.status_code == 422
+    answer = await desk.post(
+        "/admin/issues/spring/schedule",
+        data={"csrf_token": token, "at": "2099-01-01T09:00", "timezone": "Asia/Shanghai"},
+    )
+    assert answer.status_code == 303
+    page = await desk.get(answer.headers["location"])
+    assert "2099-01-01 09:00 Asia/Shanghai" in page.text
+    assert "is scheduled for 2099-01-01 09:00" in (await desk.get("/admin")).text
+    schedule_id = re.search(r"Cancel #(\d+)", page.text)
+    assert schedule_id
+    cancelled = await post_form(
+        desk, "/admin/issues/spring", f"/admin/issues/spring/schedule/{schedule_id.group(1)}/cancel"
+    )
+    assert cancelled.status_code == 303
+    assert "Cancel #" not in (await desk.get("/admin/issues/spring")).text
+
+
+async def test_scheduled_draft_starts_at_its_time(desk: httpx.AsyncClient, settings: Settings, engine: Engine) -> None:
+    import datetime as dt
+
+    from newsletter import schedule
+
+    with database.transaction(engine) as session:
+        add_subscriber(session, "reader@example.org")
+    await save_issue(desk)
+    confirm = await desk.get("/admin/issues/spring/send")
+    answer = await desk.post(
+        "/admin/issues/spring/schedule",
+        data={"csrf_token": hidden(confirm.text, "csrf_token"), "at": "2099-01-01T09:00", "timezone": "UTC"},
+    )
+    assert answer.status_code == 303
+    started = schedule.start_due(engine, settings, now=dt.datetime(2099, 1, 1, 9, 0, 5, tzinfo=dt.UTC))
+    with database.transaction(engine) as session:
+        issue = session.query(Issue).filter_by(slug="spring").one()
+        assert started == [issue.id] and issue.status == IssueStatus.SENDING

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -12,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from newsletter import campaign, drafts, ledger, overview
+from newsletter import campaign, drafts, ledger, overview, schedule
 from newsletter.accounts import SignedIn
 from newsletter.addresses import normalize_address
 from newsletter.errors import InvalidAddress, IssueFormatError
@@ -106,6 +108,7 @@ def _issue_page(session: Session, request: Request, slug: str) -> dict[str, Any]
         "statuses": [str(status) for status in DeliveryStatus],
         "failures": ledger.failures(session, found.issue.id, MAX_FAILURES_SHOWN),
         "summary": overview.summary(session, found.issue),
+        "schedules": [item for item in schedule.list_schedules(session) if item.slug == found.issue.slug],
         "chart": chart,
     }
 
@@ -185,7 +188,9 @@ async def _page_with_test(request: Request, account: SignedIn, slug: str, messag
 async def send_form(request: Request, account: SignedIn) -> Response:
     context = context_of(request)
     found = await context.run(drafts.draft, context.settings, request.path_params["slug"])
-    return desk_page(request, account, "desk/issue_send.html", section="issues", draft=found, settings=context.settings)
+    return desk_page(
+        request, account, "desk/issue_send.html", section="issues", draft=found, settings=context.settings, error=""
+    )
 
 
 @desk_route
@@ -235,7 +240,50 @@ async def progress(request: Request, account: SignedIn) -> Response:
     return JSONResponse(data)
 
 
+@desk_route
+async def schedule_send(request: Request, account: SignedIn) -> Response:
+    context = context_of(request)
+    form = await posted(request)
+    slug = request.path_params["slug"]
+    zone = form.get("timezone", "").strip()[:64] or context.settings.timezone
+
+    def _schedule(session: Session) -> str:
+        due = schedule.parse_at(form.get("at", ""), zone)
+        issue = ledger.find_issue(session, slug)
+        # The draft is stored with its images: at its time, the send finds it under the same text and slug.
+        row = schedule.schedule_send(
+            session, Path(f"{issue.slug}.md"), ledger.rendered_issue(session, issue.id), due, zone
+        )
+        drafts.record_send(session, slug, f"scheduled for {form.get('at', '')} {zone}", account.email)
+        return f"Scheduled (#{row.id}) for {row.due_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}."
+
+    try:
+        notice = await context.run(_schedule)
+    except schedule.InvalidSchedule as error:
+        found = await context.run(drafts.draft, context.settings, slug)
+        return desk_page(
+            request,
+            account,
+            "desk/issue_send.html",
+            422,
+            section="issues",
+            draft=found,
+            settings=context.settings,
+            error=str(error),
+        )
+    return back_to(request, f"{BASE}/{slug}", notice)
+
+
+@desk_route
+async def cancel_schedule(request: Request, account: SignedIn) -> Response:
+    slug = request.path_params["slug"]
+    await context_of(request).run(schedule.cancel, request.path_params["id"])
+    return back_to(request, f"{BASE}/{slug}", "The scheduled send is cancelled.")
+
+
 routes = [
+    Route(BASE + "/{slug}/schedule", schedule_send, methods=["POST"]),
+    Route(BASE + "/{slug}/schedule/{id:int}/cancel", cancel_schedule, methods=["POST"]),
     Route(BASE, listing, methods=["GET"]),
     Route(f"{BASE}/new", new_form, methods=["GET"]),
     Route(f"{BASE}/new", save, methods=["POST"]),
