@@ -49,7 +49,9 @@ def addresses(message: Message, *names: str) -> list[str]:
 def plausible_address(address: str) -> bool:
     """An address a mailbox can have (RFC 5322 3.4.1 dot-atom local part): not a redacted `david...@gmail.com`."""
     local, at, domain = address.rpartition("@")
-    return bool(at and local and "." in domain) and ".." not in local and not local.startswith(".")
+    if not (at and local and "." in domain) or ".." in local or local.startswith(".") or len(address) > 320:
+        return False
+    return not any(character in address for character in ' \t"{}[]\\,;:<>()') and "@" not in local
 
 
 def parts(message: Message) -> Iterator[Message]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from newsletter.reasons.address import ADDRESS_RULES
 from newsletter.reasons.rule import Effect, Rule
 from newsletter.reasons.sender import CONTENT_REASONS, SECURITY_ERROR, SENDER_RULES, UNSUPPORTED
-from newsletter.reasons.transient import TRANSIENT_RULES, UNDEFINED
+from newsletter.reasons.transient import FILTERED, TRANSIENT_RULES, UNDEFINED
 
 __all__ = ["CONTENT_REASONS", "RULES", "Diagnosis", "Effect", "Rule", "classify", "rule_named"]
 
@@ -27,6 +27,20 @@ __all__ = ["CONTENT_REASONS", "RULES", "Diagnosis", "Effect", "Rule", "classify"
 RULES: tuple[Rule, ...] = (*SENDER_RULES, *ADDRESS_RULES, *TRANSIENT_RULES)
 _BY_NAME = {rule.name: rule for rule in (*RULES, UNDEFINED)}
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_STAGE_WORDS = (
+    ("DATA", re.compile(r"in reply to (the )?end of data|after (the )?end of data|>>> data\b")),
+    ("RCPT", re.compile(r"in reply to rcpt( to)?|after rcpt|rcpt to generated|smtp:rcpt|>>> rcpt to")),
+)
+DATA_STAGES = ("DATA", "end of DATA")  # smtp.END_OF_DATA: after the final dot
+# The RFC 3463 subjects that name each address reason by themselves (the rest only through the words).
+_ADDRESS_BY_STATUS = {
+    "1.1": ("userunknown",),
+    "1.2": ("hostunknown",),
+    "1.3": ("userunknown",),
+    "1.6": ("hasmoved",),
+    "1.10": ("notaccept", "userunknown"),
+    "2.1": ("suspend", "userunknown"),
+}
 _REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?![\d.])")
 # RFC 3463 subject.detail codes too broad to name a reason by themselves: the text decides, then these.
 _GENERIC_STATUSES = {
@@ -75,13 +89,22 @@ def classify(status: str = "", reply_code: int = 0, text: str = "", action: str 
     connect, AUTH) when we saw the reply ourselves. Codes missing from the fields are looked for in the text.
     """
     lowered = " ".join(text.lower().split())
-    status = status or _status_in(lowered)
+    quoted = _status_in(lowered)
+    if not status or (status.endswith(".0.0") and quoted and not quoted.endswith(".0.0")):
+        status = quoted or status  # Exim's "Status: 5.0.0" over "550 5.1.1 No such user": the specific one
     reply_code = reply_code or _reply_in(lowered)
     permanent = _permanent(status, reply_code, action)
+    stage = stage or _stage_in(lowered)
     rule, evidence = _decide(status, reply_code, lowered, stage)
     effect = rule.effect
     if effect == Effect.SUPPRESS and not permanent:
         effect = Effect.SCORE  # "450 4.1.1" and other deferrals: the address may yet work
+    subject = status.partition(".")[2]
+    if effect == Effect.SUPPRESS and evidence == "text" and status and stage != "RCPT":
+        if rule.name not in _ADDRESS_BY_STATUS.get(subject, ()):
+            # The words name the address but neither the status code ("5.0.0 Unknown user") nor the command
+            # refused (RCPT) does: the code is the more trusted evidence, so this only adds to the score.
+            effect = Effect.SCORE
     if action.startswith("delay"):
         effect = Effect.NONE  # RFC 3464 2.3.3: still being tried; only the final word may count
     return Diagnosis(rule.name, effect, permanent, evidence, status, reply_code)
@@ -89,6 +112,14 @@ def classify(status: str = "", reply_code: int = 0, text: str = "", action: str 
 
 def _decide(status: str, reply_code: int, text: str, stage: str) -> tuple[Rule, str]:
     """The rule the evidence names, most trusted first; an address rule that the text contradicts yields."""
+    rule, evidence = _named(status, reply_code, text, stage)
+    if rule.effect == Effect.SUPPRESS and stage in DATA_STAGES:
+        # RFC 5321 3.3: the server took the recipient at RCPT; "unknown user" after DATA is a filter's word.
+        return FILTERED, "stage"
+    return rule, evidence
+
+
+def _named(status: str, reply_code: int, text: str, stage: str) -> tuple[Rule, str]:
     if stage in ("connect", "AUTH", "EHLO", "STARTTLS"):
         return rule_named("securityerror"), "stage"  # refused before any recipient was named: our session
     if stage == "MAIL":
@@ -119,6 +150,12 @@ def _decide(status: str, reply_code: int, text: str, stage: str) -> tuple[Rule, 
     if by_reply is not None:
         return by_reply, "reply"
     return UNDEFINED, "action"
+
+
+def _stage_in(text: str) -> str:
+    """The SMTP command a bounce says the refusal answered, when it says so ("in reply to RCPT TO command")."""
+    found = [(match.start(), stage) for stage, pattern in _STAGE_WORDS for match in [pattern.search(text)] if match]
+    return min(found)[1] if found else ""
 
 
 def _permanent(status: str, reply_code: int, action: str) -> bool:

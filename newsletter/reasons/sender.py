@@ -54,6 +54,7 @@ SPEEDING = rule(
     "we sent too fast: the receiver limits our rate",
     phrases=(
         r"rate limit|ratelimit|too (fast|many (messages|emails|mails))|sending rate|unusual rate",
+        r"receiving mail at a rate|at a rate that prevents",
         r"try again later.*(rate|volume)|exceeded .*(rate|sending) limit|throttl",
     ),
 )

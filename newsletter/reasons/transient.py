@@ -86,6 +86,7 @@ FILTERED = rule(
     phrases=(
         r"filtered|rejected by (the )?(recipient|user)|user (has )?(refused|rejected|blocked)|recipient (has )?"
         r"(refused|rejected|blocked|does not want)|not accepting mail from|address(ee)? refuses",
+        r"recipient preferences|refused by the recipient",
     ),
 )
 
