@@ -225,11 +225,13 @@ def follow(
     """
     tell = say or LOGGER.warning
     watch = Watch(engine, queue, issue_id, tell)
+    total: int | None = None  # counted in full once, then only what is not sent yet (ledger.counts_since)
     while True:
         refused = queue.refused()
         if refused is not None:
             raise refused
-        counts = outages.wait_out(lambda: _poll(engine, issue_id), say=tell)
+        counts = outages.wait_out(functools.partial(_poll, engine, issue_id, total), say=tell)
+        total = counts.total
         if progress is not None:
             progress(counts)
         if counts.remaining == 0:
@@ -238,10 +240,11 @@ def follow(
         _wait(feeder, tell)
 
 
-def _poll(engine: Engine, issue_id: int) -> ledger.Counts:
+def _poll(engine: Engine, issue_id: int, total: int | None) -> ledger.Counts:
     with database.transaction(engine) as session:
-        counts = ledger.counts(session, issue_id)
+        counts = ledger.counts(session, issue_id) if total is None else ledger.counts_since(session, issue_id, total)
         if counts.remaining == 0:
+            counts = ledger.counts(session, issue_id)  # the final figures, exact
             ledger.finish_issue(session, issue_id)
         return counts
 

@@ -44,6 +44,7 @@ from newsletter.render import InlineImage, RenderedIssue
 from newsletter.segments import Segment, from_json, segment_filter
 
 UNFINISHED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+_NOT_SENT = [str(status) for status in DeliveryStatus if status != DeliveryStatus.SENT]
 STREAM_ROWS = 5_000
 
 
@@ -258,6 +259,24 @@ def counts(session: Session, issue_id: int) -> Counts:
         select(Delivery.status, func.count()).where(Delivery.issue_id == issue_id).group_by(Delivery.status)
     )
     return Counts({status: number for status, number in rows})
+
+
+def counts_since(session: Session, issue_id: int, total: int) -> Counts:
+    """The counts of an issue of `total` deliveries, reading only the rows that are not `sent`.
+
+    Each state but `sent` is a range of the claim index, so following a send costs what is left of it
+    rather than the whole list every poll (a GROUP BY over 100,000 rows twice a second was a tenth of the
+    database's work). `sent` is what `total` leaves; rows added since `total` was counted make it short
+    until a full `counts`.
+    """
+    rows = session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.issue_id == issue_id, Delivery.status.in_(_NOT_SENT))
+        .group_by(Delivery.status)
+    )
+    by_status = {status: number for status, number in rows}
+    by_status[DeliveryStatus.SENT] = max(0, total - sum(by_status.values()))
+    return Counts(by_status)
 
 
 def finish_issue(session: Session, issue_id: int) -> bool:

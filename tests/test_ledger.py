@@ -101,3 +101,26 @@ def test_claim_and_record_on_sqlite(engine: Engine, settings: Settings) -> None:
 @pytest.mark.postgres
 def test_claim_and_record_on_postgres(postgres_engine: Engine, postgres_settings: Settings) -> None:
     check_a_claim_carries_the_recipient_and_a_group_records_in_one_statement(postgres_engine, postgres_settings)
+
+
+def test_counts_since_reads_what_is_not_sent_and_agrees_with_a_full_count(engine: Engine, settings: Settings) -> None:
+    with database.transaction(engine) as session:
+        for number in range(6):
+            add_subscriber(session, f"c{number}@example.com")
+        issue = ledger.store_issue(session, render_issue(ISSUE, settings))
+        ledger.create_deliveries(session, issue)
+        issue_id = issue.id
+    with database.transaction(engine) as session:
+        total = ledger.counts(session, issue_id).total
+        ids = list(ledger.claimable_ids(session, issue_id, settings.lease_seconds))
+        claims = leases.claim(session, issue_id, ids[:4], settings.lease_seconds)
+        verdicts = [replies.judge(Reply(250, "ok"))] * 3 + [replies.judge(Reply(550, "5.1.1 no such user"))]
+        results = [
+            leases.Result(claim, verdict, "<m@example.org>") for claim, verdict in zip(claims, verdicts, strict=True)
+        ]
+        leases.record(session, settings, issue_id, results)
+        leases.claim(session, issue_id, ids[4:5], settings.lease_seconds)
+    with database.transaction(engine) as session:
+        full, since = ledger.counts(session, issue_id), ledger.counts_since(session, issue_id, total)
+    assert since == full
+    assert (full[DeliveryStatus.SENT], full[DeliveryStatus.BOUNCED], full.remaining) == (3, 1, 2)
