@@ -17,11 +17,12 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.inbound import ingest
 from newsletter.models import Event, SubscriberStatus
 from newsletter.settings import Settings
 from newsletter.webhooks import WebhookRejected, mailgun, postmark, sendgrid, ses
 from subscribers.app import create_app
-from tests.inbound_mail import Sent, make_sent
+from tests.inbound_mail import Sent, dsn, failed, make_sent
 from tests.webflow import client_for
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
@@ -160,6 +161,25 @@ def test_ses_permanent_mailbox_full_is_a_soft_bounce(
     assert sent.subscribers["ann@example.com"].status == SubscriberStatus.ACTIVE
     [bounce] = session.scalars(select(Event).where(Event.kind == "soft_bounce"))
     assert bounce.reason_name == "mailboxfull"
+
+
+def test_ses_names_the_delivery_by_our_message_id_and_it_counts_once(
+    session: Session, sent: Sent, sns: FakeSns, ses_settings: Settings
+) -> None:
+    delivery = sent.deliveries["bob@example.net"]
+    notification = ses_notification("Bounce", ["bob.forwarded@elsewhere.example"])
+    message = json.loads(notification["Message"])
+    message["mail"]["commonHeaders"] = {"messageId": delivery.message_id}
+    message["bounce"]["bouncedRecipients"][0] |= {"status": "4.2.2", "diagnosticCode": "smtp; 452 4.2.2 Mailbox full"}
+    message["bounce"]["bounceType"] = "Transient"
+    notification["Message"] = json.dumps(message)
+    ses.handle(ses_settings, session, {}, sns.signed(notification), fetch=sns.fetch)
+    bob = sent.subscribers["bob@example.net"]
+    assert (bob.status, bob.bounce_score) == (SubscriberStatus.ACTIVE, pytest.approx(1.0))
+    # The DSN of the same message, mailed back as well, adds nothing: one delivery counts once.
+    dsn_again = dsn(sent.verp("bob@example.net"), [failed("bob@example.net", "4.2.2", "smtp; 452 4.2.2 Mailbox full")])
+    ingest(session, ses_settings, dsn_again, source="stdin")
+    assert bob.bounce_score == pytest.approx(1.0)
 
 
 def test_ses_not_spam_feedback_is_no_complaint(

@@ -6,6 +6,7 @@ Every provider module has the same shape: pure functions that verify a request a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from newsletter import links
 from newsletter.bounces import BouncePolicy, Feedback, FeedbackKind, apply_all, bounce_kind
 from newsletter.errors import NewsletterError
 from newsletter.reasons import classify
@@ -35,10 +37,23 @@ class WebhookRejected(NewsletterError):
 
 
 def apply_events(session: Session, settings: Settings, feedback: list[Feedback], ignored: int = 0) -> Tally:
-    """Record each verified event through the same policy as inbound mail."""
+    """Record each verified event through the same policy as inbound mail.
+
+    An event that quotes our Message-ID (providers keep the header we sent) names the delivery, so the event
+    and a DSN about the same message count once, and a forwarded address still finds its reader.
+    """
     policy = BouncePolicy.from_settings(settings)
-    results = apply_all(session, feedback, policy)
+    results = apply_all(session, [_tied(settings, item) for item in feedback], policy)
     return Tally.of(results, ignored=ignored)
+
+
+def _tied(settings: Settings, feedback: Feedback) -> Feedback:
+    if feedback.delivery_id is not None:
+        return feedback
+    named = links.read_message_id(settings, str(feedback.payload.get("message_id") or ""))
+    if named is None:
+        return feedback
+    return dataclasses.replace(feedback, issue_id=named[0], subscriber_id=named[1])
 
 
 def failure_of(labelled: FeedbackKind, status: str, words: str) -> tuple[FeedbackKind, str]:

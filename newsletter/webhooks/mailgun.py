@@ -95,7 +95,19 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
             f"mailgun:{event_id}",
             email=email,
             at=at,
-            payload={"event": name, "severity": text(event.get("severity"), 20), "code": text(status.get("code"), 10)},
+            payload={
+                "event": name,
+                "severity": text(event.get("severity"), 20),
+                "code": text(status.get("code"), 10),
+                "message_id": _message_id(event),
+            },
             reason_name=reason_name,
         )
     ]
+
+
+def _message_id(event: dict[str, Any]) -> str:
+    """The Message-ID header we sent, as Mailgun keeps it (without its angle brackets)."""
+    message = event.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    return text(headers.get("message-id"), 300) if isinstance(headers, dict) else ""

@@ -107,7 +107,11 @@ def parse(event: dict[str, Any]) -> list[Feedback]:
             f"sendgrid:{event_id}",
             email=email,
             at=at or None,
-            payload={"event": text(event.get("event"), 40), "status": text(event.get("status"), 20)},
+            payload={
+                "event": text(event.get("event"), 40),
+                "status": text(event.get("status"), 20),
+                "message_id": text(event.get("smtp-id"), 300),  # the Message-ID header we sent
+            },
             reason_name=reason_name,
         )
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -123,11 +124,16 @@ def parse(envelope: dict[str, Any], signer: Signer, bounce_address: tuple[str, s
     mail: dict[str, Any] = given_mail if isinstance(given_mail, dict) else {}
     # mail.source is the envelope sender: our VERP address names the delivery when SES kept it.
     delivery_id = addressee_of([text(mail.get("source"), 400).lower()], signer, bounce_address).delivery_id
+    given_headers = mail.get("commonHeaders")
+    message_id = text(given_headers.get("messageId"), 300) if isinstance(given_headers, dict) else ""
     if kind == "Bounce":
-        return _bounces(notification.get("bounce"), delivery_id), 0
-    if kind == "Complaint":
-        return _complaints(notification.get("complaint"), delivery_id), 0
-    return [], 1
+        found = _bounces(notification.get("bounce"), delivery_id)
+    elif kind == "Complaint":
+        found = _complaints(notification.get("complaint"), delivery_id)
+    else:
+        return [], 1
+    # Our Message-ID, as SES kept it: names the delivery when the envelope sender was rewritten.
+    return [dataclasses.replace(item, payload={**item.payload, "message_id": message_id}) for item in found], 0
 
 
 def _bounces(bounce: Any, delivery_id: int | None) -> list[Feedback]:
