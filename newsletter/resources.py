@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:  # Jinja2 loads with the first template: settings and the CLI's help come through here
+    import jinja2
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -25,4 +27,6 @@ def template_dirs(template_dir: str, subdir: str = "") -> list[Path]:
 
 def template_loader(template_dir: str, subdir: str = "") -> jinja2.BaseLoader:
     """A Jinja2 loader in which a template the editor put in `template_dir` wins over the shipped one."""
+    import jinja2
+
     return jinja2.FileSystemLoader([str(path) for path in template_dirs(template_dir, subdir)])

@@ -83,7 +83,19 @@ def test_commands_refuse_an_unmigrated_database(runner: CliRunner) -> None:
     assert "newsletter db upgrade" in result.output
 
 
-HEAVY_MODULES = ("sqlalchemy", "alembic", "dramatiq", "premailer", "mjml", "markdown_it", "rich", "dkim", "redis")
+HEAVY_MODULES = (
+    "sqlalchemy",
+    "alembic",
+    "dramatiq",
+    "premailer",
+    "mjml",
+    "markdown_it",
+    "rich",
+    "dkim",
+    "redis",
+    "jinja2",
+    "babel",
+)
 
 
 def modules_loaded_by(tmp_path: Path, *args: str) -> set[str]:
