@@ -335,8 +335,9 @@ class MessageTemplate:
             out += [b"Subject: ", _recipient_subject(subject), CRLF]
         # The parts are transparent by construction (base64, and quoted-printable made dot_safe); the header
         # lines above are short, and checking them costs far less than a pass over the message would.
-        transparent = self._transparent and all(map(is_transparent, out))
-        out += [self._head, self._before_text]
+        header = b"".join(out)
+        transparent = self._transparent and is_transparent(header)
+        out = [header, self._head, self._before_text]
         self._text.encode(values, out)
         out.append(self._before_html)
         self._html.encode(values, out)
