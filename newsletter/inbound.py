@@ -179,7 +179,7 @@ def read_message(message: Message, settings: Settings, digest: str, envelope_rec
     statuses = delivery_statuses(message)
     if statuses:
         return _read_delivery_statuses(statuses, tie, digest, at)
-    if tie.tied and _is_feedback_loop(message):
+    if _is_feedback_loop(message):
         return _read_feedback_loop(message, tie, digest, at)
     bounce = _read_text_bounce(message, tie, digest, at)
     if bounce is not None:
@@ -346,7 +346,8 @@ def _read_feedback_loop(message: Message, tie: Addressee, digest: str, at: dt.da
         payload={"feedback_type": "abuse", "reporter": header(message, "From")[:200], "tie": tie.how},
         reason_name="abuse",
     )
-    return Reading(Verdict.COMPLAINT, (feedback,), note=f"feedback loop complaint ({tie.how})", tied=True)
+    note = f"feedback loop complaint about {feedback.email or 'an undisclosed reader'} ({tie.how or 'nothing of ours'})"
+    return Reading(Verdict.COMPLAINT, (feedback,), note=note, tied=tie.tied)
 
 
 @dataclass(frozen=True)

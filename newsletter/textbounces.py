@@ -6,6 +6,7 @@ words the bounce writes next to each address, by the same classifier as every ot
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -14,8 +15,9 @@ from flufl.bounce import all_failures
 
 from newsletter.provenance import scanned_text
 from newsletter.reasons import Diagnosis, classify
-from newsletter.received import MAX_PARTS, addresses, header, plausible_address, text_of
+from newsletter.received import MAX_PARTS, addresses, header, parts, plausible_address, text_of
 
+FLUFL_PART_CHARS = 256 * 1024
 WINDOW_CHARS = 600  # the words after an address: qmail's "remote said", Exim's "SMTP error from remote"
 MAX_FAILURES = 100
 # A header of the returned message quoted in the text: its From or Message-ID is never a failed recipient.
@@ -52,7 +54,7 @@ class TextFailure:
 
 def text_failures(message: Message) -> list[TextFailure]:
     """The failed addresses of a bounce in a pre-RFC 3464 format, each with its diagnosis."""
-    temporary, permanent = all_failures(message)
+    temporary, permanent = all_failures(_head_of(message))
     failed = {_text(address): True for address in permanent}
     failed |= {_text(address): False for address in temporary if _text(address) not in failed}
     for address in addresses(message, "X-Failed-Recipients"):  # Exim: the addresses, one header
@@ -74,6 +76,17 @@ def text_failures(message: Message) -> list[TextFailure]:
         diagnosis = classify(text=excerpt, action=action)
         found.append(TextFailure(address, diagnosis, action, " ".join(excerpt.split())[:300]))
     return found
+
+
+def _head_of(message: Message) -> Message:
+    """The message with every part cut to FLUFL_PART_CHARS: flufl.bounce reads each line of each part, and a
+    returned original of 10 MB cost it seconds; what a bounce says of its recipients comes first."""
+    head = copy.deepcopy(message)  # the parts are copied, their text is shared until it is cut
+    for part in parts(head):
+        payload = part.get_payload()
+        if isinstance(payload, str) and len(payload) > FLUFL_PART_CHARS:
+            part.set_payload(payload[:FLUFL_PART_CHARS])
+    return head
 
 
 def human_text(message: Message) -> str:

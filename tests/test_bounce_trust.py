@@ -157,11 +157,6 @@ def test_a_jmrp_complaint_with_our_message_id_is_a_complaint(session: Session, s
     assert statuses(sent)["cho@example.com"] == SubscriberStatus.COMPLAINED
 
 
-def test_a_jmrp_complaint_with_nothing_of_ours_changes_nothing(session: Session, sent: Sent) -> None:
-    assert ingest(session, sent.settings, jmrp(""), source="imap").verdict != Verdict.COMPLAINT
-    assert set(statuses(sent).values()) == {"active"}
-
-
 def forwarded(to: str) -> bytes:
     block = failed("ann.new@elsewhere.example") | {"Original-Recipient": "rfc822; ann@example.com"}
     return dsn(to, [block])
@@ -316,3 +311,9 @@ def test_the_cli_lists_unverified_reports_applies_one_and_reactivates(
     with database.transaction(engine) as session:
         reader = find_subscriber(session, "ann@example.com")
         assert reader is not None and reader.status == SubscriberStatus.ACTIVE
+
+
+def test_a_jmrp_complaint_without_our_token_is_kept_as_an_unverified_complaint(session: Session, sent: Sent) -> None:
+    result = ingest(session, sent.settings, jmrp(""), source="imap")
+    assert result.verdict == Verdict.UNVERIFIED and "reader@hotmail.com" in result.note
+    assert set(statuses(sent).values()) == {"active"}
