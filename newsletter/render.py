@@ -405,8 +405,9 @@ def email_text(page: _PageValues, body: str) -> str:
         "-- ",
         *wrap(why),
         f"{words['text_view']}: {text_slot('view_url')}",
-        f"{words['text_unsubscribe']}: {text_slot('unsubscribe_url')}",
-        f"{words['text_preferences']}: {text_slot('preferences_url')}",
+        # ?hl=: the page a reader whose language is not stored opens from here speaks the language.
+        f"{words['text_unsubscribe']}: {text_slot('unsubscribe_url')}?hl={page.lang}",
+        f"{words['text_preferences']}: {text_slot('preferences_url')}?hl={page.lang}",
     ]
     if settings.postal_address:
         footer.extend(wrap(settings.postal_address))

@@ -69,16 +69,19 @@ def context_of(request: Request) -> Context:
 
 
 LANGUAGE_QUERY = "lang"  # `?lang=zh-CN` on any page: the reader's choice for this page
+ISSUE_LANGUAGE_QUERY = "hl"  # an issue's links carry its language: the page speaks it to a reader with none stored
 
 
 def reader_language(request: Request) -> str:
-    """The language of the page: `?lang=`, else the reader's stored one, else Accept-Language, else the default.
+    """The language of the page: `?lang=`, else the reader's stored one, else that of the issue the link came
+    from (`?hl=`), else Accept-Language, else the default.
 
     A route that knows the reader puts their stored language in `request.state.language` first.
     """
     return language.choose(
         request.query_params.get(LANGUAGE_QUERY),
         getattr(request.state, "language", None),
+        request.query_params.get(ISSUE_LANGUAGE_QUERY),
         language.from_accept_language(request.headers.get("accept-language")),
         default=context_of(request).settings.default_language,
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +15,13 @@ import pytest
 from babel.messages.pofile import read_po
 from sqlalchemy import Engine, select
 
-from newsletter import database, language, theme
+from newsletter import database, language, links, theme
+from newsletter.mime import MessageTemplate, Recipient
 from newsletter.models import Subscriber
+from newsletter.render import render_issue
 from newsletter.settings import Settings
+from newsletter.subscriptions import add_subscriber
+from newsletter.tokens import Signer
 from tests.webflow import confirm_link, hidden, path_of, press_button, stored_message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,3 +166,29 @@ async def test_default_language_serves_readers_without_one(settings: Settings, e
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=settings.base_url) as client:
         page = await client.get("/subscribe")
     assert '<html lang="zh-CN">' in page.text
+
+
+@pytest.mark.anyio
+async def test_a_reader_without_a_language_gets_the_issue_s(
+    client: httpx.AsyncClient, engine: Engine, settings: Settings
+) -> None:
+    """An imported Chinese reader (no language stored, default English) clicks 退订 in a Chinese issue."""
+    with database.transaction(engine) as session:
+        subscriber_id = add_subscriber(session, "wang@example.org").id
+    signer = Signer(settings.secret_key)
+    issue = render_issue("# 本周简报\n\n这是本周的内容，欢迎阅读。\n", settings)
+    recipient = Recipient(
+        email="wang@example.org",
+        name=None,
+        message_id="m@example.org",
+        unsubscribe_url=links.unsubscribe_url(settings, signer, subscriber_id),
+        unsubscribe_mailto="mailto:u@example.org",
+        preferences_url=links.preferences_url(settings, signer, subscriber_id),
+    )
+    mail = email.message_from_bytes(MessageTemplate.build(issue, settings).fill(recipient), policy=email.policy.default)
+    html_part = mail.get_body(("html",))
+    assert html_part is not None
+    link = re.search(r'href="([^"]+/unsubscribe/[^"]+)"', html_part.get_content())
+    assert link is not None and link.group(1).endswith("?hl=zh-CN")
+    page = await client.get(path_of(link.group(1).replace("&amp;", "&")), headers={"accept-language": "en"})
+    assert '<html lang="zh-CN">' in page.text and "退订" in page.text
