@@ -203,13 +203,27 @@ STATUS_CHOICE = click.Choice([status.value for status in SubscriberStatus])
 @click.argument("email")
 @click.option("--name", default=None, help="The subscriber's name.")
 @click.option("--status", type=click.Choice(["active", "pending"]), default="active", show_default=True)
+@click.option(
+    "--language", default=None, metavar="TAG", help="The reader's language (en, zh-CN); default: default_language."
+)
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="A tag to put on the subscriber (repeatable).")
 @pass_app
-def subscribers_add(app: App, email: str, name: str | None, status: str) -> None:
+def subscribers_add(
+    app: App, email: str, name: str | None, status: str, language: str | None, tags: tuple[str, ...]
+) -> None:
     """Add EMAIL to the list."""
     from newsletter import database, subscriptions
+    from newsletter import language as languages
+    from newsletter import tags as tagging
 
+    chosen = languages.supported(language) if language else None
+    if language and chosen is None:
+        raise click.ClickException(f"no catalog for language {language!r}: {', '.join(languages.available())}")
     with database.transaction(app.ready_engine()) as session:
         subscriber = subscriptions.add_subscriber(session, email, name, SubscriberStatus(status))
+        subscriber.language = chosen
+        session.flush()
+        tagging.add_tags(session, [subscriber.id], tags)
         console.print(f"Added {subscriber.email} ({subscriber.status}).")
 
 

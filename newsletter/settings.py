@@ -56,8 +56,8 @@ class Settings:
     )
     template_dir: str = setting(
         "",
-        "Directory whose templates win over the shipped ones (issue.mjml.j2, confirm.mjml.j2, web/*.html, "
-        "web/static/); empty uses the shipped.",
+        "Directory whose templates win over the shipped ones (issue.mjml.j2, confirm.mjml.j2, welcome.mjml.j2, "
+        "web/*.html, web/static/); empty uses the shipped.",
     )
     remote_image_sizes: bool = setting(
         True, "Read the size of remote images (a short partial GET each, once per issue) so none is enlarged."

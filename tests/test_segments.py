@@ -154,3 +154,16 @@ def test_cli_tags_topics_and_send_shows_the_audience(tmp_path: Path, settings: S
     assert "Send to 1 recipients?" in result.output or "--yes" in result.output
     result = CliRunner().invoke(main, ["--config", str(config), "send", str(issue), "--topic", "nope"])
     assert result.exit_code == 1 and "no topic 'nope'" in result.output
+
+
+def test_cli_adds_a_subscriber_with_language_and_tags(tmp_path: Path, settings: Settings, engine: Engine) -> None:
+    config = tmp_path / "cli.toml"
+    config.write_text(f'database_url = "{settings.database_url}"\nsecret_key = "x"\n', encoding="utf-8")
+    args = ["--config", str(config), "subscribers", "add", "li@example.org", "--language", "zh", "--tag", "ai"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    with database.transaction(engine) as session:
+        subscriber = session.scalars(select(Subscriber)).one()
+        assert subscriber.language == "zh-CN" and tags.tags_of(session, subscriber.id) == ["ai"]
+    refused = CliRunner().invoke(main, [*args[:4], "bo@example.org", "--language", "klingon"])
+    assert refused.exit_code == 1 and "no catalog" in refused.output
