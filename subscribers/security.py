@@ -12,7 +12,7 @@ import anyio
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter import webhooks
@@ -86,12 +86,20 @@ class SecurityHeaders:
                 headers.setdefault("cache-control", "no-store")
             await send(message)
 
-        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"") or b"%00" in scope.get("raw_path", b""):
-            # No address of ours holds a NUL, and PostgreSQL refuses one in text: a 400 here, not a driver error.
-            await PlainTextResponse("A URL cannot contain a NUL character.", 400, headers=HEADERS)(scope, receive, send)
+        if _has_nul(scope):
+            # No address of ours holds a NUL, and PostgreSQL refuses one in text: a 400 here, not a driver error;
+            # the error page of the request's part of the site (the API's is JSON).
+            from subscribers.context import error_page  # the pages need the app, which needs this module
+
+            await error_page(Request(scope), 400, "this link is not valid")(scope, receive, send_with_headers)
             return
         limit = _body_limit(scope["path"])
         await self.app(scope, _capped(receive, limit, self.body_timeout_seconds), send_with_headers)
+
+
+def _has_nul(scope: Scope) -> bool:
+    query, raw_path = scope.get("query_string", b""), scope.get("raw_path") or b""
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query or b"%00" in raw_path
 
 
 def _body_limit(path: str) -> int:

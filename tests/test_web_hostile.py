@@ -336,3 +336,20 @@ def test_webhook_handlers_take_what_the_routes_take() -> None:
     batch = b"[" + b",".join([b'{"event": "processed", "email": "a@example.org"}'] * 60_000) + b"]"
     assert len(batch) > 2 * 1_048_576
     assert len(json_body(batch)) == 60_000
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("/issues/%00", "text/html"),
+        ("/unsubscribe/x?y=%00", "text/html"),
+        ("/api/v1/subscribers?q=%00", "application/json"),
+    ],
+)
+async def test_a_nul_in_a_url_is_the_error_page_of_its_part_of_the_site(
+    app_client: tuple[Starlette, httpx.AsyncClient], url: str, kind: str
+) -> None:
+    _app, client = app_client
+    answer = await client.get(url)
+    assert answer.status_code == 400 and answer.headers["content-type"].startswith(kind)
+    assert answer.headers["x-content-type-options"] == "nosniff"
