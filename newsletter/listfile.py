@@ -65,15 +65,19 @@ class ListFile:
         except OSError as error:
             raise ImportFileError(f"cannot read {self.name}: {error.strerror}") from None
         try:
-            self.decoding = choose_decoding(self.name, self._file.read(SAMPLE_BYTES), encoding)
+            head = self._file.read(SAMPLE_BYTES)
+            self.decoding = choose_decoding(self.name, head, encoding)
             self._file.seek(self.decoding.skip_bytes)
-            lines = _text_lines(self._file, self.decoding, self.name)
+            lines = _text_lines(_pieces(self._file, _line_end(head, self.decoding)), self.decoding, self.name)
             first = next(lines, None)
             if first is None or not first.strip():
                 raise ImportFileError(f"{self.name} is empty")
             self.delimiter = max(DELIMITERS, key=first.count) if any(d in first for d in DELIMITERS) else ","
             self._reader = csv.reader(itertools.chain([first], lines), delimiter=self.delimiter)
-            self.header = next(self._reader)
+            try:
+                self.header = next(self._reader)
+            except csv.Error as error:
+                raise ImportFileError(f"{self.name} is not valid CSV at line 1: {error}") from None
         except BaseException:
             self._file.close()
             raise
@@ -132,7 +136,8 @@ def choose_decoding(name: str, head: bytes, given: str | None) -> Decoding:
     guess = _guess(head)
     if guess == "gb18030" and _reads_as_chinese(head):
         return Decoding("gb18030", "GB18030", "detected")
-    line, offset = head[: problem.start].count(b"\n") + 1, problem.start
+    line_end = b"\n" if b"\n" in head else b"\r"
+    line, offset = head[: problem.start].count(line_end) + 1, problem.start
     hint = f"it may be {guess}: " if guess else ""
     raise ImportFileError(
         f"{name} is not UTF-8 (line {line}, byte {offset:,}: {_shown(head[offset : offset + 1])}); "
@@ -181,11 +186,38 @@ def _reads_as_chinese(head: bytes) -> bool:
     return sum(1 for char in foreign if CJK_RE.match(char)) >= 0.95 * len(foreign)
 
 
-def _text_lines(file: BinaryIO, decoding: Decoding, name: str) -> Iterator[str]:
+def _line_end(head: bytes, decoding: Decoding) -> bytes:
+    """b"\r" for a file whose lines end in CR alone (Excel for Mac's "CSV (Macintosh)"), else b"\n".
+
+    Only in encodings where the byte 0x0D is always a CR: in UTF-16 it is also half of other characters.
+    """
+    if b"\n" in head or b"\r" not in head or decoding.codec.startswith(("utf-16", "utf-32")):
+        return b"\n"
+    return b"\r"
+
+
+def _pieces(file: BinaryIO, line_end: bytes) -> Iterator[bytes]:
+    """The file's lines as bytes ending in b"\n", each at most MAX_LINE_BYTES + 1 long (longer is refused)."""
+    if line_end == b"\n":
+        while piece := file.readline(MAX_LINE_BYTES + 1):
+            yield piece
+        return
+    pending = b""
+    while chunk := file.read(64 * 1024):
+        *lines, pending = (pending + chunk).split(line_end)
+        yield from (line + b"\n" for line in lines)  # the same length: byte offsets stay right
+        if len(pending) > MAX_LINE_BYTES:
+            yield pending
+            return
+    if pending:
+        yield pending
+
+
+def _text_lines(pieces: Iterator[bytes], decoding: Decoding, name: str) -> Iterator[str]:
     """The file's lines as text, line endings kept (csv wants them), never more than MAX_LINE_BYTES at once."""
     decoder = codecs.getincrementaldecoder(decoding.codec)("strict")
     offset, line, pending = decoding.skip_bytes, 1, ""
-    while piece := file.readline(MAX_LINE_BYTES + 1):
+    for piece in pieces:
         if len(piece) > MAX_LINE_BYTES:
             raise ImportFileError(
                 f"{name} line {line} is longer than {MAX_LINE_BYTES // 1024} KiB: this is not a list of subscribers"

@@ -119,6 +119,16 @@ def test_utf8_with_a_byte_order_mark_and_semicolons(session: Session, tmp_path: 
     assert subscriptions.get_subscriber(session, "ann@example.org").name == "Ann Müller"
 
 
+def test_lines_ended_by_cr_alone_as_excel_for_mac_writes_them(session: Session, tmp_path: Path) -> None:
+    report = roster.import_csv(session, write_bytes(tmp_path, "email,name\ra@example.org,张三\rbad\r".encode()))
+    assert (report.added, [(r.line, r.email) for r in report.rejected]) == (1, [(3, "bad")])
+    assert subscriptions.get_subscriber(session, "a@example.org").name == "张三"
+
+
+def test_a_bad_byte_in_a_file_of_cr_lines_is_named_at_its_line(session: Session, tmp_path: Path) -> None:
+    assert "(line 3, byte 14: 0xff)" in refused(session, write_bytes(tmp_path, b"email\ra@b.org\r\xff\r"))
+
+
 def test_an_unknown_encoding_name_is_one_clear_error(session: Session, tmp_path: Path) -> None:
     path = write_bytes(tmp_path, b"email\na@example.org\n")
     assert "unknown encoding 'klingon'" in refused(session, path, encoding="klingon")
