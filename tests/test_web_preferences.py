@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import email
 
 import pytest
 from httpx import AsyncClient
@@ -12,6 +14,9 @@ from newsletter import database, ledger, topics
 from newsletter.models import Subscriber
 from newsletter.render import render_issue
 from newsletter.settings import Settings
+from newsletter.subscriptions import add_subscriber
+from newsletter.tokens import Signer
+from newsletter.welcome import store_welcome, welcome_message
 from tests.test_web_leaving import reader
 from tests.webflow import hidden
 
@@ -80,3 +85,20 @@ async def test_the_preferences_page_needs_its_csrf_token(
     response = await client.post(preferences, data={"name": "Mallory"})
     assert response.status_code == 403
     assert stored(engine).name == "Ann"
+
+
+async def test_the_welcome_mail_can_be_turned_off(settings: Settings, engine: Engine) -> None:
+    with database.transaction(engine) as session:
+        subscriber = add_subscriber(session, "li@example.org", "小李")
+        subscriber.language = "zh-CN"
+        session.flush()
+        assert store_welcome(session, settings.replace(welcome_enabled=False), Signer("k"), subscriber) is None
+        mail = welcome_message(settings, Signer("k"), subscriber).decode("ascii")
+    assert "Subject: =?utf-8?" in mail and "/preferences/" in base64_text(mail)
+
+
+def base64_text(mail: str) -> str:
+    parsed = email.message_from_string(mail)
+    return "".join(
+        base64.b64decode(part.get_payload()).decode("utf-8") for part in parsed.walk() if not part.is_multipart()
+    )
