@@ -11,6 +11,7 @@ from subscribers.fields import MAX_TAGS, BadInput
 
 STATUSES = [str(status) for status in SubscriberStatus]
 _nullable_text = {"type": "string", "nullable": True}
+_TAGS = {"type": "array", "maxItems": MAX_TAGS, "items": {"type": "string", "maxLength": TAG_MAX_CHARS}}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
@@ -72,11 +73,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "the subscriber stays pending until they confirm.",
             },
             "language": {"type": "string", "nullable": True, "maxLength": LANGUAGE_MAX_CHARS},
-            "tags": {
-                "type": "array",
-                "maxItems": MAX_TAGS,
-                "items": {"type": "string", "maxLength": TAG_MAX_CHARS},
-            },
+            "tags": _TAGS,
         },
     },
     "SubscriberUpdate": {
@@ -85,11 +82,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "name": {"type": "string", "nullable": True, "maxLength": NAME_MAX_CHARS},
             "language": {"type": "string", "nullable": True, "maxLength": LANGUAGE_MAX_CHARS},
-            "tags": {
-                "type": "array",
-                "maxItems": MAX_TAGS,
-                "items": {"type": "string", "maxLength": TAG_MAX_CHARS},
-            },
+            "tags": _TAGS,
         },
     },
     "TagList": {
@@ -131,7 +124,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 _ERRORS = {
-    "400": "The request is malformed (a damaged page cursor).",
+    "400": "The request is malformed (a NUL in the URL, a damaged page cursor).",
     "401": "No valid bearer token.",
     "403": "The token is a viewer's, and this is a change.",
     "404": "No such subscriber or issue.",
@@ -150,7 +143,7 @@ def _responses(ok: str, schema: str | None, description: str, errors: tuple[str,
     responses: dict[str, Any] = {ok: {"description": description}}
     if schema:
         responses[ok]["content"] = _json(schema)
-    for code in ("401", *errors):
+    for code in ("400", "401", *(code for code in errors if code != "400")):
         responses[code] = {"description": _ERRORS[code], "content": _json("Error")}
     return responses
 

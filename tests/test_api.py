@@ -130,3 +130,8 @@ async def test_tags_and_issues(client: AsyncClient, editor_token: str) -> None:
     await client.post("/api/v1/subscribers", json={"email": "a@example.org", "tags": ["vip"]}, headers=headers)
     assert (await client.get("/api/v1/tags", headers=headers)).json() == {"items": [{"tag": "vip", "subscribers": 1}]}
     assert (await client.get("/api/v1/issues", headers=headers)).json() == {"items": []}
+
+
+async def test_nul_in_the_url_is_a_json_400(client: AsyncClient, editor_token: str) -> None:
+    answer = await client.get("/api/v1/subscribers?q=a%00b", headers=bearer(editor_token))
+    assert answer.status_code == 400 and answer.json()["status"] == 400

@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from newsletter.render import RenderedIssue, fill_slots, render_issue_file
 from newsletter.settings import Settings
+from tests.browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import LINK_HEAVY_ISSUE, SAMPLE_FILES
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "render"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+ARTIFACTS = BROWSER_ARTIFACTS / "render"
 VALUES = {
     "email": "reader@example.com",
     "name": "Reader",

@@ -96,15 +96,21 @@ def _add(session: Session, email: str, name: str | None, status: SubscriberStatu
 
 @desk_route
 async def record(request: Request, account: SignedIn) -> Response:
+    return await _record_page(request, account)
+
+
+async def _record_page(request: Request, account: SignedIn, error: str = "") -> Response:
+    """A reader's page; with `error`, the answer to a post it refused (422)."""
     found = await context_of(request).run(directory.reader, request.path_params["id"])
     return desk_page(
         request,
         account,
         "desk/subscriber.html",
+        422 if error else 200,
         section="subscribers",
         record=found,
         forgotten=subscriptions.is_forgotten(found.subscriber),
-        error="",
+        error=error,
     )
 
 
@@ -118,17 +124,7 @@ async def edit(request: Request, account: SignedIn) -> Response:
         language = language_of(form.get("language", "").strip())
         tags = tags_of_text(form.get("tags", ""))
     except BadInput as error:
-        found = await context_of(request).run(directory.reader, subscriber_id)
-        return desk_page(
-            request,
-            account,
-            "desk/subscriber.html",
-            422,
-            section="subscribers",
-            record=found,
-            forgotten=False,
-            error=str(error),
-        )
+        return await _record_page(request, account, str(error))
     await context_of(request).run(
         lambda session: directory.edit(
             session, subscriber_id, name=name, language=language, tags=tags, source=DESK_SOURCE, actor=account.email
@@ -163,17 +159,8 @@ async def reactivate(request: Request, account: SignedIn) -> Response:
     try:
         await context_of(request).run(_reactivate)
     except suppressions.ReactivationRefused as error:
-        found = await context_of(request).run(directory.reader, subscriber_id)
-        return desk_page(
-            request,
-            account,
-            "desk/subscriber.html",
-            422,
-            section="subscribers",
-            record=found,
-            forgotten=False,
-            error=str(error).replace("with --reason", "in the box").replace("needs --force", "needs the box ticked"),
-        )
+        words = str(error).replace("with --reason", "in the box").replace("needs --force", "needs the box ticked")
+        return await _record_page(request, account, words)
     return back_to(request, f"{BASE}/{subscriber_id}", "Active again: the next issue goes to this address.")
 
 
