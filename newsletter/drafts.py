@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter import ledger
+from newsletter import ledger, topics
 from newsletter.errors import IssueFormatError
 from newsletter.models import Delivery, DeliveryStatus, Event, Issue, IssueStatus
 from newsletter.preflight import PreflightReport, preflight, setting_warnings
 from newsletter.preview import PREVIEW_FROM_ADDRESS, SampleParts, sample_parts
 from newsletter.remote import image_sizes_for
 from newsletter.render import MAX_ISSUE_BYTES, render_issue
+from newsletter.segments import Segment, from_json
 from newsletter.settings import Settings
 from newsletter.subscriptions import record_event
 
@@ -35,7 +36,8 @@ class Draft:
     issue: Issue
     sample: SampleParts
     report: dict[str, Any] | None  # the preflight report made when it was saved on the desk
-    recipients: int  # eligible subscribers without a delivery of it yet
+    recipients: int  # eligible subscribers of `segment` without a delivery of it yet
+    segment: Segment
 
 
 def store_draft(
@@ -84,8 +86,9 @@ def _place_images(directory: Path, source_text: str, images: dict[str, bytes]) -
         target.write_bytes(by_name[relative.name])
 
 
-def draft(session: Session, settings: Settings, slug: str) -> Draft:
-    """A stored issue as the sample reader gets it, with its last preflight report.
+def draft(session: Session, settings: Settings, slug: str, segment: Segment | None = None) -> Draft:
+    """A stored issue as the sample reader gets it, with its last preflight report and how many it would reach
+    (among `segment`, else the segment stored with it).
 
     Raises:
         IssueNotFound: no issue has this slug.
@@ -100,8 +103,21 @@ def draft(session: Session, settings: Settings, slug: str) -> Draft:
         .order_by(Event.id.desc())
         .limit(1)
     )
-    recipients = 0 if issue.status == IssueStatus.SENT else ledger.count_recipients(session, issue.id)
-    return Draft(issue, sample, report, recipients)
+    segment = segment if segment is not None else from_json(issue.segment)
+    recipients = 0 if issue.status == IssueStatus.SENT else ledger.count_recipients(session, issue.id, segment)
+    return Draft(issue, sample, report, recipients, segment)
+
+
+def choose_segment(session: Session, slug: str, segment: Segment) -> None:
+    """Who a draft goes to, set before its send starts (a send already started keeps its segment).
+
+    Raises:
+        InvalidTopic: a topic of the segment is not defined.
+    """
+    issue = ledger.find_issue(session, slug)
+    topics.topic_ids(session, segment.topics)
+    if issue.status == IssueStatus.DRAFT:
+        issue.segment = segment.as_json()
 
 
 def record_send(session: Session, slug: str, what: str, actor: str | None) -> int:

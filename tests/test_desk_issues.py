@@ -181,3 +181,27 @@ async def test_scheduled_draft_starts_at_its_time(desk: httpx.AsyncClient, setti
     with database.transaction(engine) as session:
         issue = session.query(Issue).filter_by(slug="spring").one()
         assert started == [issue.id] and issue.status == IssueStatus.SENDING
+
+
+async def test_send_to_a_segment_counts_and_reaches_only_it(
+    desk: httpx.AsyncClient, engine: Engine, smtpd: MailSink
+) -> None:
+    from newsletter import tags
+
+    with database.transaction(engine) as session:
+        vip = add_subscriber(session, "vip@example.org")
+        add_subscriber(session, "other@example.org")
+        tags.add_tags(session, [vip.id], ["vip"])
+    await save_issue(desk)
+    assert "Send to 2 now" in (await desk.get("/admin/issues/spring/send")).text
+    counted = await desk.get("/admin/issues/spring/send?segment=vip")
+    assert "Send to 1 now" in counted.text and "tagged vip" in counted.text
+    assert (await desk.get("/admin/issues/spring/send?segment=vip,,x")).status_code == 422
+    answer = await desk.post(
+        "/admin/issues/spring/send", data={"csrf_token": hidden(counted.text, "csrf_token"), "segment": "vip"}
+    )
+    assert answer.status_code == 303
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (await desk.get("/admin/issues/spring/progress.json")).json()["finished"]:
+        time.sleep(0.2)
+    assert [message.recipient for message in smtpd.received] == ["vip@example.org"]

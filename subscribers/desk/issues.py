@@ -14,12 +14,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from newsletter import campaign, drafts, ledger, overview, schedule
+from newsletter import campaign, drafts, ledger, overview, schedule, segments
 from newsletter.accounts import SignedIn
 from newsletter.addresses import normalize_address
-from newsletter.errors import InvalidAddress, IssueFormatError
+from newsletter.errors import InvalidAddress, IssueFormatError, NewsletterError
 from newsletter.ledger import IssueChanged
 from newsletter.models import DeliveryStatus, IssueStatus
+from newsletter.segments import Segment
 from subscribers.context import context_of
 from subscribers.desk import charts
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
@@ -184,21 +185,60 @@ async def _page_with_test(request: Request, account: SignedIn, slug: str, messag
     )
 
 
+def _segment(text: str) -> Segment:
+    """The segment the send form names (`ai, -old, topic:weekly`, as the front matter's `segment:`)."""
+    return segments.parse_segment(text) if text.strip() else Segment()
+
+
+def segment_text(segment: Segment) -> str:
+    """A segment written back as the form takes it."""
+    return ", ".join(
+        [*segment.tags, *(f"-{tag}" for tag in segment.exclude_tags), *(f"topic:{key}" for key in segment.topics)]
+    )
+
+
+async def _send_page(
+    request: Request, account: SignedIn, segment: Segment | None, status_code: int = 200, error: str = ""
+) -> Response:
+    context = context_of(request)
+    found = await context.run(drafts.draft, context.settings, request.path_params["slug"], segment)
+    return desk_page(
+        request,
+        account,
+        "desk/issue_send.html",
+        status_code,
+        section="issues",
+        draft=found,
+        settings=context.settings,
+        error=error,
+        segment_text=segment_text(found.segment),
+    )
+
+
 @desk_route
 async def send_form(request: Request, account: SignedIn) -> Response:
-    context = context_of(request)
-    found = await context.run(drafts.draft, context.settings, request.path_params["slug"])
-    return desk_page(
-        request, account, "desk/issue_send.html", section="issues", draft=found, settings=context.settings, error=""
-    )
+    """The confirmation: how many the send reaches, for the segment stored with it or the one asked for."""
+    text = request.query_params.get("segment")
+    try:
+        segment = _segment(text) if text is not None else None
+    except NewsletterError as error:
+        return await _send_page(request, account, None, 422, str(error))
+    return await _send_page(request, account, segment)
 
 
 @desk_route
 async def send(request: Request, account: SignedIn) -> Response:
     context = context_of(request)
     slug = request.path_params["slug"]
+    form = await posted(request)
     context.settings.require("from_address", "secret_key", "postal_address")
-    issue_id = await context.run(drafts.record_send, slug, "send", account.email)
+    try:
+        segment = _segment(form.get("segment", ""))
+        await context.run(drafts.choose_segment, slug, segment)
+    except NewsletterError as error:
+        return await _send_page(request, account, None, 422, str(error))
+    what = f"send to {segment.describe()}"
+    issue_id = await context.run(drafts.record_send, slug, what, account.email)
     await _start(request, issue_id, retry=False)
     return back_to(request, f"{BASE}/{slug}", "Sending: this page follows it.")
 
@@ -249,28 +289,18 @@ async def schedule_send(request: Request, account: SignedIn) -> Response:
 
     def _schedule(session: Session) -> str:
         due = schedule.parse_at(form.get("at", ""), zone)
+        segment = _segment(form.get("segment", ""))
         issue = ledger.find_issue(session, slug)
         # The draft is stored with its images: at its time, the send finds it under the same text and slug.
-        row = schedule.schedule_send(
-            session, Path(f"{issue.slug}.md"), ledger.rendered_issue(session, issue.id), due, zone
-        )
+        rendered = ledger.rendered_issue(session, issue.id)
+        row = schedule.schedule_send(session, Path(f"{issue.slug}.md"), rendered, due, zone, segment=segment)
         drafts.record_send(session, slug, f"scheduled for {form.get('at', '')} {zone}", account.email)
         return f"Scheduled (#{row.id}) for {row.due_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}."
 
     try:
         notice = await context.run(_schedule)
-    except schedule.InvalidSchedule as error:
-        found = await context.run(drafts.draft, context.settings, slug)
-        return desk_page(
-            request,
-            account,
-            "desk/issue_send.html",
-            422,
-            section="issues",
-            draft=found,
-            settings=context.settings,
-            error=str(error),
-        )
+    except NewsletterError as error:
+        return await _send_page(request, account, None, 422, str(error))
     return back_to(request, f"{BASE}/{slug}", notice)
 
 
