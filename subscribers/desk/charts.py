@@ -9,6 +9,7 @@ CHART_WIDTH = 720
 CHART_HEIGHT = 180
 AXIS_LEFT = 44
 AXIS_BOTTOM = 22
+AXIS_TOP = 10  # room for the top tick's label
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def bar_chart(
     """Grouped bars: one group per label, one bar per series; every `every`-th label is written under the axis."""
     top = _nice(max((value for values in series for value in values), default=0))
     plot_width = CHART_WIDTH - AXIS_LEFT
-    plot_height = CHART_HEIGHT - AXIS_BOTTOM
+    plot_height = CHART_HEIGHT - AXIS_BOTTOM - AXIS_TOP
     group = plot_width / max(len(labels), 1)
     bar_width = max(group * 0.8 / max(len(series), 1), 0.5)
     bars = []
@@ -52,7 +53,7 @@ def bar_chart(
             bars.append(
                 Bar(
                     round(x, 2),
-                    round(plot_height - height, 2),
+                    round(AXIS_TOP + plot_height - height, 2),
                     round(bar_width, 2),
                     round(height, 2),
                     value,
@@ -60,7 +61,7 @@ def bar_chart(
                     number,
                 )
             )
-    ticks = tuple((round(plot_height - plot_height * step / 4, 2), top * step // 4) for step in range(5))
+    ticks = tuple((round(AXIS_TOP + plot_height - plot_height * step / 4, 2), top * step // 4) for step in range(5))
     written = tuple(
         (round(AXIS_LEFT + index * group + group / 2, 2), label)
         for index, label in enumerate(labels)
