@@ -49,7 +49,7 @@
         if (samples.length > 120) { samples.shift(); }
         draw();
         if (!data.finished && (data.running || data.status === "sending")) { setTimeout(poll, POLL_MS); }
-        else { setTimeout(function () { window.location.reload(); }, POLL_MS); }  // the final counts, failures, chart
+        else { setTimeout(function () { window.location.replace(window.location.pathname); }, POLL_MS); }  // final counts, chart
       })
       .catch(function () { setTimeout(poll, POLL_MS * 5); });
   }
