@@ -204,6 +204,7 @@ class Queue:
         retry_seconds = sender.commit(
             lambda session: outbox.record_message(session, self.settings, outbound_id, verdict, prepared.attempts)
         )
+        sender.tell_once(verdict)  # the relay lacks SMTPUTF8, refuses our MAIL FROM...: told once, not per reader
         return None if retry_seconds is None else utcnow() + dt.timedelta(seconds=retry_seconds)
 
     def start_worker(self, threads: int | None = None) -> dramatiq.Worker:

@@ -143,6 +143,7 @@ class Sender:
         self._template_factory = template_factory
         self._templates: dict[tuple[int, str], Template] = {}
         self._lock = threading.Lock()
+        self._told: set[str] = set()  # reasons of our side's failures of one-off mails, logged once
         self._local = threading.local()
         self._lanes: list[Lane] = []
         self._closed = threading.Event()
@@ -253,6 +254,20 @@ class Sender:
                 LOGGER.warning("%s; trying again in %.0f s", why, seconds)
                 self._held_until, self._holding = until, why
             return self._held_until
+
+    def tell_once(self, verdict: Verdict) -> None:
+        """Log, once per process and reason, that a one-off mail failed on our side (its reader is untouched)."""
+        if verdict.action != Action.FAIL or verdict.reason is None:
+            return
+        with self._lock:
+            if verdict.reason.name in self._told:
+                return
+            self._told.add(verdict.reason.name)
+        LOGGER.warning(
+            "a one-off mail failed on our side (%s): %s; its reader is untouched, fix the relay or the mail",
+            verdict.reason.name,
+            verdict.reply,
+        )
 
     def held(self) -> str | None:
         """Why this process sends nothing right now (a refused session, a failing relay), or None."""

@@ -6,6 +6,7 @@ stays active, and the editor is told once per issue.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
-from newsletter import campaign, database
+from newsletter import campaign, confirmation, database, optin
 from newsletter.cli import main
-from newsletter.models import Delivery, Event, Subscriber
+from newsletter.models import Delivery, Event, OutboundMessage, Subscriber
 from newsletter.queue import Queue
 from newsletter.render import render_issue
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
 from newsletter.suppressions import notices
+from newsletter.tokens import Signer
 from tests.mailserver import MailSink, running_sink
 
 ISSUE = "---\nsubject: Weekly notes\nslug: weekly\n---\n\n# Weekly notes\n\nHello.\n"
@@ -137,3 +139,39 @@ def test_a_refusal_does_what_its_reason_says(
     with database.transaction(engine) as session:
         named = set(session.scalars(select(Event.reason_name).where(Event.reason_name.is_not(None))))
     assert reason in named
+
+
+def test_a_confirmation_the_relay_cannot_carry_fails_once_told(
+    engine: Engine, settings: Settings, relay_without_smtputf8: MailSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = configured(settings, relay_without_smtputf8.port)
+    queue = Queue(config, engine)
+    queue.start_worker()
+    try:
+        with database.transaction(engine) as session:
+            ids = [
+                confirmation.store_confirmation(
+                    session, config, Signer(config.secret_key), optin.subscribe(session, config, email, None)
+                )
+                for email in ("élodie@example.fr", "zoé@example.fr")
+            ]
+        for outbound_id in ids:
+            assert outbound_id is not None
+            queue.send_message(outbound_id)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _all_final(engine):
+            time.sleep(0.05)
+    finally:
+        queue.stop()
+    with database.transaction(engine) as session:
+        assert set(session.scalars(select(OutboundMessage.status))) == {"failed"}
+        assert set(session.scalars(select(Subscriber.status))) == {"pending"}
+    told = [
+        record for record in caplog.records if "one-off mail failed on our side (unsupported)" in record.getMessage()
+    ]
+    assert len(told) == 1
+
+
+def _all_final(engine: Engine) -> bool:
+    with database.transaction(engine) as session:
+        return set(session.scalars(select(OutboundMessage.status))) <= {"failed", "sent", "bounced"}
