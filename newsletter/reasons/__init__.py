@@ -39,7 +39,7 @@ _ADDRESS_BY_STATUS = {
     "1.3": ("userunknown",),
     "1.6": ("hasmoved",),
     "1.10": ("notaccept", "userunknown"),
-    "2.1": ("suspend", "userunknown"),
+    "2.1": ("suspend",),  # a disabled mailbox; "5.2.1 user unknown" contradicts itself and only scores
 }
 _REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?![\d.])")
 # RFC 3463 subject.detail codes too broad to name a reason by themselves: the text decides, then these.
