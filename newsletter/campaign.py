@@ -172,7 +172,7 @@ class Watch:
             else:
                 due = functools.partial(ledger.claimable_ids, issue_id=self.issue_id, lease_seconds=self.lease_seconds)
                 self._enqueue(lambda session: list(due(session, due_only=True)))
-        elif now - self.last_move > STALL_SECONDS:
+        elif now - self.last_move > STALL_SECONDS or self.queue.held():
             self._explain(counts, now - self.last_move)
 
     def _enqueue(self, find: Callable[[Session], list[int]]) -> None:

@@ -971,8 +971,12 @@ def _log_to_stderr(verbose: bool, quiet: bool) -> None:
     """One line per record on stderr: the newsletter's at INFO (WARNING when quiet), Dramatiq's when verbose."""
     import logging
 
+    from newsletter.outages import OneLine
+
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OneLine())
     logging.getLogger("newsletter").setLevel(logging.DEBUG if verbose else level)
     logging.getLogger("dramatiq").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("pika").setLevel(logging.INFO if verbose else logging.ERROR)

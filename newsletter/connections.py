@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from dramatiq.rate_limits import ConcurrentRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
+from newsletter import outages
 from newsletter.errors import ConfigError
 from newsletter.settings import Settings
 
@@ -102,5 +103,5 @@ def make_slots(settings: Settings) -> Slots | None:
             "where the workers share their count of open connections"
         )
     ttl_seconds = min(SLOT_MAX_TTL_SECONDS, settings.lease_seconds)
-    backend = RedisBackend(url=url)
+    backend = RedisBackend(client=outages.redis_client(url))
     return Slots(backend, f"newsletter:{settings.queue_name}:connections", settings.smtp_connections, ttl_seconds)

@@ -23,6 +23,19 @@ from newsletter.resources import resource_path
 from newsletter.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# libpq settings that notice a PostgreSQL link dead without a word (a partition, no RST) within about 15 s,
+# so that a worker waits it out (outages.wait_out) instead of hanging in a query forever.
+POSTGRES_LINK_CHECKS: dict[str, int | str] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+    # A transaction whose client vanished unseen (its link cut) must not hold its row locks for hours: the
+    # server ends it, and a statement waiting on a lock gives up (and is tried again by outages.wait_out).
+    "options": "-c idle_in_transaction_session_timeout=20000 -c lock_timeout=20000",
+}
 _SESSIONMAKERS: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
 _SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 _REGISTRY_LOCK = threading.Lock()
@@ -41,6 +54,8 @@ def make_engine(settings: Settings) -> Engine:
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
     else:
         options["pool_pre_ping"] = True
+        if url.get_backend_name() == "postgresql":
+            options["connect_args"] = dict(POSTGRES_LINK_CHECKS)
     try:
         engine = create_engine(url, **options)
     except ModuleNotFoundError as error:

@@ -25,7 +25,7 @@ def make_rate_limiter(settings: Settings) -> RateLimiter | None:
     url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
     if settings.broker_url and not url:
         raise ConfigError("rate_limit with a RabbitMQ broker needs rate_limit_url (a redis:// URL) to count in")
-    backend = RedisBackend(url=url) if url else StubBackend()  # type: ignore[no-untyped-call]
+    backend = RedisBackend(client=outages.redis_client(url)) if url else StubBackend()  # type: ignore[no-untyped-call]
     limit = max(1, round(settings.rate_limit))
     bucket_ms = max(1, round(1000 * limit / settings.rate_limit))
     key = f"newsletter:{settings.queue_name}:rate"

@@ -100,6 +100,15 @@ _RELEASE = (
     .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
     .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=Delivery.attempts - 1)
 )
+_UNCLAIM = (
+    update(Delivery)
+    .where(
+        Delivery.id.in_(bindparam("ids", expanding=True)),
+        Delivery.status == DeliveryStatus.SENDING,
+        Delivery.claimed_at == bindparam("token"),
+    )
+    .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=Delivery.attempts - 1)
+)
 _RENEW = (
     update(Delivery)
     .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
@@ -107,16 +116,19 @@ _RENEW = (
 )
 
 
-def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_seconds: float) -> list[Claim]:
+def claim(
+    session: Session, issue_id: int, delivery_ids: Sequence[int], lease_seconds: float, now: dt.datetime | None = None
+) -> list[Claim]:
     """Take the due deliveries among `delivery_ids` (`pending -> sending`) and return those to send.
 
     Rows another worker holds under a live lease, rows not yet due for a retry and finished rows are
     left alone, so a message delivered twice by the broker sends nothing twice. Whoever unsubscribed,
-    bounced or complained since the deliveries were created is marked `skipped`.
+    bounced or complained since the deliveries were created is marked `skipped`. `now` becomes the rows'
+    `claimed_at`, which `unclaim` recognizes them by.
     """
     if not delivery_ids:
         return []
-    now = utcnow()
+    now = now or utcnow()
     connection = session.connection()
     taken = connection.execute(
         _CLAIM,
@@ -139,6 +151,15 @@ def claim(session: Session, issue_id: int, delivery_ids: Sequence[int], lease_se
     if left:
         connection.execute(_SKIP, {"ids": left})
     return claims
+
+
+def unclaim(session: Session, delivery_ids: Sequence[int], claimed_at: dt.datetime) -> None:
+    """Undo a claim made at `claimed_at` whose commit may have gone through though its answer was lost.
+
+    The connection broke during COMMIT: the rows may be ours, `sending` under a lease nobody renews. Done in
+    the transaction that claims again, it gives them back first, so they are neither stranded nor counted twice.
+    """
+    session.connection().execute(_UNCLAIM, {"ids": list(delivery_ids), "token": claimed_at})
 
 
 def record(session: Session, settings: Settings, issue_id: int, results: Sequence[Result]) -> list[DeliveryStatus]:

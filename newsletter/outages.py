@@ -21,11 +21,14 @@ from sqlalchemy import exc as sql_errors
 from newsletter import replies
 
 T = TypeVar("T")
+# A Redis link that dies without a word (no RST: a partition, a stalled proxy) must not hang a worker forever.
+SOCKET_TIMEOUT_SECONDS = 15.0
+CONNECT_TIMEOUT_SECONDS = 5
 FIRST_WAIT_SECONDS = 0.5
 MAX_WAIT_SECONDS = 5.0
 LOGGER = logging.getLogger("newsletter.outages")
 Say = Callable[[str], None]
-# What code that talks to a link raises when the link is away (an actor declares them: one log line, no traceback).
+# What code that talks to a link raises when the link is away.
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     sql_errors.OperationalError,
     sql_errors.InterfaceError,
@@ -36,6 +39,13 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client whose commands and connects give up on a silent link instead of waiting forever."""
+    return redis.Redis.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS
+    )
 
 
 def link_of(error: BaseException) -> str | None:
@@ -99,3 +109,14 @@ def wait_out(
         if started is not None:
             tell(f"reached again after {time.monotonic() - started:.0f} s")
         return result
+
+
+class OneLine(logging.Filter):
+    """Turns a log record's traceback of an outage (Dramatiq's, when an actor failed for one) into one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and link_of(error) is not None:
+            record.msg, record.args = f"{record.getMessage()}: {describe(error)}", ()
+            record.exc_info, record.exc_text = None, None
+        return True

@@ -18,6 +18,7 @@ The message is sent once it is accepted (2xx), retried with backoff on temporary
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Iterable
 
@@ -35,6 +36,7 @@ from newsletter.models import utcnow
 from newsletter.sender import Held, Sender
 from newsletter.settings import Settings
 
+LOGGER = logging.getLogger("newsletter.queue")
 DELIVERIES_ACTOR = "send_deliveries"
 MESSAGE_ACTOR = "send_message"
 ACTOR_MAX_RETRIES = 20  # the actor failed as a whole (database unreachable): Dramatiq retries with backoff
@@ -64,7 +66,9 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         return broker
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisBroker(  # type: ignore[no-untyped-call]
-            url=url, heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS, maintenance_chance=REDIS_MAINTENANCE_CHANCE
+            client=outages.redis_client(url),
+            heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
+            maintenance_chance=REDIS_MAINTENANCE_CHANCE,
         )
     if url.startswith(("amqp://", "amqps://")):
         # Publisher confirms: `send` only reports a batch enqueued once RabbitMQ has it.
@@ -128,13 +132,18 @@ class Queue:
             time_limit=BATCH_TIME_LIMIT_MS,
             min_backoff=ACTOR_MIN_BACKOFF_MS,
             max_backoff=ACTOR_MAX_BACKOFF_MS,
-            throws=outages.OUTAGE_ERRORS,
         )
         def send_deliveries(issue_id: int, delivery_ids: list[int]) -> None:
             """Send a batch of deliveries by id; idempotent, since only claimed rows are sent."""
             sender = self.sender()
             left = sender.send_deliveries(issue_id, delivery_ids)
             if left.delivery_ids:
+                LOGGER.debug(
+                    "%d deliveries of issue %d back in the queue for %s",
+                    len(left.delivery_ids),
+                    issue_id,
+                    left.ready_at,
+                )
                 # Retries, held rows, and on a stop the rows given back: queued again at once for another worker.
                 outages.wait_out(
                     lambda: self.send_deliveries(issue_id, left.delivery_ids, at=left.ready_at),
@@ -150,7 +159,6 @@ class Queue:
             time_limit=MESSAGE_TIME_LIMIT_MS,
             min_backoff=ACTOR_MIN_BACKOFF_MS,
             max_backoff=ACTOR_MAX_BACKOFF_MS,
-            throws=outages.OUTAGE_ERRORS,
         )
         def send_message(outbound_id: int) -> None:
             """Send one stored one-off message by id; idempotent, since only a claimed row is sent."""

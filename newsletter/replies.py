@@ -32,7 +32,7 @@ from newsletter.smtp import CONNECTION_LOST, END_OF_DATA, Outcome, Reply, classi
 MAX_RETRY_DELAY_SECONDS = 6 * 3600
 # A relay that cannot be reached, resets connections or answers 421: the first pause, and the longest.
 LINK_FIRST_PAUSE_SECONDS = 1.0
-LINK_MAX_PAUSE_SECONDS = 15.0
+LINK_MAX_PAUSE_SECONDS = 10.0
 ENHANCED_STATUS_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -132,6 +132,11 @@ def settle(verdict: Verdict, attempts: int, settings: Settings) -> Settled:
         return Settled(DeliveryStatus.PENDING, counts_try=False)
     if attempts >= settings.max_attempts:
         return Settled(DeliveryStatus.FAILED)
+    if verdict.reason is not None and verdict.reason.fault == Fault.LINK:
+        # Lost after the final dot: the try counts, but the reader's retry delay is for the reader's faults.
+        return Settled(
+            DeliveryStatus.PENDING, backoff_seconds(attempts, LINK_FIRST_PAUSE_SECONDS, LINK_MAX_PAUSE_SECONDS)
+        )
     return Settled(DeliveryStatus.PENDING, retry_delay_seconds(settings, attempts))
 
 
@@ -155,7 +160,7 @@ def retry_delay_seconds(settings: Settings, attempts: int) -> float:
 
 
 class Backoff:
-    """The pause of a connection whose link fails: 1 s, then doubling up to 15 s (jittered), reset by a success."""
+    """The pause of a connection whose link fails: 1 s, then doubling up to 10 s (jittered), reset by a success."""
 
     def __init__(self, first_seconds: float = LINK_FIRST_PAUSE_SECONDS, max_seconds: float = LINK_MAX_PAUSE_SECONDS):
         self.first_seconds = first_seconds

@@ -166,7 +166,7 @@ class Sender:
             # No slot free, or the relay refused our session or failed a moment ago: the rows stay claimable,
             # untouched, and the batch comes back later (rather than try AUTH again for every batch in the queue).
             return leases.Unfinished(list(delivery_ids), held.until)
-        template = self.template(issue_id)
+        template = outages.wait_out(lambda: self.template(issue_id), self.stopping)
         sent = Group([], [])  # the last group's outcomes, committed with what follows
         for start in range(0, len(delivery_ids), leases.GROUP_SIZE):
             if self.stopping.is_set() or sent.held is not None:
@@ -175,7 +175,9 @@ class Sender:
             # One transaction records the group just sent and claims the next: the outcomes still commit
             # before another message goes out, so the duplicate window stays one group per thread. When the
             # commit fails (the database went away), the outcomes stay here and the commit is tried again.
-            claims = self.commit(functools.partial(self._record_and_claim, issue_id=issue_id, sent=sent, group=group))
+            tries: list[dt.datetime] = []  # the claim times of the attempts, should a commit fail unseen
+            record_and_claim = functools.partial(self._record_and_claim, issue_id=issue_id, sent=sent, group=group)
+            claims = self.commit(functools.partial(record_and_claim, tries=tries))
             claimed = time.monotonic()
             self.heartbeat.hold([claim.delivery_id for claim in claims])
             sent = self._send_group(template, issue_id, claims, claimed)
@@ -196,9 +198,14 @@ class Sender:
 
         return outages.wait_out(attempt, self.stopping, give_up_seconds=STOP_RECORD_SECONDS)
 
-    def _record_and_claim(self, session: Session, issue_id: int, sent: Group, group: Sequence[int]) -> list[Claim]:
+    def _record_and_claim(
+        self, session: Session, issue_id: int, sent: Group, group: Sequence[int], tries: list[dt.datetime]
+    ) -> list[Claim]:
         self._record(session, issue_id, sent)
-        return leases.claim(session, issue_id, group, self.settings.lease_seconds)
+        for claimed_at in tries:  # an earlier attempt's COMMIT may have gone through unseen
+            leases.unclaim(session, group, claimed_at)
+        tries.append(utcnow())
+        return leases.claim(session, issue_id, group, self.settings.lease_seconds, now=tries[-1])
 
     def _record_and_finish(
         self, session: Session, issue_id: int, sent: Group, delivery_ids: Sequence[int]

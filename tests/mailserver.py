@@ -19,6 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 DROP = "drop"  # a fault that closes the connection instead of replying
+EVERYONE = "*"  # the address of a fault for every recipient without one of their own
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class MailSink:
 
     def _fault(self, address: str, stage: str) -> Fault | None:
         with self._lock:
-            fault = self.faults.get(address.lower())
+            fault = self.faults.get(address.lower()) or self.faults.get(EVERYONE)
             if fault is None or fault.stage != stage:
                 return None
             if fault.times is not None:

@@ -79,6 +79,8 @@ def test_settle_counts_only_the_readers_tries(settings: Settings) -> None:
     assert (held.status, held.counts_try) == (DeliveryStatus.PENDING, False), "never failed by the link"
     assert settle(judge(Reply(550, "5.1.1 unknown", "RCPT")), 1, config).status == DeliveryStatus.BOUNCED
     assert settle(judge(Reply(550, "5.7.1 no", "MAIL")), 1, config).status == DeliveryStatus.FAILED
+    lost = settle(judge(Reply(CONNECTION_LOST, "reset", END_OF_DATA)), 1, config)
+    assert lost.counts_try and lost.retry_seconds is not None and lost.retry_seconds <= 2, "soon: not the reader's"
 
 
 def test_backoff_doubles_with_jitter_and_stays_under_its_cap() -> None:

@@ -39,7 +39,7 @@ class Workers:
         log = (self.directory / f"worker{len(self.processes)}.log").open("wb")
         command = [sys.executable, "-c", "from newsletter.cli import main; main()", "worker"]
         process = subprocess.Popen(
-            [*command, "--threads", str(THREADS_PER_WORKER)],
+            [*command, "--threads", str(THREADS_PER_WORKER), "--verbose"],
             env=environment(self.settings),
             stdout=log,
             stderr=subprocess.STDOUT,
