@@ -153,7 +153,8 @@ class Watch:
         self.engine, self.queue, self.issue_id, self.say = engine, queue, issue_id, say
         self.lease_seconds = queue.settings.lease_seconds
         now = time.monotonic()
-        self.last_done, self.last_move, self.last_sweep, self.explained = -1, now, now, ""
+        self.last_done, self.explained = -1, ""
+        self.last_move = self.last_sweep = self.last_requeue = now  # last progress, sweep, re-enqueue
 
     def saw(self, counts: ledger.Counts, feeder: Feeder | None) -> None:
         now = time.monotonic()
@@ -163,16 +164,16 @@ class Watch:
             # A live worker renews its leases: one that ran out belongs to a worker that died.
             self.last_sweep = now
             self._enqueue(lambda session: ledger.expired_ids(session, self.issue_id, self.lease_seconds))
-        if now - self.last_move > self.lease_seconds:
+        if now - max(self.last_move, self.last_requeue) > self.lease_seconds:
             # Nothing moved for a whole lease while rows are due: a queue message was lost; claiming makes a
             # second one harmless.
-            self.last_move = now
+            self.last_requeue = now
             if feeder is not None:
                 feeder.restart()
             else:
                 due = functools.partial(ledger.claimable_ids, issue_id=self.issue_id, lease_seconds=self.lease_seconds)
                 self._enqueue(lambda session: list(due(session, due_only=True)))
-        elif now - self.last_move > STALL_SECONDS or self.queue.held():
+        if now - self.last_move > STALL_SECONDS or self.queue.held():
             self._explain(counts, now - self.last_move)
 
     def _enqueue(self, find: Callable[[Session], list[int]]) -> None:

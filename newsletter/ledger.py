@@ -15,9 +15,11 @@ The database is the truth and the queue is only transport. Every delivery row mo
   server's reply (RFC 5321 4.1.1.4: the client cannot know whether the message was taken, and a
   temporary failure is retried). A copy sent twice carries the same Message-ID (links.message_id is
   derived from issue and subscriber), so receiving systems and readers' clients can fold the two.
-- A lease never runs out under a live sender: a worker stops before a message it could only reach
-  after half its lease (throttling pauses, slow replies) and gives the rest of the group back, so one
-  SMTP transaction longer than half of `lease_seconds` is the only way two workers send the same row.
+- A lease never runs out under a live sender: a worker renews its leases every quarter of
+  `lease_seconds` (leases.Heartbeat), and should it fail to (the database away) it stops before a
+  message it could only reach after half its lease without a renewal and gives the rest of the group
+  back, so one SMTP transaction longer than half of `lease_seconds` with the database away is the
+  only way two workers send the same row.
 """
 
 from __future__ import annotations

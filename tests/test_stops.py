@@ -143,3 +143,22 @@ def test_a_worker_killed_with_sigkill_costs_about_a_lease(
     duplicates = sum(received.values()) - SUBSCRIBERS
     assert duplicates <= THREADS_PER_WORKER * leases.GROUP_SIZE, f"{duplicates} sent twice, past the README's bound"
     assert recovered < 6 * settings.lease_seconds
+
+
+def test_send_says_when_no_worker_takes_anything(
+    stop_settings: Settings, postgres_engine: Engine, smtpd: MailSink
+) -> None:
+    queue, issue_id = start_send(postgres_engine, stop_settings)  # and no worker running
+    lines: list[str] = []
+    watch = campaign.Watch(postgres_engine, queue, issue_id, lines.append)
+    with database.transaction(postgres_engine) as session:
+        counts = ledger.counts(session, issue_id)
+    watch.saw(counts, None)
+    assert lines == [], "not at once"
+    watch.last_move -= campaign.NO_WORKER_SECONDS  # as if nothing had moved for that long
+    watch.saw(counts, None)
+    watch.saw(counts, None)
+    queue.stop()
+    assert len(lines) == 1, "said once per stall"
+    assert "no worker has taken a delivery" in lines[0] and "`newsletter worker`" in lines[0]
+    assert stop_settings.queue_name in lines[0]
