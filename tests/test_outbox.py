@@ -90,10 +90,11 @@ def test_a_restarted_queue_sends_each_unsent_message_once(settings: Settings, en
     busy = store(engine, "busy@example.com", DeliveryStatus.SENDING, claimed_ago_seconds=0)
     sent = store(engine, "sent@example.com", DeliveryStatus.SENT)
     queue = Queue(quick, engine)
-    queue.start_worker(1)
     try:
+        # Both starts enqueue before any worker runs, so each message is on the queue twice.
         assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_message) == 2
         assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_message) == 2  # a second start
+        queue.start_worker(1)
         wait_until(lambda: status_of(engine, pending) == status_of(engine, busy) == DeliveryStatus.SENT)
         time.sleep(0.3)
     finally:
