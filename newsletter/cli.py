@@ -944,6 +944,9 @@ def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda _signal, _frame: stop.set())
+    # A worker started while the database is away (a machine booting, a failover) waits for it, as it
+    # does mid-send; a database that answers but is not at the latest schema is a mistake to name at once.
+    outages.wait_out(lambda: app.engine.connect().close(), stop)
     engine = outages.wait_out(app.ready_engine, stop)
     queue = Queue(settings, engine)
     queue.start_worker(threads)

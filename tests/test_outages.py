@@ -5,6 +5,7 @@ twice, and a relay's outage spends no reader's try."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -283,3 +284,37 @@ def test_send_waits_for_a_broker_down_at_start_with_one_line(
     assert "Traceback" not in text, text
     assert "unreachable" in text and "waiting for it to come back" in text, text
     assert len({message.recipient for message in smtpd.received}) == 20
+
+
+def test_a_worker_started_while_the_database_is_away_waits_for_it(
+    postgres_proxy: TcpProxy, postgres_url: str, fleet_settings: Settings, postgres_engine: Engine
+) -> None:
+    settings = fleet_settings.replace(database_url=postgres_proxy.url_for(postgres_url, 5432))
+    postgres_proxy.refuse()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NEWSLETTER_")}
+    env.update({f"NEWSLETTER_{name.upper()}": str(getattr(settings, name)) for name in settings.__dataclass_fields__})
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "worker", "--threads", "1"]
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[str] = []
+    stdout = worker.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: output.extend(line.decode(errors="replace") for line in stdout))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("waiting for it" in line for line in output):
+            time.sleep(0.1)
+        assert worker.poll() is None, "".join(output)
+        postgres_proxy.restore()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(line.startswith("Worker on") for line in output):
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        reader.join(10)
+        stdout.close()
+    text = "".join(output)
+    assert "the database is unreachable" in text and "waiting for it to come back" in text, text
+    assert any(line.startswith("Worker on") for line in output), text
+    assert "Traceback" not in text, text
