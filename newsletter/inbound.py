@@ -109,10 +109,10 @@ def apply_kept(session: Session, settings: Settings, kept_id: int) -> Tally:
     """Apply an unverified report by hand, as the editor decided: its addresses are believed as written.
 
     Raises:
-        KeptMessageNotFound: no unverified report has this number, or it was applied already.
+        KeptMessageNotFound: no unverified report has this number, or it was applied or dismissed already.
     """
-    kept = session.get(UnrecognizedMessage, kept_id, with_for_update=True)
-    if kept is None or kept.kind != UNVERIFIED or kept.applied_at is not None:
+    kept = _waiting(session, kept_id)
+    if kept is None or kept.kind != UNVERIFIED:
         raise KeptMessageNotFound(f"no unverified report #{kept_id} waiting to be applied")
     message = parse(kept.raw)
     reading = read_message(message, settings, message_digest(message, kept.raw), kept.recipient or None)
@@ -122,19 +122,28 @@ def apply_kept(session: Session, settings: Settings, kept_id: int) -> Tally:
 
 
 def dismiss_kept(session: Session, kept_id: int, actor: str | None = None) -> None:
-    """Drop a kept message the editor has looked at and will not apply; the log says who and what it was.
+    """Put away a kept message the editor has looked at and will not apply; the log says who and what it was.
+
+    The row stays, marked and without the message, so the same mail read again (a mailbox fetched twice)
+    is known and not kept again.
 
     Raises:
-        KeptMessageNotFound: no kept message has this number, or it was applied already.
+        KeptMessageNotFound: no kept message has this number, or it was applied or dismissed already.
     """
-    kept = session.get(UnrecognizedMessage, kept_id, with_for_update=True)
-    if kept is None or kept.applied_at is not None:
+    kept = _waiting(session, kept_id)
+    if kept is None:
         raise KeptMessageNotFound(f"no kept message #{kept_id} waiting")
     payload = {"kind": kept.kind, "sender": kept.sender[:320], "subject": kept.subject[:200], "note": kept.note[:500]}
     record_event(
         session, None, DISMISSED, "desk", reason=f"kept message #{kept_id} dismissed", payload=payload, actor=actor
     )
-    session.delete(kept)
+    kept.dismissed_at, kept.raw = utcnow(), b""
+
+
+def _waiting(session: Session, kept_id: int) -> UnrecognizedMessage | None:
+    """The kept message with this number, locked, when it is still before the editor."""
+    query = select(UnrecognizedMessage).where(UnrecognizedMessage.id == kept_id, UnrecognizedMessage.waiting())
+    return session.scalar(query.with_for_update())
 
 
 def _apply(session: Session, settings: Settings, reading: Reading, source: str) -> Tally | None:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    ColumnElement,
     DateTime,
     Dialect,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -333,8 +335,16 @@ class UnrecognizedMessage(Base):
         String(KEPT_KIND_MAX_CHARS), default="unrecognized", server_default="unrecognized", index=True
     )
     applied_at: Mapped[dt.datetime | None]
+    # Set when the editor dismissed it: the row stays (without the message) so the same mail read again
+    # is known by its external_id and not kept a second time. Who did it is in `events`.
+    dismissed_at: Mapped[dt.datetime | None]
     size_bytes: Mapped[int] = mapped_column(Integer)
     raw: Mapped[bytes] = mapped_column(LargeBinary)  # the head of the message, cut at a fixed size
+
+    @classmethod
+    def waiting(cls) -> ColumnElement[bool]:
+        """The kept messages still before the editor: neither applied nor dismissed."""
+        return and_(cls.applied_at.is_(None), cls.dismissed_at.is_(None))
 
 
 class Throttle(Base):

@@ -182,7 +182,7 @@ def needs_attention(session: Session) -> list[Attention]:
     kept: dict[str, int] = dict(
         session.execute(
             select(UnrecognizedMessage.kind, func.count())
-            .where(UnrecognizedMessage.applied_at.is_(None))
+            .where(UnrecognizedMessage.waiting())
             .group_by(UnrecognizedMessage.kind)
         ).all()
     )
@@ -218,7 +218,7 @@ def unrecognized_messages(session: Session, limit: int = 100) -> list[Unrecogniz
             UnrecognizedMessage.subject,
             UnrecognizedMessage.note,
         )
-        .where(UnrecognizedMessage.applied_at.is_(None))
+        .where(UnrecognizedMessage.waiting())
         .order_by(UnrecognizedMessage.received_at.desc(), UnrecognizedMessage.id.desc())
         .limit(limit)
     )

@@ -116,7 +116,7 @@ def unverified_reports(session: Session, limit: int = 100) -> list[UnrecognizedM
     return list(
         session.scalars(
             select(UnrecognizedMessage)
-            .where(UnrecognizedMessage.kind == "unverified", UnrecognizedMessage.applied_at.is_(None))
+            .where(UnrecognizedMessage.kind == "unverified", UnrecognizedMessage.waiting())
             .order_by(UnrecognizedMessage.received_at.desc(), UnrecognizedMessage.id.desc())
             .limit(limit)
         )

@@ -110,7 +110,8 @@ async def test_kept_messages_are_applied_or_dismissed(client: AsyncClient, engin
     answer = await post_form(client, "/admin/bounces", f"/admin/bounces/kept/{kept_id}/dismiss")
     assert answer.status_code == 303
     with database.transaction(engine) as session:
-        assert session.get(UnrecognizedMessage, kept_id) is None
+        assert session.get_one(UnrecognizedMessage, kept_id).dismissed_at is not None
         assert session.query(Event).filter_by(kind="kept_dismissed").one().actor == "editor@example.org"
+    assert f"Dismiss #{kept_id}" not in (await client.get("/admin/bounces")).text
     again = await post_form(client, "/admin/bounces", f"/admin/bounces/kept/{kept_id}/dismiss")
     assert again.status_code == 404

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter.inbound import KeptMessageNotFound, Verdict, apply_kept, ingest
+from newsletter.inbound import DISMISSED, KeptMessageNotFound, Verdict, apply_kept, dismiss_kept, ingest
 from newsletter.models import Event, SubscriberStatus, UnrecognizedMessage
+from newsletter.overview import unrecognized_messages
 from newsletter.settings import Settings
 from tests.inbound_mail import Sent, arf, dsn, failed, make_sent
 
@@ -327,6 +328,36 @@ def test_a_human_reply_is_kept_for_the_editor_once(session: Session, sent: Sent)
     [kept] = unrecognized(session)
     assert (kept.subject, kept.source, kept.raw) == ("Re: First", "imap", raw)
     assert kept.recipient == sent.verp("ann@example.com")
+
+
+def test_a_dismissed_message_read_again_is_not_kept_again(session: Session, sent: Sent) -> None:
+    raw = (
+        f"From: Ann <ann@example.com>\nTo: {sent.verp('ann@example.com')}\nSubject: Re: First\n"
+        "Message-ID: <dismissed@example.com>\nDate: Mon, 7 Dec 2026 05:00:00 +0000\n\nThanks!\n"
+    ).encode()
+    ingest(session, sent.settings, raw, source="imap")
+    [kept] = unrecognized(session)
+    dismiss_kept(session, kept.id, actor="editor@example.org")
+    # Fetched again, with a Received line more (the same Message-ID, Date and From): known, not kept again.
+    again = ingest(session, sent.settings, b"Received: from mx by imap; Mon, 7 Dec 2026\n" + raw, source="imap")
+    assert again.duplicates == 1 and again.recorded == 0
+    assert [row.id for row in unrecognized(session)] == [kept.id]
+    assert unrecognized_messages(session) == []
+    assert kept.dismissed_at is not None and kept.raw == b""
+    [event] = events(session, DISMISSED)
+    assert event.actor == "editor@example.org" and event.payload is not None
+    assert event.payload["subject"] == "Re: First"
+
+
+def test_a_dismissed_report_cannot_be_applied_nor_dismissed_again(session: Session, sent: Sent) -> None:
+    ingest(session, sent.settings, dsn("bounces@example.org", [failed("bob@example.net")]), source="stdin")
+    [kept] = unrecognized(session)
+    dismiss_kept(session, kept.id)
+    with pytest.raises(KeptMessageNotFound):
+        apply_kept(session, sent.settings, kept.id)
+    with pytest.raises(KeptMessageNotFound):
+        dismiss_kept(session, kept.id)
+    assert sent.subscribers["bob@example.net"].status == SubscriberStatus.ACTIVE
 
 
 def test_a_bounce_about_nobody_on_the_list_is_kept(session: Session, sent: Sent) -> None:
