@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from newsletter import database, language
-from newsletter.accounts import AccountExists, AccountNotFound, TooManySignIns, WeakPassword
+from newsletter.accounts import AccountExists, AccountNotFound, SignedIn, TooManySignIns, WeakPassword
 from newsletter.directory import BadCursor
 from newsletter.errors import DatabaseNotReady, InvalidAddress, IssueNotFound, NewsletterError, SubscriberNotFound
 from newsletter.inbound import KeptMessageNotFound
@@ -27,9 +27,9 @@ from newsletter.subscriptions import SubscriberExists
 from newsletter.tokens import Signer, TokenExpired, TokenInvalid
 from subscribers import api, archive, leaving, signup, webhooks
 from subscribers.api import NotAnEditor, NotAuthenticated
-from subscribers.context import Context, Enqueue, context_of, error_page
+from subscribers.context import Context, Enqueue, context_of, error_page, is_desk_path
 from subscribers.desk import desk_routes
-from subscribers.desk.guard import DeskSessions, ViewerCannotChange
+from subscribers.desk.guard import DeskSessions, ViewerCannotChange, error_account
 from subscribers.desk.sending import SendRunning, Sends
 from subscribers.fields import BadInput
 from subscribers.logs import redact
@@ -144,14 +144,22 @@ async def newsletter_error(request: Request, error: Exception) -> Response:
         headers = {"www-authenticate": 'Bearer realm="newsletter"'}  # RFC 6750 3
     if status in (408, 413):  # the rest of the body may still be on its way: never read it as the next request
         headers = {"connection": "close"}
-    return error_page(request, status, str(error), headers)
+    return error_page(request, status, str(error), headers, await _desk_account(request, status))
 
 
 async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     messages = {404: "There is no page at this address.", 405: "This page cannot be used that way."}
     headers = dict(error.headers) if error.headers else None
-    return error_page(request, error.status_code, messages.get(error.status_code, error.detail), headers)
+    message = messages.get(error.status_code, error.detail)
+    return error_page(request, error.status_code, message, headers, await _desk_account(request, error.status_code))
+
+
+async def _desk_account(request: Request, status: int) -> SignedIn | None:
+    """Who is signed in, for a desk error page's navigation (not when the body or the database is the error)."""
+    if not is_desk_path(request.url.path) or status in (408, 413, 503):
+        return None
+    return await error_account(request)
 
 
 async def client_gone(request: Request, error: Exception) -> Response:

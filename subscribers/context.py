@@ -20,6 +20,7 @@ from newsletter.tokens import Signer
 from subscribers.pages import Pages
 
 if TYPE_CHECKING:
+    from newsletter.accounts import SignedIn
     from subscribers.desk.guard import DeskSessions
     from subscribers.desk.sending import Sends
 from subscribers.security import Csrf, FormStamp
@@ -99,15 +100,23 @@ def page(
     return context_of(request).pages.response(template, status_code, headers, reader_language(request), **values)
 
 
-def error_page(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The error page of the request's part of the site: the desk's, the API's (JSON) or the readers' (a
-    sentence, translated when the catalog has it)."""
+def error_page(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None, account: SignedIn | None = None
+) -> Response:
+    """The error page of the request's part of the site: the desk's (with its navigation for `account`), the
+    API's (JSON) or the readers' (a sentence, translated when the catalog has it)."""
     path = request.url.path
     if path == "/api" or path.startswith("/api/"):
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
-    if path == "/admin" or path.startswith("/admin/"):
-        return page(request, "desk/error.html", status, headers, status=status, message=sentence(message), account=None)
+    if is_desk_path(path):
+        from subscribers.desk.guard import desk_page  # the desk's pages build on this module
+
+        return desk_page(request, account, "desk/error.html", status, headers, status=status, message=sentence(message))
     return page(request, "error.html", status, headers, status=status, message=gettext(request, sentence(message)))
+
+
+def is_desk_path(path: str) -> bool:
+    return path == "/admin" or path.startswith("/admin/")
 
 
 def sentence(text: str) -> str:

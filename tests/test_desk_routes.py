@@ -87,3 +87,37 @@ async def test_a_viewer_changes_nothing(client: AsyncClient, engine: Engine, sto
             assert answer.status_code == 403, (method, path)
         elif path != "/admin/sign-out":
             assert (await client.post(path, data={"csrf_token": csrf})).status_code == 403, path
+
+
+DESK_NAVIGATION = '<nav aria-label="Desk">'
+
+
+async def test_desk_errors_keep_the_desk_around_them(client: AsyncClient, stored: None, engine: Engine) -> None:
+    await sign_in(client)
+    chinese = {"accept-language": "zh-CN"}
+    cases = [("GET", "/admin/nothing", 404), ("GET", "/admin/subscribers/999", 404), ("DELETE", "/admin/sign-in", 405)]
+    for method, path, status in cases:
+        answer = await client.request(method, path, headers=chinese)
+        assert answer.status_code == status, path
+        assert DESK_NAVIGATION in answer.text and "editor@example.org" in answer.text, path
+        assert '<a href="/admin">Back to the dashboard</a>' in answer.text, path
+        assert '<html lang="en">' in answer.text and "页面不存在" not in answer.text, path  # the desk's words
+
+
+async def test_a_viewer_refused_sees_the_desk(client: AsyncClient, stored: None, engine: Engine) -> None:
+    make_account(engine, VIEWER, AccountRole.VIEWER)
+    await sign_in(client, VIEWER)
+    page = await client.get("/admin/subscribers/1")
+    answer = await client.post("/admin/subscribers/1/unsubscribe", data={"csrf_token": hidden(page.text, "csrf_token")})
+    assert answer.status_code == 403 and DESK_NAVIGATION in answer.text and VIEWER in answer.text
+
+
+async def test_a_desk_error_without_a_session_points_to_sign_in(client: AsyncClient) -> None:
+    answer = await client.delete("/admin/sign-in")
+    assert answer.status_code == 405 and DESK_NAVIGATION not in answer.text
+    assert '<a href="/admin/sign-in">Sign in to the desk</a>' in answer.text
+
+
+async def test_a_readers_404_stays_the_readers(client: AsyncClient) -> None:
+    answer = await client.get("/nothing", headers={"accept-language": "zh-CN"})
+    assert answer.status_code == 404 and DESK_NAVIGATION not in answer.text and "页面不存在" in answer.text

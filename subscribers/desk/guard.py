@@ -125,16 +125,29 @@ async def sign_in_first(request: Request) -> Response:
 
 
 def desk_page(
-    request: Request, account: SignedIn | None, template: str, status_code: int = 200, **values: Any
+    request: Request,
+    account: SignedIn | None,
+    template: str,
+    status_code: int = 200,
+    extra_headers: dict[str, str] | None = None,
+    **values: Any,
 ) -> Response:
     """A desk page with the account shown in its header and a CSRF token for its forms."""
     context = context_of(request)
     cookie, token = context.csrf.token_for(request)
     values.setdefault("notice", context.sessions.notice(request))
-    headers = {"content-security-policy": DESK_POLICY}
+    headers = {**(extra_headers or {}), "content-security-policy": DESK_POLICY}
     response = page(request, template, status_code, headers, account=account, csrf_token=token, **values)
     context.csrf.set_cookie(response, cookie)
     return response
+
+
+async def error_account(request: Request) -> SignedIn | None:
+    """The signed-in account for a desk error page's navigation, or None (also when the database is why)."""
+    try:
+        return await signed_in_account(request)
+    except Exception:  # the page explains an error already; failing to name the account must not hide it
+        return None
 
 
 def _text(form: FormData, name: str) -> str:
