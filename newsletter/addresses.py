@@ -28,13 +28,14 @@ def normalize_address(email: str, check_deliverability: bool = False) -> tuple[s
     return given, result.normalized.lower()
 
 
-def clean_name(name: str | None) -> str | None:
-    """A display name without control characters (CR/LF could inject headers), or None when empty."""
+def clean_name(name: str | None, max_chars: int = NAME_MAX_CHARS) -> str | None:
+    """A display name (or another line of text) without control characters (CR/LF could inject headers),
+    spaces folded, at most `max_chars`; None when empty."""
     if name is None:
         return None
     if not name.isprintable():  # the common case skips the per-character look-up
         name = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in name)
-    cleaned = " ".join(name.split())[:NAME_MAX_CHARS]
+    cleaned = " ".join(name.split())[:max_chars]
     return cleaned or None
 
 

@@ -26,6 +26,7 @@ from newsletter.models import (
 )
 from newsletter.subscriptions import record_event
 from newsletter.tags import add_tags, tags_of
+from newsletter.topics import TopicView, chosen_topics, list_topics, set_topics
 
 DEFAULT_PAGE_ROWS = 50
 MAX_PAGE_ROWS = 500
@@ -233,6 +234,8 @@ class Record:
     tags: list[str]
     history: list[HistoryLine]
     received: list[Received] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)  # the keys the reader chose
+    offered: list[TopicView] = field(default_factory=list)  # every topic the editor defined
 
 
 def reader(session: Session, subscriber_id: int) -> Record:
@@ -271,7 +274,8 @@ def reader(session: Session, subscriber_id: int) -> Record:
             .limit(HISTORY_ROWS)
         )
     ]
-    return Record(subscriber, tags_of(session, subscriber_id), history, received)
+    tags = tags_of(session, subscriber_id)
+    return Record(subscriber, tags, history, received, chosen_topics(session, subscriber_id), list_topics(session))
 
 
 def get_by_id(session: Session, subscriber_id: int) -> Subscriber:
@@ -296,10 +300,15 @@ def edit(
     tags: list[str] | None,
     source: str,
     actor: str | None,
+    topics: list[str] | None = None,
 ) -> Subscriber:
-    """Change a subscriber's name, language and tags (None leaves a field as it is); logs what changed.
+    """Change a subscriber's name, language, tags and topics (None leaves a field as it is); logs what changed.
 
     The caller passes tags already cleaned (tags.split_tags) and a language the catalogs support.
+
+    Raises:
+        SubscriberNotFound: no subscriber has this id.
+        InvalidTopic: a topic key names no topic.
     """
     subscriber = get_by_id(session, subscriber_id)
     changed: dict[str, Any] = {}
@@ -318,6 +327,11 @@ def edit(
         add_tags(session, [subscriber_id], sorted(new - old))
         if old != new:
             changed["tags"] = sorted(new)
+    if topics is not None:
+        old_topics = chosen_topics(session, subscriber_id)
+        new_topics = set_topics(session, subscriber, topics)
+        if new_topics != old_topics:
+            changed["topics"] = new_topics
     if changed:
         record_event(session, subscriber, "edited", source, payload=changed, actor=actor)
     return subscriber

@@ -67,6 +67,7 @@ KEPT_HEADER_MAX_CHARS = 500  # sender, recipient and subject of a kept message
 REASON_NAME_MAX_CHARS = 32  # newsletter.reasons names ("userunknown") and ARF feedback types
 KEPT_KIND_MAX_CHARS = 16  # "unrecognized" or "unverified"
 KEPT_MESSAGE_MAX_BYTES = 256 * 1024  # the head of an unrecognized message kept for the editor
+TOPIC_DESCRIPTION_MAX_CHARS = 500  # one line under a topic's name on the sign-up and preferences pages
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit keys.
 Id = BigInteger().with_variant(Integer(), "sqlite")

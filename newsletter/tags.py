@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from newsletter.addresses import normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.models import TAG_MAX_CHARS, Subscriber, SubscriberTag
+from newsletter.subscriptions import record_event
 
 
 class InvalidTag(NewsletterError):
@@ -18,7 +19,11 @@ class InvalidTag(NewsletterError):
 
 
 class UnknownSubscriber(NewsletterError):
-    """An address that is not on the list."""
+    """An address (or an id) that is not on the list."""
+
+
+class TagNotFound(NewsletterError):
+    """No subscriber carries this tag."""
 
 
 def clean_tag(tag: str) -> str:
@@ -75,6 +80,51 @@ def untag(session: Session, emails: Iterable[str], tags: Sequence[str]) -> int:
     cleaned = [clean_tag(tag) for tag in tags]
     session.execute(delete(SubscriberTag).where(SubscriberTag.subscriber_id.in_(ids), SubscriberTag.tag.in_(cleaned)))
     return len(ids)
+
+
+def tag_subscribers(
+    session: Session, subscriber_ids: Sequence[int], tag: str, *, source: str, actor: str | None = None
+) -> int:
+    """Put one tag on the subscribers with these ids; returns how many carry it now. The log says who.
+
+    Raises:
+        UnknownSubscriber: an id names nobody.
+        InvalidTag: the tag is not valid.
+    """
+    cleaned = clean_tag(tag)
+    wanted = set(subscriber_ids)
+    # An id past the 64-bit keys can name no row (and would overflow the driver's integer).
+    possible = [subscriber_id for subscriber_id in wanted if 0 < subscriber_id < 2**63]
+    found = set(session.scalars(select(Subscriber.id).where(Subscriber.id.in_(possible)))) if possible else set()
+    if wanted - found:
+        raise UnknownSubscriber(f"no subscriber has the id {min(wanted - found)}")
+    add_tags(session, sorted(found), [cleaned])
+    payload = {"tag": cleaned, "subscribers": len(found)}
+    record_event(
+        session, None, "tagged", source, reason=f"tag {cleaned} put on {len(found)}", payload=payload, actor=actor
+    )
+    return _carrying(session, cleaned)
+
+
+def remove_tag(session: Session, tag: str, *, source: str, actor: str | None = None) -> int:
+    """Take a tag off every subscriber; returns how many carried it. The log says who.
+
+    Raises:
+        TagNotFound: nobody carries it.
+        InvalidTag: the tag is not valid.
+    """
+    cleaned = clean_tag(tag)
+    carrying = _carrying(session, cleaned)
+    if not carrying:
+        raise TagNotFound(f"no subscriber carries the tag {cleaned[:80]!r}")
+    session.execute(delete(SubscriberTag).where(SubscriberTag.tag == cleaned))
+    payload = {"tag": cleaned, "subscribers": carrying}
+    record_event(session, None, "tag_removed", source, reason=f"tag {cleaned} removed", payload=payload, actor=actor)
+    return carrying
+
+
+def _carrying(session: Session, tag: str) -> int:
+    return session.scalar(select(func.count()).select_from(SubscriberTag).where(SubscriberTag.tag == tag)) or 0
 
 
 def tags_of(session: Session, subscriber_id: int) -> list[str]:

@@ -6,17 +6,29 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import clean_name
 from newsletter.errors import NewsletterError
-from newsletter.models import NAME_MAX_CHARS, TOPIC_KEY_MAX_CHARS, Subscriber, SubscriberTopic, Topic
+from newsletter.models import (
+    TOPIC_DESCRIPTION_MAX_CHARS,
+    TOPIC_KEY_MAX_CHARS,
+    Subscriber,
+    SubscriberTopic,
+    Topic,
+)
+from newsletter.subscriptions import record_event
 
 TOPIC_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 class InvalidTopic(NewsletterError):
     """A topic key that is not a short lower-case word, or a topic that does not exist."""
+
+
+class TopicNotFound(InvalidTopic):
+    """No topic has this key (`newsletter topics remove`, the API's /topics/KEY)."""
 
 
 @dataclass(frozen=True)
@@ -42,29 +54,52 @@ def check_key(key: str) -> str:
     return cleaned
 
 
-def define_topic(session: Session, key: str, name: str, description: str = "") -> TopicView:
-    """Create a topic, or rename and describe the one with this key."""
+def define_topic(
+    session: Session, key: str, name: str, description: str = "", *, source: str = "cli", actor: str | None = None
+) -> TopicView:
+    """Create a topic, or rename and describe the one with this key; the log says who."""
     key = check_key(key)
-    shown = " ".join(name.split())[:NAME_MAX_CHARS] or key
+    shown = clean_name(name) or key
+    described = clean_name(description, TOPIC_DESCRIPTION_MAX_CHARS) or ""
     topic = session.scalar(select(Topic).where(Topic.key == key))
     if topic is None:
-        topic = Topic(key=key, name=shown, description=description.strip())
+        topic = Topic(key=key, name=shown, description=described)
         session.add(topic)
     else:
-        topic.name, topic.description = shown, description.strip()
+        topic.name, topic.description = shown, described
     session.flush()
+    payload = {"key": key, "name": shown}
+    record_event(session, None, "topic_defined", source, reason=f"topic {key} defined", payload=payload, actor=actor)
     return TopicView(topic.key, topic.name, topic.description)
 
 
-def remove_topic(session: Session, key: str) -> None:
-    """Delete a topic and every reader's choice of it.
+def remove_topic(session: Session, key: str, *, source: str = "cli", actor: str | None = None) -> None:
+    """Delete a topic and every reader's choice of it; the log says who.
 
     Raises:
-        InvalidTopic: there is no such topic.
+        TopicNotFound: there is no such topic.
+        InvalidTopic: the key is not a topic key at all.
     """
     topic = _topic(session, key)
+    payload = {"key": topic.key, "name": topic.name}
     session.delete(topic)
     session.flush()
+    record_event(
+        session, None, "topic_removed", source, reason=f"topic {topic.key} removed", payload=payload, actor=actor
+    )
+
+
+def topic_counts(session: Session) -> list[tuple[TopicView, int]]:
+    """Every topic, in the order they were defined, with how many readers chose it."""
+    chosen = (
+        select(SubscriberTopic.topic_id, func.count().label("readers")).group_by(SubscriberTopic.topic_id).subquery()
+    )
+    query = (
+        select(Topic, func.coalesce(chosen.c.readers, 0))
+        .outerjoin(chosen, chosen.c.topic_id == Topic.id)
+        .order_by(Topic.id)
+    )
+    return [(TopicView(topic.key, topic.name, topic.description), count) for topic, count in session.execute(query)]
 
 
 def list_topics(session: Session) -> list[TopicView]:
@@ -113,8 +148,18 @@ def choose_topics(session: Session, subscriber: Subscriber, keys: Iterable[str])
     return chosen_topics(session, subscriber.id)
 
 
+def set_topics(session: Session, subscriber: Subscriber, keys: Iterable[str]) -> list[str]:
+    """Make the reader's topics exactly `keys`, as the editor asks (the desk, the API): an unknown key is an error.
+
+    Raises:
+        InvalidTopic: a key names no topic.
+    """
+    topic_ids(session, keys)
+    return choose_topics(session, subscriber, keys)
+
+
 def _topic(session: Session, key: str) -> Topic:
     topic = session.scalar(select(Topic).where(Topic.key == check_key(key)))
     if topic is None:
-        raise InvalidTopic(f"no topic {key[:80]!r}; `newsletter topics list` shows them")
+        raise TopicNotFound(f"no topic {key[:80]!r}; `newsletter topics list` shows them")
     return topic

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from newsletter import accounts, directory, ledger, optin, overview, subscriptions, tags
+from newsletter import accounts, directory, ledger, optin, overview, subscriptions, tags, topics
 from newsletter.accounts import SignedIn
 from newsletter.confirmation import store_confirmation
 from newsletter.errors import NewsletterError
@@ -67,6 +67,7 @@ def subscriber_json(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         "source": subscriber.source,
         "language": subscriber.language,
         "tags": tags.tags_of(session, subscriber.id),
+        "topics": topics.chosen_topics(session, subscriber.id),
         "created_at": subscriber.created_at.isoformat(),
         "confirmed_at": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else None,
         "unsubscribed_at": subscriber.unsubscribed_at.isoformat() if subscriber.unsubscribed_at else None,
@@ -203,6 +204,7 @@ async def update_subscriber(request: Request, account: SignedIn) -> Response:
     body = await _body(request, "SubscriberUpdate")
     new_tags = _tags(body["tags"]) if "tags" in body else None
     language = _language(body["language"]) if "language" in body else None
+    new_topics = list(body["topics"]) if "topics" in body else None
 
     def _update(session: Session) -> dict[str, Any]:
         subscriber = directory.edit(
@@ -211,6 +213,7 @@ async def update_subscriber(request: Request, account: SignedIn) -> Response:
             name=(body.get("name") or "") if "name" in body else None,
             language=language,
             tags=new_tags,
+            topics=new_topics,
             source=API_SOURCE,
             actor=account.email,
         )
@@ -248,6 +251,52 @@ async def list_tags(request: Request, account: SignedIn) -> Response:
     return JSONResponse({"items": [{"tag": tag, "subscribers": count} for tag, count in counts]})
 
 
+async def create_tag(request: Request, account: SignedIn) -> Response:
+    body = await _body(request, "TagCreate")
+    [tag] = _tags([body["tag"]])
+    carrying = await context_of(request).run(
+        lambda session: tags.tag_subscribers(session, body["subscribers"], tag, source=API_SOURCE, actor=account.email)
+    )
+    return JSONResponse({"tag": tag, "subscribers": carrying}, status_code=201)
+
+
+async def delete_tag(request: Request, account: SignedIn) -> Response:
+    [tag] = _tags([request.path_params["tag"]])
+    await context_of(request).run(lambda session: tags.remove_tag(session, tag, source=API_SOURCE, actor=account.email))
+    return Response(status_code=204)
+
+
+def topic_json(topic: topics.TopicView, readers: int) -> dict[str, Any]:
+    return {"key": topic.key, "name": topic.name, "description": topic.description, "subscribers": readers}
+
+
+async def list_topics(request: Request, account: SignedIn) -> Response:
+    found = await context_of(request).run(topics.topic_counts)
+    return JSONResponse({"items": [topic_json(topic, readers) for topic, readers in found]})
+
+
+async def define_topic(request: Request, account: SignedIn) -> Response:
+    key = request.path_params["key"]
+    body = await _body(request, "TopicDefine")
+
+    def _define(session: Session) -> dict[str, Any]:
+        topic = topics.define_topic(
+            session, key, body["name"], body.get("description", ""), source=API_SOURCE, actor=account.email
+        )
+        readers = dict((view.key, count) for view, count in topics.topic_counts(session))
+        return topic_json(topic, readers[topic.key])
+
+    return JSONResponse(await context_of(request).run(_define))
+
+
+async def delete_topic(request: Request, account: SignedIn) -> Response:
+    key = request.path_params["key"]
+    await context_of(request).run(
+        lambda session: topics.remove_topic(session, key, source=API_SOURCE, actor=account.email)
+    )
+    return Response(status_code=204)
+
+
 async def list_issues(request: Request, account: SignedIn) -> Response:
     found = await context_of(request).run(overview.issue_summaries, API_ISSUES)
     return JSONResponse({"items": [summary_json(summary) for summary in found]})
@@ -274,6 +323,11 @@ routes = [
         API_PATH + "/subscribers/{id:int}/unsubscribe", api_route(unsubscribe_subscriber, change=True), methods=["POST"]
     ),
     Route(f"{API_PATH}/tags", api_route(list_tags), methods=["GET"]),
+    Route(f"{API_PATH}/tags", api_route(create_tag, change=True), methods=["POST"]),
+    Route(API_PATH + "/tags/{tag:path}", api_route(delete_tag, change=True), methods=["DELETE"]),
+    Route(f"{API_PATH}/topics", api_route(list_topics), methods=["GET"]),
+    Route(API_PATH + "/topics/{key}", api_route(define_topic, change=True), methods=["PUT"]),
+    Route(API_PATH + "/topics/{key}", api_route(delete_topic, change=True), methods=["DELETE"]),
     Route(f"{API_PATH}/issues", api_route(list_issues), methods=["GET"]),
     Route(API_PATH + "/issues/{slug}", api_route(get_issue), methods=["GET"]),
 ]

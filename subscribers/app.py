@@ -24,7 +24,9 @@ from newsletter.privacy import SubscriberErased
 from newsletter.schedule import InvalidSchedule, ScheduleNotFound
 from newsletter.settings import Settings
 from newsletter.subscriptions import SubscriberExists
+from newsletter.tags import InvalidTag, TagNotFound, UnknownSubscriber
 from newsletter.tokens import Signer, TokenExpired, TokenInvalid
+from newsletter.topics import InvalidTopic, TopicNotFound
 from subscribers import api, archive, leaving, signup, webhooks
 from subscribers.api import NotAnEditor, NotAuthenticated
 from subscribers.context import Context, Enqueue, context_of, error_page, is_desk_path
@@ -54,6 +56,11 @@ ERROR_STATUS: list[tuple[type[NewsletterError], int]] = [
     (NotAnEditor, 403),
     (NotAuthenticated, 401),
     (SubscriberExists, 409),
+    (TopicNotFound, 404),
+    (InvalidTopic, 422),
+    (TagNotFound, 404),
+    (UnknownSubscriber, 404),
+    (InvalidTag, 422),
     (BadCursor, 400),
     (BadInput, 422),
     (SubscriberNotFound, 404),

@@ -6,12 +6,36 @@ from typing import Any
 
 from newsletter.directory import MAX_PAGE_ROWS, MAX_QUERY_CHARS, Sort
 from newsletter.language import LANGUAGE_MAX_CHARS
-from newsletter.models import EMAIL_MAX_CHARS, NAME_MAX_CHARS, SLUG_MAX_CHARS, TAG_MAX_CHARS, SubscriberStatus
+from newsletter.models import (
+    EMAIL_MAX_CHARS,
+    NAME_MAX_CHARS,
+    SLUG_MAX_CHARS,
+    TAG_MAX_CHARS,
+    TOPIC_DESCRIPTION_MAX_CHARS,
+    TOPIC_KEY_MAX_CHARS,
+    SubscriberStatus,
+)
+from newsletter.topics import TOPIC_KEY_RE
 from subscribers.fields import MAX_TAGS, BadInput
 
 STATUSES = [str(status) for status in SubscriberStatus]
+MAX_TOPICS = 100  # topics one request sets on a subscriber
+MAX_TAGGED = 1000  # subscribers one request tags
+MAX_ID = 2**63 - 1
 _nullable_text = {"type": "string", "nullable": True}
 _TAGS = {"type": "array", "maxItems": MAX_TAGS, "items": {"type": "string", "maxLength": TAG_MAX_CHARS}}
+_TOPIC_KEY = {"type": "string", "maxLength": TOPIC_KEY_MAX_CHARS, "pattern": TOPIC_KEY_RE.pattern}
+_TOPICS = {
+    "type": "array",
+    "maxItems": MAX_TOPICS,
+    "items": _TOPIC_KEY,
+    "description": "Topic keys (`GET /topics`); none means every topic, as a reader who never chose.",
+}
+_TAG_COUNT = {
+    "type": "object",
+    "required": ["tag", "subscribers"],
+    "properties": {"tag": {"type": "string"}, "subscribers": {"type": "integer"}},
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
@@ -21,7 +45,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Subscriber": {
         "type": "object",
-        "required": ["id", "email", "name", "status", "source", "language", "tags", "created_at"],
+        "required": ["id", "email", "name", "status", "source", "language", "tags", "topics", "created_at"],
         "properties": {
             "id": {"type": "integer"},
             "email": {"type": "string"},
@@ -30,6 +54,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "source": {"type": "string"},
             "language": _nullable_text,
             "tags": {"type": "array", "items": {"type": "string"}},
+            "topics": {"type": "array", "items": {"type": "string"}},
             "created_at": {"type": "string", "format": "date-time"},
             "confirmed_at": {"type": "string", "format": "date-time", "nullable": True},
             "unsubscribed_at": {"type": "string", "format": "date-time", "nullable": True},
@@ -83,20 +108,52 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "name": {"type": "string", "nullable": True, "maxLength": NAME_MAX_CHARS},
             "language": {"type": "string", "nullable": True, "maxLength": LANGUAGE_MAX_CHARS},
             "tags": _TAGS,
+            "topics": _TOPICS,
         },
     },
+    "TagCount": _TAG_COUNT,
     "TagList": {
         "type": "object",
         "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _TAG_COUNT}},
+    },
+    "TagCreate": {
+        "type": "object",
+        "required": ["tag", "subscribers"],
+        "additionalProperties": False,
         "properties": {
-            "items": {
+            "tag": {"type": "string", "maxLength": TAG_MAX_CHARS},
+            "subscribers": {
                 "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["tag", "subscribers"],
-                    "properties": {"tag": {"type": "string"}, "subscribers": {"type": "integer"}},
-                },
-            }
+                "minItems": 1,
+                "maxItems": MAX_TAGGED,
+                "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                "description": "The ids of the subscribers to tag (a tag exists while someone carries it).",
+            },
+        },
+    },
+    "Topic": {
+        "type": "object",
+        "required": ["key", "name", "description", "subscribers"],
+        "properties": {
+            "key": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "subscribers": {"type": "integer", "description": "Readers who chose it."},
+        },
+    },
+    "TopicList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Topic"}}},
+    },
+    "TopicDefine": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": NAME_MAX_CHARS, "description": "As readers see it."},
+            "description": {"type": "string", "maxLength": TOPIC_DESCRIPTION_MAX_CHARS},
         },
     },
     "Issue": {
@@ -127,7 +184,7 @@ _ERRORS = {
     "400": "The request is malformed (a NUL in the URL, a damaged page cursor).",
     "401": "No valid bearer token.",
     "403": "The token is a viewer's, and this is a change.",
-    "404": "No such subscriber or issue.",
+    "404": "No such subscriber, issue, topic or tag.",
     "409": "The address is already on the list.",
     "413": "The body is too large.",
     "422": "A field is invalid.",
@@ -153,6 +210,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_KEY = {"name": "key", "in": "path", "required": True, "schema": _TOPIC_KEY}
+_TAG = {"name": "tag", "in": "path", "required": True, "schema": {"type": "string", "maxLength": TAG_MAX_CHARS}}
 _SLUG = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string", "maxLength": SLUG_MAX_CHARS}}
 LIST_PARAMETERS = [
     _query(
@@ -209,7 +268,7 @@ def document(base_url: str) -> dict[str, Any]:
                     "responses": _responses("200", "Subscriber", "The subscriber.", ("404",)),
                 },
                 "patch": {
-                    "summary": "Change name, language or tags.",
+                    "summary": "Change name, language, tags or topics.",
                     "requestBody": {"required": True, "content": _json("SubscriberUpdate")},
                     "responses": _responses("200", "Subscriber", "Changed.", ("403", "404", "413", "422")),
                 },
@@ -225,7 +284,39 @@ def document(base_url: str) -> dict[str, Any]:
                     "responses": _responses("200", "Subscriber", "Unsubscribed.", ("403", "404")),
                 },
             },
-            "/tags": {"get": {"summary": "Tags in use.", "responses": _responses("200", "TagList", "The tags.", ())}},
+            "/tags": {
+                "get": {"summary": "Tags in use.", "responses": _responses("200", "TagList", "The tags.", ())},
+                "post": {
+                    "summary": "Put a tag on subscribers (a new tag comes to be with its first subscriber).",
+                    "requestBody": {"required": True, "content": _json("TagCreate")},
+                    "responses": _responses("201", "TagCount", "Tagged.", ("403", "404", "413", "422")),
+                },
+            },
+            "/tags/{tag}": {
+                "parameters": [_TAG],
+                "delete": {
+                    "summary": "Take the tag off every subscriber.",
+                    "responses": _responses("204", None, "Removed.", ("403", "404", "422")),
+                },
+            },
+            "/topics": {
+                "get": {
+                    "summary": "The topics readers choose, with how many chose each.",
+                    "responses": _responses("200", "TopicList", "The topics.", ()),
+                }
+            },
+            "/topics/{key}": {
+                "parameters": [_KEY],
+                "put": {
+                    "summary": "Define the topic, or rename and describe it.",
+                    "requestBody": {"required": True, "content": _json("TopicDefine")},
+                    "responses": _responses("200", "Topic", "Defined.", ("403", "413", "422")),
+                },
+                "delete": {
+                    "summary": "Delete the topic and every reader's choice of it.",
+                    "responses": _responses("204", None, "Deleted.", ("403", "404", "422")),
+                },
+            },
             "/issues": {
                 "get": {"summary": "The last issues.", "responses": _responses("200", "IssueList", "Issues.", ())}
             },
@@ -261,9 +352,13 @@ def _check(schema: dict[str, Any], given: Any, where: str) -> None:
         raise BadInput(f"{where} must be one of {', '.join(schema['enum'])}")
     if kind == "string" and len(value) > schema.get("maxLength", len(value)):
         raise BadInput(f"{where} has more than {schema['maxLength']} characters")
+    if kind == "integer" and not schema.get("minimum", value) <= value <= schema.get("maximum", value):
+        raise BadInput(f"{where} must be from {schema['minimum']} to {schema['maximum']}")
     if kind == "array":
         if len(value) > schema.get("maxItems", len(value)):
             raise BadInput(f"{where} has more than {schema['maxItems']} items")
+        if len(value) < schema.get("minItems", 0):
+            raise BadInput(f"{where} needs at least {schema['minItems']} item")
         for index, item in enumerate(value):
             _check(schema["items"], item, f"{where}[{index}]")
     if kind == "object":

@@ -59,6 +59,11 @@ OPERATIONS = [
     ("DELETE", "/subscribers/{id}"),
     ("POST", "/subscribers/{id}/unsubscribe"),
     ("GET", "/tags"),
+    ("POST", "/tags"),
+    ("DELETE", "/tags/{tag}"),
+    ("GET", "/topics"),
+    ("PUT", "/topics/{key}"),
+    ("DELETE", "/topics/{key}"),
     ("GET", "/issues"),
     ("GET", "/issues/{slug}"),
 ]

@@ -18,7 +18,7 @@ from tests.webflow import hidden
 
 pytestmark = pytest.mark.anyio
 PUBLIC = {"/admin/sign-in", "/api/v1/openapi.json"}
-VALUES = {"id": "1", "slug": "spring"}
+VALUES = {"id": "1", "slug": "spring", "tag": "vip", "key": "weekly"}
 
 
 def desk_routes(client: AsyncClient) -> list[tuple[str, str]]:

@@ -299,3 +299,30 @@ async def test_dashboard_names_what_waits(client: AsyncClient, engine: Engine) -
             )
     page = await client.get("/admin")
     assert "2 reports are not tied to our mail" in page.text and "1 messages to the bounce address" in page.text
+
+
+async def test_a_readers_topics_are_ticked_on_their_page(client: AsyncClient, engine: Engine) -> None:
+    from newsletter import topics
+
+    await editor_client(client, engine)
+    with database.transaction(engine) as session:
+        topics.define_topic(session, "weekly", "每周精选")
+        topics.define_topic(session, "daily", "Daily")
+        subscriber_id = add_subscriber(session, "t@example.org").id
+    path = f"/admin/subscribers/{subscriber_id}"
+    page = await client.get(path)
+    assert 'name="topics" value="weekly"' in page.text and "每周精选" in page.text
+    token = hidden(page.text, "csrf_token")
+    fields = {"csrf_token": token, "name": "", "tags": "", "language": "", "topics_shown": "1", "topics": ["daily"]}
+    assert (await client.post(f"{path}/edit", data=fields)).status_code == 303
+    fields["topics"] = ["daily", "gone"]  # a topic removed while the page was open
+    refused = await client.post(f"{path}/edit", data=fields)
+    assert refused.status_code == 422 and "no topic" in refused.text
+    # A form without the topics box (no topics when it was drawn) leaves them as they are.
+    fields = {"csrf_token": token, "name": "T", "tags": "", "language": ""}
+    assert (await client.post(f"{path}/edit", data=fields)).status_code == 303
+    with database.transaction(engine) as session:
+        assert topics.chosen_topics(session, subscriber_id) == ["daily"]
+        events = session.query(Event).filter_by(subscriber_id=subscriber_id, kind="edited").all()
+        assert [event.payload for event in events] == [{"topics": ["daily"]}, {"name": True}]
+        assert {event.actor for event in events} == {EDITOR}

@@ -161,6 +161,12 @@ async def posted(request: Request) -> dict[str, str]:
     return {name: value for name, value in form.items() if isinstance(value, str)}
 
 
+async def posted_list(request: Request, name: str) -> list[str]:
+    """Every value of a field the form posts several times (checkboxes)."""
+    form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=MAX_FORM_FIELDS)
+    return [value for value in form.getlist(name) if isinstance(value, str)]
+
+
 def back_to(request: Request, path: str, notice: str = "") -> Response:
     """Redirect after a post (303: the browser GETs the page), with a notice for the next page."""
     suffix = f"?notice={context_of(request).sessions.notice_token(notice)}" if notice else ""

@@ -19,8 +19,9 @@ from newsletter.accounts import SignedIn
 from newsletter.errors import ImportFileError, InvalidAddress
 from newsletter.models import SubscriberSource, SubscriberStatus
 from newsletter.subscriptions import SubscriberExists
+from newsletter.topics import InvalidTopic
 from subscribers.context import context_of
-from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
+from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted, posted_list
 from subscribers.fields import BadInput, language_of, refuse_line_breaks, search_of, tags_of_text
 
 BASE = f"{DESK_PATH}/subscribers"
@@ -118,18 +119,27 @@ async def _record_page(request: Request, account: SignedIn, error: str = "") -> 
 async def edit(request: Request, account: SignedIn) -> Response:
     form = await posted(request)
     subscriber_id = request.path_params["id"]
+    # The form ticks topics only when the editor defined some; without the box, the topics stay as they are.
+    topics = await posted_list(request, "topics") if form.get("topics_shown") else None
     try:
         name = form.get("name", "").strip()
         refuse_line_breaks(name, form.get("tags", ""), form.get("language", ""))
         language = language_of(form.get("language", "").strip())
         tags = tags_of_text(form.get("tags", ""))
-    except BadInput as error:
-        return await _record_page(request, account, str(error))
-    await context_of(request).run(
-        lambda session: directory.edit(
-            session, subscriber_id, name=name, language=language, tags=tags, source=DESK_SOURCE, actor=account.email
+        await context_of(request).run(
+            lambda session: directory.edit(
+                session,
+                subscriber_id,
+                name=name,
+                language=language,
+                tags=tags,
+                topics=topics,
+                source=DESK_SOURCE,
+                actor=account.email,
+            )
         )
-    )
+    except (BadInput, InvalidTopic) as error:
+        return await _record_page(request, account, str(error))
     return back_to(request, f"{BASE}/{subscriber_id}", "Saved.")
 
 
