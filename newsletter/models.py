@@ -59,6 +59,7 @@ EXTERNAL_ID_MAX_CHARS = 255  # "ses:<id>:<hash>", "message:<sha256>"
 FILENAME_MAX_CHARS = 255
 CONTENT_TYPE_MAX_CHARS = 100
 THROTTLE_KEY_MAX_CHARS = 80
+RELAY_MAX_CHARS = 300  # "host:port" of the SMTP relay: a 255-octet host name, a colon, a port
 # Text columns have no width; these bound how much of an unbounded value one row keeps.
 REPLY_MAX_CHARS = 2_000  # an SMTP server's last reply, shown by `newsletter status`
 REASON_MAX_CHARS = 2_000  # a diagnostic quoted in full can be pages long; the head says what happened
@@ -346,6 +347,21 @@ class UnrecognizedMessage(Base):
     def waiting(cls) -> ColumnElement[bool]:
         """The kept messages still before the editor: neither applied nor dismissed."""
         return and_(cls.applied_at.is_(None), cls.dismissed_at.is_(None))
+
+
+class RelayRefusal(Base):
+    """The relay refused our session (AUTH, TLS, a 554 greeting): one row per relay, however many attempts,
+    so every process (the desk, `newsletter send`, the workers) sees it; a later message sent clears it."""
+
+    __tablename__ = "relay_refusals"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    relay: Mapped[str] = mapped_column(String(RELAY_MAX_CHARS), unique=True)
+    reply: Mapped[str] = mapped_column(Text)  # what we were told, as SessionRefused words it
+    first_at: Mapped[dt.datetime]  # the first refusal with this reply since the relay last took a message
+    last_at: Mapped[dt.datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    cleared_at: Mapped[dt.datetime | None]  # when a message went out again; None while it refuses
 
 
 class Throttle(Base):

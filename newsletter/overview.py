@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Date, and_, cast, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import ledger, schedule
+from newsletter import ledger, relays, schedule
 from newsletter.bounces import FeedbackKind
 from newsletter.models import (
     Delivery,
@@ -27,6 +27,7 @@ from newsletter.subscriptions import SUPPRESSED_STATUSES
 # Unsubscribes this long after an issue reached a reader are put down to that issue.
 UNSUBSCRIBED_AFTER_DAYS = 7
 LAST_ISSUES = 10
+PAST_REFUSAL_HOURS = 24  # a relay that refused us and takes mail again is named this long, as past
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,9 @@ def _unsubscribed_after(session: Session, issue_id: int) -> int:
 
 
 def needs_attention(session: Session) -> list[Attention]:
-    """What waits for the editor: sends not finished, deliveries that gave up, mail nobody recognised."""
-    found = []
+    """What waits for the editor: a relay refusing us, sends not finished, deliveries that gave up, mail nobody
+    recognised."""
+    found = relay_refusals(session)
     for slug, subject in session.execute(
         select(Issue.slug, Issue.subject).where(Issue.status == IssueStatus.SENDING).order_by(Issue.id)
     ):
@@ -192,6 +194,23 @@ def needs_attention(session: Session) -> list[Attention]:
     if kept.get("unrecognized"):
         message = f"{kept['unrecognized']:,} messages to the bounce address were not recognised"
         found.append(Attention(message, "/admin/bounces"))
+    return found
+
+
+def relay_refusals(session: Session) -> list[Attention]:
+    """A relay that refuses our session, from whichever process sent; one that took mail again lately, as past."""
+    found = []
+    for refusal in relays.refusals(session, utcnow() - dt.timedelta(hours=PAST_REFUSAL_HOURS)):
+        since = f"{refusal.first_at:%Y-%m-%d %H:%M} UTC"
+        if refusal.cleared_at is None:
+            tries = f"{refusal.attempts:,} {'try' if refusal.attempts == 1 else 'tries'} since {since}"
+            message = f"The relay {refusal.relay} refuses our session ({tries}): {refusal.reply}"
+        else:
+            message = (
+                f"Past: the relay {refusal.relay} refused our session from {since} until mail went out again "
+                f"at {refusal.cleared_at:%Y-%m-%d %H:%M} UTC: {refusal.reply}"
+            )
+        found.append(Attention(message, "/admin/deliverability"))
     return found
 
 

@@ -15,7 +15,7 @@ from dramatiq.rate_limits import RateLimiter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from newsletter import database, leases, ledger, links, outages, replies
+from newsletter import database, leases, ledger, links, outages, relays, replies
 from newsletter.connections import (
     CONNECTION_IDLE_SECONDS,
     SLOT_RETRY_SECONDS,
@@ -39,6 +39,8 @@ from newsletter.tokens import Signer
 RATE_POLL_SECONDS = 0.02
 # After the relay refused our session (AUTH, certificate): the wait before any batch tries to connect again.
 SESSION_RETRY_SECONDS = 60.0
+# How often a process that sends clears refusals another process recorded (its own: at its next message sent).
+REFUSAL_CLEAR_SECONDS = 60.0
 # What a connection raises when the sender's setup, not a recipient, is at fault: never a bounce.
 SESSION_ERRORS = (SessionRefused, ConfigError)
 # A stopping worker whose database is away tries this long to record what it sent, then gives up (those
@@ -155,6 +157,7 @@ class Sender:
         self._holding = ""  # why nothing goes out until _held_until (a refused session, a relay that fails)
         self._held_until: dt.datetime | None = None
         self._link = Backoff()
+        self._clear_refusals_at = 0.0  # monotonic: when a message sent next clears the recorded refusals
 
     def send_deliveries(self, issue_id: int, delivery_ids: Sequence[int]) -> leases.Unfinished:
         """Send what can be sent now of `delivery_ids`; returns those still to go (retries, held rows)."""
@@ -217,8 +220,12 @@ class Sender:
 
     def _record(self, session: Session, issue_id: int, sent: Group) -> None:
         """Record a sent group's outcomes and give back the claimed rows it did not try (with why, if held)."""
-        for status in leases.record(session, self.settings, issue_id, sent.results):
+        statuses = leases.record(session, self.settings, issue_id, sent.results)
+        for status in statuses:
             self.counts.add("retry" if status == DeliveryStatus.PENDING else str(status))
+        if DeliveryStatus.SENT in statuses and time.monotonic() >= self._clear_refusals_at:
+            relays.record_accepted(session)  # the relay takes our mail again: a refusal on the dashboard is past
+            self._clear_refusals_at = time.monotonic() + REFUSAL_CLEAR_SECONDS
         untried = [claim.delivery_id for claim in sent.claims[len(sent.results) :]]
         leases.release(session, untried, str(sent.held) if sent.held is not None else "")
         self.counts.add("given back", len(untried))
@@ -249,8 +256,14 @@ class Sender:
         return Group(claims, results)
 
     def refuse(self, refused: NewsletterError) -> dt.datetime:
-        """Remember that the relay refused our session: no batch tries again for SESSION_RETRY_SECONDS."""
+        """Remember that the relay refused our session: no batch tries again for SESSION_RETRY_SECONDS.
+
+        The refusal goes in the database too, where the desk shows it whichever process sends.
+        """
         self.refused = refused
+        self._clear_refusals_at = 0.0  # the next message sent says at once that it is over
+        relay = relays.relay_of(self.settings)
+        self.commit(lambda session: relays.record_refusal(session, relay, str(refused)))
         return self._hold(str(refused), SESSION_RETRY_SECONDS)
 
     def _hold(self, why: str, seconds: float) -> dt.datetime:

@@ -53,7 +53,9 @@ async def _home(request: Request, account: SignedIn) -> Response:
     days = days if days in PERIODS_DAYS else PERIODS_DAYS[0]
     context = context_of(request)
     data = await context.run(_dashboard, days)
-    for slug, waits_for in context.sends.stalled():  # a relay that refuses our session, seen by this process
+    for slug, waits_for in context.sends.stalled():  # no free slot, a relay failing, seen by this process
+        if any(waits_for in item.message for item in data.attention):
+            continue  # a refused session is on the list already, from the database
         data.attention.insert(
             0, overview.Attention(f"The send of {slug} waits: {waits_for}", f"{DESK_PATH}/issues/{slug}")
         )
