@@ -74,6 +74,7 @@ def desk_pages(reader_id: int) -> dict[str, str]:
         "new-subscriber": "/admin/subscribers/new",
         "import": "/admin/subscribers/import",
         "forget": f"/admin/subscribers/{reader_id}/forget",
+        "topics-and-tags": "/admin/audience",
         "issues": "/admin/issues",
         "new-issue": "/admin/issues/new",
         "issue": "/admin/issues/a11y-notes",

@@ -326,3 +326,36 @@ async def test_a_readers_topics_are_ticked_on_their_page(client: AsyncClient, en
         events = session.query(Event).filter_by(subscriber_id=subscriber_id, kind="edited").all()
         assert [event.payload for event in events] == [{"topics": ["daily"]}, {"name": True}]
         assert {event.actor for event in events} == {EDITOR}
+
+
+async def test_topics_and_tags_page_defines_renames_and_removes(client: AsyncClient, engine: Engine) -> None:
+    from newsletter import tags, topics
+
+    await editor_client(client, engine)
+    with database.transaction(engine) as session:
+        subscriber_id = add_subscriber(session, "t@example.org").id
+        tags.add_tags(session, [subscriber_id], ["vip <b>"])
+    page = "/admin/audience"
+    assert "vip &lt;b&gt;" in (await client.get(page)).text
+    defined = await post_form(client, page, f"{page}/topics", key="Weekly", name="每周精选", description="Fridays")
+    assert defined.status_code == 303
+    renamed = await post_form(client, page, f"{page}/topics", key="weekly", name="Weekly picks")
+    assert renamed.status_code == 303
+    refused = await post_form(client, page, f"{page}/topics", key="not a key", name="x")
+    assert refused.status_code == 422 and "topic key" in refused.text and 'value="not a key"' in refused.text
+    shown = (await client.get(page)).text
+    assert "Weekly picks" in shown and "每周精选" not in shown
+    assert (await post_form(client, page, f"{page}/tags/remove", tag="vip <b>")).status_code == 303
+    assert (await post_form(client, page, f"{page}/topics/weekly/remove")).status_code == 303
+    assert (await post_form(client, page, f"{page}/topics/weekly/remove")).status_code == 404
+    with database.transaction(engine) as session:
+        assert topics.list_topics(session) == [] and tags.tags_of(session, subscriber_id) == []
+        kinds = [event.kind for event in session.query(Event).filter_by(actor=EDITOR).order_by(Event.id)]
+    assert kinds == ["topic_defined", "topic_defined", "tag_removed", "topic_removed"]
+
+
+async def test_a_viewer_sees_topics_and_tags_but_changes_nothing(client: AsyncClient, engine: Engine) -> None:
+    make_account(engine, VIEWER, AccountRole.VIEWER)
+    await sign_in(client, VIEWER)
+    answer = await post_form(client, "/admin/audience", "/admin/audience/topics", key="weekly", name="W")
+    assert answer.status_code == 403
