@@ -263,7 +263,12 @@ class Sender:
         self.refused = refused
         self._clear_refusals_at = 0.0  # the next message sent says at once that it is over
         relay = relays.relay_of(self.settings)
-        self.commit(lambda session: relays.record_refusal(session, relay, str(refused)))
+        try:
+            self.commit(lambda session: relays.record_refusal(session, relay, str(refused)))
+        except Exception as error:  # stopping with the database away: the hold matters, the note can wait
+            if outages.link_of(error) is None:
+                raise
+            LOGGER.warning("the refusal is not on the desk's dashboard: %s", outages.describe(error))
         return self._hold(str(refused), SESSION_RETRY_SECONDS)
 
     def _hold(self, why: str, seconds: float) -> dt.datetime:
