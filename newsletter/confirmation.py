@@ -8,8 +8,7 @@ import math
 from sqlalchemy.orm import Session
 
 from newsletter import language, letters, links
-from newsletter.models import Subscriber
-from newsletter.optin import ConfirmationRequest, confirmation_token
+from newsletter.optin import ConfirmationRequest, Reader, confirmation_token
 from newsletter.settings import Settings
 from newsletter.tokens import Signer
 
@@ -27,12 +26,11 @@ def subject_of(settings: Settings, lang: str = language.FALLBACK) -> str:
 SLOTS = {"greeting": "slotgreeting9q7", "email": "slotemail9q7", "confirm_url": "slotconfirmurl9q7"}
 
 
-def confirmation_message(
-    settings: Settings, signer: Signer, subscriber: Subscriber, request: ConfirmationRequest
-) -> bytes:
+def confirmation_message(settings: Settings, signer: Signer, request: ConfirmationRequest) -> bytes:
     """The confirmation mail for one request (CRLF bytes): HTML from templates/confirm.mjml.j2 and a text part."""
     settings.require("from_address", "secret_key")
-    lang = letters.reader_language(settings, subscriber.language)
+    reader = request.reader
+    lang = letters.reader_language(settings, reader.language)
     url = links.confirm_url(settings, confirmation_token(signer, request))
     valid_days = max(1, math.floor(settings.confirm_max_age_seconds / 86400))
     values = (
@@ -47,10 +45,10 @@ def confirmation_message(
         *SLOTS.items(),
     )
     html = letters.html_template(settings.template_dir, lang, TEMPLATE_NAME, values)
-    greeting = greeting_of(subscriber, lang)
-    html = letters.fill(html, SLOTS, {"greeting": greeting, "email": subscriber.email, "confirm_url": url})
-    text = _text(settings, subscriber, url, valid_days, lang)
-    to = (subscriber.name or "", subscriber.email)
+    greeting = greeting_of(reader.name, lang)
+    html = letters.fill(html, SLOTS, {"greeting": greeting, "email": reader.email, "confirm_url": url})
+    text = _text(settings, reader, greeting, url, valid_days, lang)
+    to = (reader.name or "", reader.email)
     return letters.message(settings, "confirm", to, subject_of(settings, lang), text, html)
 
 
@@ -60,17 +58,14 @@ def store_confirmation(
     """Keep the confirmation mail in the outbound ledger (same transaction as the request); returns its id."""
     if request is None:
         return None
-    subscriber = session.get(Subscriber, request.subscriber_id)
-    if subscriber is None:
-        return None
-    message = confirmation_message(settings, signer, subscriber, request)
-    return letters.store(session, settings, OUTBOUND_KIND, subscriber.email, message)
+    message = confirmation_message(settings, signer, request)
+    return letters.store(session, settings, OUTBOUND_KIND, request.reader.email, message)
 
 
-def greeting_of(subscriber: Subscriber, lang: str) -> str:
+def greeting_of(name: str | None, lang: str) -> str:
     """`Hello Ana,` / `Ana，您好：` in the reader's language."""
-    if subscriber.name:
-        return language.gettext(lang, N_("Hello %(name)s,")) % {"name": subscriber.name}
+    if name:
+        return language.gettext(lang, N_("Hello %(name)s,")) % {"name": name}
     return language.gettext(lang, N_("Hello,"))
 
 
@@ -79,8 +74,8 @@ def footer_text(settings: Settings) -> str:
     return f"-- \n{settings.newsletter_name}" + (f"\n{settings.postal_address}" if settings.postal_address else "")
 
 
-def _text(settings: Settings, subscriber: Subscriber, url: str, valid_days: int, lang: str) -> str:
-    words = {"name": settings.newsletter_name, "email": subscriber.email, "days": valid_days}
+def _text(settings: Settings, reader: Reader, greeting: str, url: str, valid_days: int, lang: str) -> str:
+    words = {"name": settings.newsletter_name, "email": reader.email, "days": valid_days}
     asked = language.gettext(lang, N_("Someone, hopefully you, asked to receive %(name)s at %(email)s.")) % words
     how = language.gettext(lang, N_("To confirm, open this link and press the button on the page:"))
     works = (
@@ -93,4 +88,4 @@ def _text(settings: Settings, subscriber: Subscriber, url: str, valid_days: int,
         )
         % words
     )
-    return f"{greeting_of(subscriber, lang)}\n\n{asked}\n{how}\n\n{url}\n\n{works}\n\n{footer_text(settings)}\n"
+    return f"{greeting}\n\n{asked}\n{how}\n\n{url}\n\n{works}\n\n{footer_text(settings)}\n"

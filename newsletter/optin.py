@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,11 +37,21 @@ class TokenUsed(TokenInvalid):
 
 
 @dataclass(frozen=True)
+class Reader:
+    """Who a one-off mail goes to, as the mail names them."""
+
+    email: str
+    name: str | None
+    language: str | None
+
+
+@dataclass(frozen=True)
 class ConfirmationRequest:
-    """A confirmation mail to send once the transaction commits: IDs only, the token is made from them."""
+    """A confirmation mail to send once the transaction commits: the token is made from the IDs."""
 
     subscriber_id: int
     request_id: int  # the id of the `confirmation-requested` event the link names
+    reader: Reader  # as of the request, so composing the mail reads nothing back
 
 
 def confirmation_token(signer: Signer, request: ConfirmationRequest) -> str:
@@ -78,11 +88,15 @@ def subscribe(
     if client_ip:
         _within_limit(session, settings, "ip", client_ip, settings.signup_limit_per_ip, now)
     _within_limit(session, settings, "address", key, settings.signup_limit_per_address, now)
-    subscriber = _find_or_create_pending(session, given, key, clean_name(name), now)
+    reader = Reader(given, clean_name(name), language or None)
+    created_id = _insert_pending(session, key, reader, now)
+    if created_id is not None:
+        return _request_first_confirmation(session, settings, created_id, reader, topic_keys, now)
+    subscriber = session.scalars(select(Subscriber).where(Subscriber.email_key == key).with_for_update()).one()
     if subscriber.status == SubscriberStatus.ACTIVE:
         return None
-    if subscriber.status == SubscriberStatus.PENDING and name and clean_name(name) != subscriber.name:
-        subscriber.name = clean_name(name)
+    if subscriber.status == SubscriberStatus.PENDING and name and reader.name != subscriber.name:
+        subscriber.name = reader.name
     if language:
         subscriber.language = language
     if topic_keys:
@@ -100,11 +114,11 @@ def request_confirmation(
         _move(session, subscriber, set(SUPPRESSED_STATUSES), SubscriberStatus.PENDING, source, "re-subscribe")
     if subscriber.status != SubscriberStatus.PENDING:
         return None
-    if _confirmations_since(session, subscriber.id, now) >= settings.confirmation_daily_cap:
-        return None  # list-bombing: the same answer, but no more mail to this address today
+    if _over_daily_cap(settings, _confirmations_since(session, subscriber.id, now)):
+        return None
     event = record_event(session, subscriber, CONFIRMATION_REQUESTED, source, at=now)
     session.flush()
-    return ConfirmationRequest(subscriber.id, event.id)
+    return ConfirmationRequest(subscriber.id, event.id, Reader(subscriber.email, subscriber.name, subscriber.language))
 
 
 def check_confirmation(session: Session, signer: Signer, token: str, max_age_seconds: int) -> Subscriber:
@@ -187,26 +201,54 @@ def _within_limit(session: Session, settings: Settings, kind: str, value: str, l
         )
 
 
-def _find_or_create_pending(session: Session, given: str, key: str, name: str | None, now: dt.datetime) -> Subscriber:
-    """The subscriber with this key, created pending if new; one atomic insert, so a race never doubles it."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values: dict[str, Any] = {
-        "email": given,
-        "email_key": key,
-        "name": name,
-        "status": SubscriberStatus.PENDING,
-        "source": SubscriberSource.FORM,
-        "bounce_score": 0.0,
-        "attributes": {},
-        "created_at": now,
-    }
-    statement = insert(Subscriber).values(**values).on_conflict_do_nothing(index_elements=[Subscriber.email_key])
-    created = session.execute(statement.returning(Subscriber.id)).scalar_one_or_none()
-    subscriber = session.scalars(select(Subscriber).where(Subscriber.email_key == key).with_for_update()).one()
-    if created is not None:
-        record_event(session, subscriber, "created", SOURCE_FORM, new_status=SubscriberStatus.PENDING, at=now)
-    return subscriber
+def _insert_pending(session: Session, key: str, reader: Reader, now: dt.datetime) -> int | None:
+    """Create the subscriber with this key, pending; its id, or None when the key is taken. One atomic insert,
+    so a race never doubles it (on PostgreSQL the loser waits for the winner's commit, then finds its row)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(Subscriber)
+        .values(
+            email=reader.email,
+            email_key=key,
+            name=reader.name,
+            status=SubscriberStatus.PENDING,
+            source=SubscriberSource.FORM,
+            bounce_score=0.0,
+            attributes={},
+            created_at=now,
+            language=reader.language,
+        )
+        .on_conflict_do_nothing(index_elements=[Subscriber.email_key])
+        .returning(Subscriber.id)
+    )
+    created: int | None = session.connection().execute(statement).scalar_one_or_none()
+    return created
+
+
+def _request_first_confirmation(
+    session: Session,
+    settings: Settings,
+    subscriber_id: int,
+    reader: Reader,
+    topic_keys: Sequence[str],
+    now: dt.datetime,
+) -> ConfirmationRequest | None:
+    """A new subscriber's topics, `created` event and first confirmation request, in plain statements: the
+    hot path of the sign-up form, where nothing has to be read back (no confirmation was sent yet)."""
+    connection = session.connection()
+    logged = {"subscriber_id": subscriber_id, "source": SOURCE_FORM, "created_at": now}
+    connection.execute(insert(Event).values(kind="created", new_status=SubscriberStatus.PENDING, **logged))
+    if topic_keys:
+        topics.choose_topics_of(session, subscriber_id, topic_keys)
+    if _over_daily_cap(settings, 0):
+        return None
+    statement = insert(Event).values(kind=CONFIRMATION_REQUESTED, **logged).returning(Event.id)
+    return ConfirmationRequest(subscriber_id, connection.execute(statement).scalar_one(), reader)
+
+
+def _over_daily_cap(settings: Settings, confirmations_today: int) -> bool:
+    """List-bombing: past `confirmation_daily_cap` mails a day, the same answer but no more mail to the address."""
+    return confirmations_today >= settings.confirmation_daily_cap
 
 
 def _move(

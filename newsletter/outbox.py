@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import database, replies
@@ -30,17 +30,11 @@ class Prepared:
 
 def store_message(session: Session, kind: str, envelope_from: str, recipient: str, message: bytes) -> int:
     """Keep a complete message (CRLF bytes) for the queue to send; returns its id for `Queue.send_message`."""
-    row = OutboundMessage(
-        kind=kind,
-        envelope_from=envelope_from,
-        recipient=recipient,
-        message=message,
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-    )
-    session.add(row)
-    session.flush()
-    return row.id
+    # One plain INSERT on the session's connection: the ORM's unit of work costs a sign-up more than the SQL.
+    row = {"kind": kind, "envelope_from": envelope_from, "recipient": recipient, "message": message}
+    statement = insert(OutboundMessage).values(status=DeliveryStatus.PENDING, attempts=0, **row)
+    outbound_id: int = session.connection().execute(statement.returning(OutboundMessage.id)).scalar_one()
+    return outbound_id
 
 
 def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, dt.datetime | None]]:

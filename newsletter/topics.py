@@ -140,12 +140,17 @@ def chosen_topics(session: Session, subscriber_id: int) -> list[str]:
 
 def choose_topics(session: Session, subscriber: Subscriber, keys: Iterable[str]) -> list[str]:
     """Make the reader's topics exactly `keys` (unknown keys, as a tampered form sends, are ignored)."""
+    choose_topics_of(session, subscriber.id, keys)
+    return chosen_topics(session, subscriber.id)
+
+
+def choose_topics_of(session: Session, subscriber_id: int, keys: Iterable[str]) -> None:
+    """choose_topics for a subscriber known by id (one not loaded, as a new sign-up)."""
     existing = {key for key in (key.strip().lower() for key in keys) if TOPIC_KEY_RE.match(key)}
     ids = list(session.scalars(select(Topic.id).where(Topic.key.in_(existing)))) if existing else []
-    session.execute(delete(SubscriberTopic).where(SubscriberTopic.subscriber_id == subscriber.id))
-    session.add_all(SubscriberTopic(subscriber_id=subscriber.id, topic_id=topic_id) for topic_id in ids)
+    session.execute(delete(SubscriberTopic).where(SubscriberTopic.subscriber_id == subscriber_id))
+    session.add_all(SubscriberTopic(subscriber_id=subscriber_id, topic_id=topic_id) for topic_id in ids)
     session.flush()
-    return chosen_topics(session, subscriber.id)
 
 
 def set_topics(session: Session, subscriber: Subscriber, keys: Iterable[str]) -> list[str]:

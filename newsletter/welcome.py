@@ -43,7 +43,7 @@ def welcome_message(settings: Settings, signer: Signer, subscriber: Subscriber) 
         "preferences_url": links.preferences_url(settings, signer, subscriber.id),
         "unsubscribe_url": links.unsubscribe_url(settings, signer, subscriber.id),
     }
-    greeting = greeting_of(subscriber, lang)
+    greeting = greeting_of(subscriber.name, lang)
     html = letters.fill(html, SLOTS, {"greeting": greeting, "email": subscriber.email, **urls})
     text = _text(settings, lang, greeting, archive_url, urls)
     to = (subscriber.name or "", subscriber.email)
