@@ -1,20 +1,23 @@
 """The reader's language: which catalogs exist, how a tag or Accept-Language picks one, and Babel formats.
 
 Translations are gettext catalogs, one `.po` file per language under `newsletter/locale/`; a new language
-is a new `.po` file (see the README). They are compiled in memory when first used, so a checkout and an
-installed wheel work alike, with no build step and no stale `.mo` file.
+is a new `.po` file (see the README). They are compiled when first used, so a checkout and an installed
+wheel work alike, with no build step; the compiled `.mo` is kept in the user's cache under the hash of
+its `.po` file, so a short command does not compile it again and an edited catalog is never stale.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+import os
 import re
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsletter.resources import PACKAGE_DIR
+from newsletter.resources import PACKAGE_DIR, cache_dir
 
 if TYPE_CHECKING:  # Babel loads when a page or mail needs it, not when settings are read
     from babel import Locale
@@ -87,20 +90,48 @@ def choose(*candidates: str | None, default: str = FALLBACK) -> str:
 
 @cache
 def translations(language: str) -> Translations:
-    """The gettext translations of `language`, compiled from its `.po` file once per process."""
-    from babel.messages.mofile import write_mo
-    from babel.messages.pofile import read_po
+    """The gettext translations of `language`, compiled from its `.po` file once (see the module's note)."""
     from babel.support import Translations
 
     path = catalog_path(language)
     if not path.is_file():
         return Translations()
-    with path.open("rb") as po_file:
-        catalog = read_po(po_file, locale=language.replace("-", "_"))
+    source = path.read_bytes()
+    directory = cache_dir("locale")
+    kept = directory / f"{hashlib.sha256(source).hexdigest()}.mo" if directory is not None else None
+    data = _read(kept)
+    if data is None:
+        data = _compile(source, language)
+        _keep(kept, data)
+    return Translations(fp=io.BytesIO(data), domain=DOMAIN)
+
+
+def _read(path: Path | None) -> bytes | None:
+    try:
+        return path.read_bytes() if path is not None else None
+    except OSError:
+        return None
+
+
+def _keep(path: Path | None, data: bytes) -> None:
+    if path is None:
+        return
+    partial = path.with_name(f"{path.name}.{os.getpid()}")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)  # whole or absent for another process reading it
+    except OSError:
+        partial.unlink(missing_ok=True)
+
+
+def _compile(source: bytes, language: str) -> bytes:
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    catalog = read_po(io.BytesIO(source), locale=language.replace("-", "_"))
     buffer = io.BytesIO()
     write_mo(buffer, catalog)
-    buffer.seek(0)
-    return Translations(fp=buffer, domain=DOMAIN)
+    return buffer.getvalue()
 
 
 def N_(message: str) -> str:  # noqa: N802 (the gettext convention extraction tools look for)

@@ -16,7 +16,7 @@ from jinja2 import Environment, StrictUndefined
 from sqlalchemy.orm import Session
 
 from newsletter import language, links, outbox
-from newsletter.resources import template_loader
+from newsletter.resources import bytecode_cache, template_loader
 from newsletter.settings import Settings
 
 
@@ -24,7 +24,11 @@ from newsletter.settings import Settings
 def environment(template_dir: str, lang: str) -> Environment:
     """Jinja2 for the mail templates, `_()` speaking `lang`."""
     templates = Environment(
-        loader=template_loader(template_dir), autoescape=True, undefined=StrictUndefined, extensions=["jinja2.ext.i18n"]
+        loader=template_loader(template_dir),
+        bytecode_cache=bytecode_cache(),
+        autoescape=True,
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
     )
     templates.install_gettext_translations(language.translations(lang), newstyle=True)  # type: ignore[attr-defined]
     return templates

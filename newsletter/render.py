@@ -25,7 +25,7 @@ from newsletter.images import InlineImage, is_remote, load_local_image
 from newsletter.markdown import Heading, ParsedMarkdown, Reference, inline_text, parse_markdown, render_markdown_html
 from newsletter.plaintext import display_width, markdown_to_text, wrap
 from newsletter.remote import RemoteImageSizes
-from newsletter.resources import template_loader
+from newsletter.resources import bytecode_cache, template_loader
 from newsletter.sanitizer import ImageSource, clean_html
 from newsletter.settings import Settings
 from newsletter.slots import (
@@ -303,6 +303,7 @@ def _templates(template_dir: str) -> jinja2.Environment:
     # Markup templates escape what they are given; the CSS templates must not (a font name's quotes).
     return jinja2.Environment(
         loader=template_loader(template_dir),
+        bytecode_cache=bytecode_cache(),
         autoescape=_escapes_markup,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

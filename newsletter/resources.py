@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +11,7 @@ if TYPE_CHECKING:  # Jinja2 loads with the first template: settings and the CLI'
     import jinja2
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CACHE_DIR_VARIABLE = "NEWSLETTER_CACHE_DIR"
 
 
 def resource_path(name: str) -> Path:
@@ -30,3 +33,34 @@ def template_loader(template_dir: str, subdir: str = "") -> jinja2.BaseLoader:
     import jinja2
 
     return jinja2.FileSystemLoader([str(path) for path in template_dirs(template_dir, subdir)])
+
+
+@cache
+def cache_dir(kind: str) -> Path | None:
+    """This user's directory for what can always be made again (compiled templates and catalogs), or None.
+
+    `$NEWSLETTER_CACHE_DIR/kind`, else `$XDG_CACHE_HOME/newsletter/kind`, else `~/.cache/newsletter/kind`;
+    None where it cannot be made (a read-only home): then nothing is cached between processes.
+    """
+    base = os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "newsletter"
+    )
+    path = Path(base) / kind
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+@cache
+def bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between processes: a short command does not compile the same templates again.
+
+    Jinja2 keys each by its name and a checksum of its source, so an edited or overriding template is
+    compiled anew.
+    """
+    import jinja2
+
+    directory = cache_dir("templates")
+    return jinja2.FileSystemBytecodeCache(str(directory)) if directory is not None else None

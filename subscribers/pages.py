@@ -12,7 +12,7 @@ from jinja2 import Environment, StrictUndefined, select_autoescape
 from starlette.responses import HTMLResponse
 
 from newsletter import language
-from newsletter.resources import template_dirs, template_loader
+from newsletter.resources import bytecode_cache, template_dirs, template_loader
 from newsletter.settings import Settings
 
 
@@ -73,6 +73,7 @@ class Pages:
     def _make_environment(self, lang: str) -> Environment:
         environment = Environment(
             loader=template_loader(self.settings.template_dir, "web"),
+            bytecode_cache=bytecode_cache(),
             autoescape=select_autoescape(["html", "xml", "j2"], default_for_string=True, default=True),
             undefined=StrictUndefined,
             trim_blocks=True,

@@ -192,3 +192,38 @@ async def test_a_reader_without_a_language_gets_the_issue_s(
     assert link is not None and link.group(1).endswith("?hl=zh-CN")
     page = await client.get(path_of(link.group(1).replace("&amp;", "&")), headers={"accept-language": "en"})
     assert '<html lang="zh-CN">' in page.text and "退订" in page.text
+
+
+def test_compiled_catalog_is_kept_under_its_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from babel.messages.catalog import Catalog
+    from babel.messages.mofile import write_mo
+
+    from newsletter import resources
+
+    monkeypatch.setenv(resources.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    resources.cache_dir.cache_clear()
+    language.translations.cache_clear()
+    try:
+        unsubscribe = language.translations("zh-CN").gettext("Unsubscribe")
+        assert unsubscribe != "Unsubscribe"
+        source = language.catalog_path("zh-CN").read_bytes()
+        kept = tmp_path / "cache" / "locale" / f"{hashlib.sha256(source).hexdigest()}.mo"
+        assert kept.is_file()
+        # A later process reads the kept file instead of compiling: one written under that name is used.
+        marked = Catalog(locale="zh_CN")
+        marked.add("Unsubscribe", "kept")
+        with kept.open("wb") as file:
+            write_mo(file, marked)
+        language.translations.cache_clear()
+        assert language.translations("zh-CN").gettext("Unsubscribe") == "kept"
+        # Where no cache can be made, the catalog is compiled in memory as before.
+        (tmp_path / "blocked").write_text("a file, not a directory")
+        monkeypatch.setenv(resources.CACHE_DIR_VARIABLE, str(tmp_path / "blocked"))
+        resources.cache_dir.cache_clear()
+        language.translations.cache_clear()
+        assert language.translations("zh-CN").gettext("Unsubscribe") == unsubscribe
+    finally:
+        resources.cache_dir.cache_clear()
+        language.translations.cache_clear()
