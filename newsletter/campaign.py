@@ -106,13 +106,6 @@ def prepare(session: Session, rendered: RenderedIssue, force: bool = False, segm
     return issue
 
 
-def enqueue_unfinished(engine: Engine, queue: Queue, issue_id: int) -> int:
-    """Enqueue every unfinished delivery of the issue in batches; returns the number of messages."""
-    with database.make_sessionmaker(engine)() as session:
-        ids = ledger.claimable_ids(session, issue_id, queue.settings.lease_seconds)
-        return queue.enqueue_batches(issue_id, ids)
-
-
 class Feeder:
     """Hands an issue's unfinished deliveries to the in-process queue a few batches at a time.
 
@@ -302,7 +295,7 @@ def deliver(
     worker that runs here, and stops with this function.
     """
     if not queue.embedded:
-        outages.wait_out(lambda: enqueue_unfinished(engine, queue, issue_id), say=say)  # the broker may be away
+        outages.wait_out(lambda: queue.enqueue_unfinished(issue_id), say=say)  # the broker may be away
         return follow(engine, queue, issue_id, progress, say=say)
     queue.start_worker()
     try:

@@ -238,6 +238,11 @@ def _claimable(issue_id: int, lease_seconds: float, due_only: bool) -> Select[in
     )
 
 
+def sending_issue_ids(session: Session) -> list[int]:
+    """The issues being sent: stored, their deliveries created, not all final yet."""
+    return list(session.scalars(select(Issue.id).where(Issue.status == IssueStatus.SENDING).order_by(Issue.id)))
+
+
 def expired_ids(session: Session, issue_id: int, lease_seconds: float) -> list[int]:
     """The rows still `sending` whose lease ran out: a live worker renews its leases, so their worker died."""
     expired = utcnow() - dt.timedelta(seconds=lease_seconds)

@@ -23,14 +23,13 @@ import threading
 from collections.abc import Callable, Iterable
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
-from newsletter import outages, outbox
+from newsletter import brokers, database, ledger, outages, outbox
+from newsletter.brokers import make_broker
 from newsletter.connections import make_slots
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import NewsletterError
 from newsletter.lanes import make_rate_limiter
 from newsletter.models import utcnow
 from newsletter.sender import Held, Sender
@@ -45,35 +44,8 @@ ACTOR_MAX_BACKOFF_MS = 300_000
 BATCH_TIME_LIMIT_MS = 30 * 60 * 1000
 MESSAGE_TIME_LIMIT_MS = 5 * 60 * 1000
 WORKER_STOP_TIMEOUT_MS = 60_000
-# Redis keeps the messages a worker took until it acks them; a worker silent this long is taken for dead and
-# its messages go back to the queue (Dramatiq's maintenance, run on about 1 command in 20).
-REDIS_HEARTBEAT_TIMEOUT_MS = 20_000
-REDIS_MAINTENANCE_CHANCE = 50_000  # per million commands
 # A batch a stopping worker hands back: the broker may be away, it is tried this long (then `send` finds it).
 REQUEUE_ON_STOP_SECONDS = 10.0
-
-
-def make_broker(settings: Settings) -> dramatiq.Broker:
-    """The broker `broker_url` names: Redis, RabbitMQ, or the in-process StubBroker when it is empty.
-
-    Raises:
-        ConfigError: the URL's scheme is neither redis:// nor amqp://.
-    """
-    url = settings.broker_url
-    if not url:
-        broker: dramatiq.Broker = StubBroker()
-        broker.emit_after("process_boot")
-        return broker
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBroker(  # type: ignore[no-untyped-call]
-            client=outages.redis_client(url),
-            heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
-            maintenance_chance=REDIS_MAINTENANCE_CHANCE,
-        )
-    if url.startswith(("amqp://", "amqps://")):
-        # Publisher confirms: `send` only reports a batch enqueued once RabbitMQ has it.
-        return RabbitmqBroker(url=url, confirm_delivery=True)
-    raise ConfigError(f"setting 'broker_url' must start with redis:// or amqp://, not {url.split(':')[0]!r}")
 
 
 class Queue:
@@ -95,6 +67,7 @@ class Queue:
         self._sender: Sender | None = None
         self._lock = threading.Lock()
         self._worker: dramatiq.Worker | None = None
+        self._requeue_pending = False  # a re-enqueue after an outage is about to run
         self.deliveries_actor, self.message_actor = self._declare_actors()
 
     @property
@@ -194,6 +167,38 @@ class Queue:
             messages += 1
         return messages
 
+    def enqueue_unfinished(self, issue_id: int) -> int:
+        """Enqueue every unfinished delivery of the issue no live worker holds; returns the number of messages."""
+        with database.make_sessionmaker(self.engine)() as session:
+            return self.enqueue_batches(issue_id, ledger.claimable_ids(session, issue_id, self.settings.lease_seconds))
+
+    def _enqueue_after_outage(self) -> None:
+        """The broker answers again after an outage, which may have lost queue messages (see brokers.py):
+        enqueue again the unfinished deliveries of every issue being sent, in a thread of their own."""
+        with self._lock:
+            if self._requeue_pending:
+                return
+            self._requeue_pending = True
+
+        def requeue() -> None:
+            with self._lock:
+                self._requeue_pending = False
+            with database.make_sessionmaker(self.engine)() as session:
+                issue_ids = ledger.sending_issue_ids(session)
+            messages = sum(self.enqueue_unfinished(issue_id) for issue_id in issue_ids)
+            if messages:
+                LOGGER.info("the broker is back: %d batches enqueued again, in case the outage lost one", messages)
+
+        def run() -> None:
+            try:
+                outages.wait_out(requeue, self.sender().stopping, give_up_seconds=REQUEUE_ON_STOP_SECONDS)
+            except Exception as error:  # stopping while the link is away again: `send`'s sweeps remain
+                if outages.link_of(error) is None:
+                    raise
+                LOGGER.warning("could not enqueue again after the outage: %s", outages.describe(error))
+
+        threading.Thread(target=run, name="newsletter-requeue", daemon=True).start()
+
     def _send_outbound(self, outbound_id: int) -> dt.datetime | None:
         """Send one stored message; returns when to try it again, or None once it is final (or not ours)."""
         sender = self.sender()
@@ -223,6 +228,9 @@ class Queue:
         """
         if not self.embedded:
             self.sender()  # a worker that cannot share smtp_connections says so now, not at its first message
+        link = brokers.link_of(self.broker)
+        if link is not None:
+            link.on_back(self._enqueue_after_outage)
         worker = dramatiq.Worker(
             self.broker,
             worker_threads=threads or self.settings.smtp_connections,

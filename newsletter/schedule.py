@@ -281,4 +281,4 @@ class Scheduler:
                 feeder = campaign.Feeder(self.engine, self.queue, issue_id)
                 campaign.follow(self.engine, self.queue, issue_id, None, feeder)
             else:
-                campaign.enqueue_unfinished(self.engine, self.queue, issue_id)
+                self.queue.enqueue_unfinished(issue_id)

@@ -96,7 +96,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_within_the_window(
     issue = render_issue(ISSUE, settings)
     queue = Queue(settings, engine)
     issue_id = campaign.start(engine, issue)
-    campaign.enqueue_unfinished(engine, queue, issue_id)
+    queue.enqueue_unfinished(issue_id)
     chance = random.Random()
     kills = 0
     while kills < KILLS:

@@ -79,7 +79,7 @@ def start_send(engine: Engine, settings: Settings) -> tuple[Queue, int]:
     add_subscribers(engine, SUBSCRIBERS)
     queue = Queue(settings, engine)
     issue_id = campaign.start(engine, render_issue(ISSUE, settings))
-    campaign.enqueue_unfinished(engine, queue, issue_id)
+    queue.enqueue_unfinished(issue_id)
     return queue, issue_id
 
 
