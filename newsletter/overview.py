@@ -172,7 +172,10 @@ def needs_attention(session: Session) -> list[Attention]:
     ).all()
     for slug, number in failed:
         found.append(
-            Attention(f"{number:,} deliveries of {slug} failed for a temporary reason", f"/admin/issues/{slug}")
+            Attention(
+                f"{counted(number, 'delivery', 'deliveries')} of {slug} failed for a temporary reason",
+                f"/admin/issues/{slug}",
+            )
         )
     for waiting in schedule.list_schedules(session):
         when = f"{waiting.local_due:%Y-%m-%d %H:%M} {waiting.timezone}"
@@ -189,12 +192,20 @@ def needs_attention(session: Session) -> list[Attention]:
         ).all()
     )
     if kept.get("unverified"):
-        message = f"{kept['unverified']:,} reports are not tied to our mail: apply or dismiss each"
+        reports = counted(kept["unverified"], "report is", "reports are")
+        message = f"{reports} not tied to our mail: apply or dismiss each"
         found.append(Attention(message, "/admin/bounces"))
     if kept.get("unrecognized"):
-        message = f"{kept['unrecognized']:,} messages to the bounce address were not recognised"
+        messages = counted(kept["unrecognized"], "message", "messages")
+        was = "was" if kept["unrecognized"] == 1 else "were"
+        message = f"{messages} to the bounce address {was} not recognised"
         found.append(Attention(message, "/admin/bounces"))
     return found
+
+
+def counted(number: int, one: str, many: str) -> str:
+    """`1 report`, `2 reports`: the desk speaks English, whose plural needs no catalog."""
+    return f"{number:,} {one if number == 1 else many}"
 
 
 def relay_refusals(session: Session) -> list[Attention]:
@@ -203,7 +214,7 @@ def relay_refusals(session: Session) -> list[Attention]:
     for refusal in relays.refusals(session, utcnow() - dt.timedelta(hours=PAST_REFUSAL_HOURS)):
         since = f"{refusal.first_at:%Y-%m-%d %H:%M} UTC"
         if refusal.cleared_at is None:
-            tries = f"{refusal.attempts:,} {'try' if refusal.attempts == 1 else 'tries'} since {since}"
+            tries = f"{counted(refusal.attempts, 'try', 'tries')} since {since}"
             message = f"The relay {refusal.relay} refuses our session ({tries}): {refusal.reply}"
         else:
             message = (

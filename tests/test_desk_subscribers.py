@@ -298,7 +298,10 @@ async def test_dashboard_names_what_waits(client: AsyncClient, engine: Engine) -
                 )
             )
     page = await client.get("/admin")
-    assert "2 reports are not tied to our mail" in page.text and "1 messages to the bounce address" in page.text
+    assert (
+        "2 reports are not tied to our mail" in page.text
+        and "1 message to the bounce address was not recognised" in page.text
+    )
 
 
 async def test_a_readers_topics_are_ticked_on_their_page(client: AsyncClient, engine: Engine) -> None:

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from newsletter import tags, topics
 from newsletter.accounts import SignedIn
+from newsletter.overview import counted
 from subscribers.context import context_of
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
 from subscribers.desk.readers import DESK_SOURCE
@@ -75,7 +76,7 @@ async def remove_tag(request: Request, account: SignedIn) -> Response:
         )
     except tags.InvalidTag as error:
         return await _page(request, account, str(error))
-    return back_to(request, BASE, f"Tag {tag} taken off {carrying:,} subscribers.")
+    return back_to(request, BASE, f"Tag {tag} taken off {counted(carrying, 'subscriber', 'subscribers')}.")
 
 
 routes = [
