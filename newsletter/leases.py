@@ -13,12 +13,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Engine, Update, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import database, multirow, outages, replies, suppressions
 from newsletter.bounces import record_bounce
-from newsletter.models import REPLY_MAX_CHARS, Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
+from newsletter.models import (
+    REPLY_MAX_CHARS,
+    Delivery,
+    DeliveryStatus,
+    OutboundMessage,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
 from newsletter.reasons import Effect, rule_named
 from newsletter.replies import Action, Fault, Verdict
 from newsletter.settings import Settings
@@ -32,6 +40,8 @@ SMTP_BOUNCE_SOURCE = "smtp"
 # A live worker renews its leases this many times per lease_seconds: a lease only runs out when it stopped.
 BEATS_PER_LEASE = 4
 LOGGER = logging.getLogger("newsletter.leases")
+# The tables whose rows are claimed under a lease: an issue's deliveries, and one-off messages (outbox.py).
+Leased = type[Delivery] | type[OutboundMessage]
 
 
 @dataclass(frozen=True)
@@ -109,11 +119,12 @@ _UNCLAIM = (
     )
     .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=Delivery.attempts - 1)
 )
-_RENEW = (
-    update(Delivery)
-    .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.status == DeliveryStatus.SENDING)
+_RENEW: dict[Leased, Update] = {
+    table: update(table)
+    .where(table.id.in_(bindparam("ids", expanding=True)), table.status == DeliveryStatus.SENDING)
     .values(claimed_at=bindparam("now"))
-)
+    for table in (Delivery, OutboundMessage)
+}
 
 
 def claim(
@@ -259,11 +270,11 @@ def unfinished(session: Session, delivery_ids: Sequence[int], lease_seconds: flo
 class Heartbeat:
     """Renews the leases of the rows this process holds while it lives, so that only a dead worker's expire.
 
-    A worker killed without a word (SIGKILL, power loss) leaves rows whose lease runs out `lease_seconds`
-    after its last beat. A live one renews every `lease_seconds / BEATS_PER_LEASE`, so its rows never
-    expire under it while it can reach the database; and since it stops before a message it could only
-    reach after half a lease without a renewal (`lease_left`), a database it cannot reach cannot make
-    two workers send the same row either.
+    Deliveries and one-off messages alike (`Leased`). A worker killed without a word (SIGKILL, power loss)
+    leaves rows whose lease runs out `lease_seconds` after its last beat. A live one renews every
+    `lease_seconds / BEATS_PER_LEASE`, so its rows never expire under it while it can reach the database;
+    and since it stops before a message it could only reach after half a lease without a renewal
+    (`lease_left`), a database it cannot reach cannot make two workers send the same row either.
     """
 
     def __init__(self, engine: Engine, lease_seconds: float) -> None:
@@ -271,17 +282,17 @@ class Heartbeat:
         self.lease_seconds = lease_seconds
         self.interval_seconds = lease_seconds / BEATS_PER_LEASE
         self.renewed = time.monotonic()  # when the last renewal began that reached the database
-        self._held: set[int] = set()
+        self._held: dict[Leased, set[int]] = {table: set() for table in _RENEW}
         self._lock = threading.Lock()
         self._failing = False
 
-    def hold(self, delivery_ids: Sequence[int]) -> None:
+    def hold(self, table: Leased, ids: Sequence[int]) -> None:
         with self._lock:
-            self._held.update(delivery_ids)
+            self._held[table].update(ids)
 
-    def drop(self, delivery_ids: Sequence[int]) -> None:
+    def drop(self, table: Leased, ids: Sequence[int]) -> None:
         with self._lock:
-            self._held.difference_update(delivery_ids)
+            self._held[table].difference_update(ids)
 
     def lease_left(self, claimed: float) -> float:
         """Seconds before the lease of rows claimed at monotonic time `claimed` could run out."""
@@ -290,17 +301,20 @@ class Heartbeat:
     def beat(self) -> None:
         """Renew the lease of every row held; an unreachable database is said once, and tried at the next beat."""
         with self._lock:
-            held = sorted(self._held)
+            held = {table: sorted(ids) for table, ids in self._held.items() if ids}
         started = time.monotonic()
         if held:
             try:
                 with database.transaction(self.engine) as session:
-                    session.connection().execute(_RENEW, {"ids": held, "now": utcnow()})
+                    now = utcnow()
+                    for table, ids in held.items():
+                        session.connection().execute(_RENEW[table], {"ids": ids, "now": now})
             except Exception as error:
                 if outages.link_of(error) is None:
                     raise
                 if not self._failing:
-                    LOGGER.warning("cannot renew the leases of %d deliveries: %s", len(held), outages.describe(error))
+                    count = sum(map(len, held.values()))
+                    LOGGER.warning("cannot renew the leases of %d messages: %s", count, outages.describe(error))
                 self._failing = True
                 return
             if self._failing:

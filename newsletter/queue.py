@@ -31,7 +31,7 @@ from newsletter.brokers import make_broker
 from newsletter.connections import make_slots
 from newsletter.errors import NewsletterError
 from newsletter.lanes import make_rate_limiter
-from newsletter.models import utcnow
+from newsletter.models import OutboundMessage, utcnow
 from newsletter.sender import Held, Sender
 from newsletter.settings import Settings
 
@@ -209,11 +209,15 @@ class Queue:
         # Signed and given its VERP sender here, not when stored: the web app holds no key, and a bounce of
         # the mail names the message it is about.
         envelope_from, message = sender.composer.one_off(outbound_id, prepared.message)
+        # Renewed like a batch's rows: a rate-limit wait and a slow server never let its lease run out under it.
+        sender.heartbeat.hold(OutboundMessage, [outbound_id])
         try:
             verdict = sender.send_bytes(envelope_from, prepared.recipient, message)
         except Held as held:  # our side cannot send now (session refused, no slot, relay paused): no try spent
             sender.commit(lambda session: outbox.release_message(session, outbound_id))
             return held.until
+        finally:
+            sender.heartbeat.drop(OutboundMessage, [outbound_id])
         retry_seconds = sender.commit(
             lambda session: outbox.record_message(session, self.settings, outbound_id, verdict, prepared.attempts)
         )

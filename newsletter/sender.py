@@ -28,7 +28,7 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.lanes import Lane
 from newsletter.leases import Claim, Result
 from newsletter.mime import MessageTemplate, Recipient
-from newsletter.models import DeliveryStatus, utcnow
+from newsletter.models import Delivery, DeliveryStatus, utcnow
 from newsletter.render import RenderedIssue
 from newsletter.replies import Action, Backoff, Verdict
 from newsletter.sendcounts import REPORT_SECONDS, SendCounts
@@ -182,7 +182,7 @@ class Sender:
             record_and_claim = functools.partial(self._record_and_claim, issue_id=issue_id, sent=sent, group=group)
             claims = self.commit(functools.partial(record_and_claim, tries=tries))
             claimed = time.monotonic()
-            self.heartbeat.hold([claim.delivery_id for claim in claims])
+            self.heartbeat.hold(Delivery, [claim.delivery_id for claim in claims])
             sent = self._send_group(template, issue_id, claims, claimed)
         left = self.commit(
             functools.partial(self._record_and_finish, issue_id=issue_id, sent=sent, delivery_ids=delivery_ids)
@@ -230,7 +230,7 @@ class Sender:
         leases.release(session, untried, str(sent.held) if sent.held is not None else "")
         self.counts.add("given back", len(untried))
         # Dropped before the commit: a beat after it would find the rows final, one before it renews them.
-        self.heartbeat.drop([claim.delivery_id for claim in sent.claims])
+        self.heartbeat.drop(Delivery, [claim.delivery_id for claim in sent.claims])
 
     def _send_group(self, template: Template, issue_id: int, claims: list[Claim], claimed: float) -> Group:
         """Send the claimed group in order, stopping before a message that could outlive half the lease.

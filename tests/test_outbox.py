@@ -177,3 +177,28 @@ def test_worker_sends_the_confirmations_a_web_app_could_not_enqueue(
     finally:
         cleanup_broker(settings)
     assert [message.recipient for message in smtpd.received] == ["reader@example.com"]
+
+
+def test_a_message_held_in_a_slow_data_is_renewed_and_never_sent_twice(
+    settings: Settings, engine: Engine, smtpd: MailSink
+) -> None:
+    # The server takes three leases to answer DATA; meanwhile another process keeps handing every unsent
+    # message to its own worker, as a restarting one does. Only the renewed lease keeps it from sending too.
+    quick = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, lease_seconds=1.0)
+    smtpd.data_delay_seconds = 3 * quick.lease_seconds
+    outbound_id = store(engine, "slow@example.com")
+    sending, other = Queue(quick, engine), Queue(quick, engine)
+    try:
+        sending.start_worker(1)
+        other.start_worker(1)
+        sending.send_message(outbound_id)
+        wait_until(lambda: status_of(engine, outbound_id) == DeliveryStatus.SENDING)
+        while status_of(engine, outbound_id) == DeliveryStatus.SENDING:
+            outbox.requeue_unsent(engine, quick.lease_seconds, other.send_message)
+            time.sleep(quick.lease_seconds / 4)
+        time.sleep(smtpd.data_delay_seconds)  # a copy the other worker took would arrive by now
+    finally:
+        sending.stop()
+        other.stop()
+    assert status_of(engine, outbound_id) == DeliveryStatus.SENT
+    assert len(smtpd.to("slow@example.com")) == 1
