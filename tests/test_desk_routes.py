@@ -102,6 +102,9 @@ async def test_desk_errors_keep_the_desk_around_them(client: AsyncClient, stored
         assert DESK_NAVIGATION in answer.text and "editor@example.org" in answer.text, path
         assert '<a href="/admin">Back to the dashboard</a>' in answer.text, path
         assert '<html lang="en">' in answer.text and "页面不存在" not in answer.text, path  # the desk's words
+        assert answer.headers["content-language"] == "en", path
+    dashboard = await client.get("/admin", headers=chinese)
+    assert dashboard.headers["content-language"] == "en" and "年" not in dashboard.text  # dates in the desk's words
 
 
 async def test_a_viewer_refused_sees_the_desk(client: AsyncClient, stored: None, engine: Engine) -> None:

@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from newsletter import accounts
 from newsletter.accounts import SignedIn
 from newsletter.errors import NewsletterError
-from subscribers.context import context_of, page
+from subscribers.context import context_of
 from subscribers.security import CSRF_FIELD
 
 SESSION_COOKIE = "newsletter_desk"
@@ -23,6 +23,9 @@ MAX_UPLOAD_FILES = 50  # an issue and its images
 MAX_FORM_FIELDS = 100
 NOTICE_MAX_AGE_SECONDS = 300
 # The desk's pages: our stylesheet and scripts (live progress), our own frames (the issue preview), no one else's.
+# The desk is written in English (its templates say lang="en"): its dates, numbers and Content-Language
+# follow, whatever language the editor's browser asks the readers' pages for.
+DESK_LANGUAGE = "en"
 DESK_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
     "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -137,7 +140,9 @@ def desk_page(
     cookie, token = context.csrf.token_for(request)
     values.setdefault("notice", context.sessions.notice(request))
     headers = {**(extra_headers or {}), "content-security-policy": DESK_POLICY}
-    response = page(request, template, status_code, headers, account=account, csrf_token=token, **values)
+    response = context.pages.response(
+        template, status_code, headers, DESK_LANGUAGE, account=account, csrf_token=token, **values
+    )
     context.csrf.set_cookie(response, cookie)
     return response
 
