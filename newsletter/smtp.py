@@ -137,18 +137,20 @@ class SmtpConnection:
             if reply.outcome != Outcome.SENT:
                 self._fail(reply)
             return reply
-        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
-            self.close()
-            if reused and self._stage == "MAIL":
-                raise _Stale() from None  # closed while idle: nothing was said about this message yet
-            raise TemporaryFailure(Reply(CONNECTION_LOST, str(error) or type(error).__name__, self._stage)) from None
-        except smtplib.SMTPResponseException as error:  # a refusal of EHLO, STARTTLS or AUTH while connecting
+        except smtplib.SMTPResponseException as error:
+            # A greeting other than 220 (RFC 5321 3.1: 554 "no SMTP service here"), or STARTTLS refused. It
+            # comes before OSError, of which smtplib's errors are a kind.
             self.close()
             reply = self._reply(error.smtp_code, error.smtp_error, "connect")
             if reply.outcome == Outcome.PERMANENT:  # about our session, never about the recipient
                 where = f"{self._settings.smtp_host}:{self._settings.smtp_port}"
                 raise SessionRefused(f"the SMTP server {where} refused the session: {reply}") from None
             raise TemporaryFailure(reply) from None
+        except OSError as error:  # the connection: refused, reset, timed out, closed (SMTPServerDisconnected)
+            self.close()
+            if reused and self._stage == "MAIL":
+                raise _Stale() from None  # closed while idle: nothing was said about this message yet
+            raise TemporaryFailure(Reply(CONNECTION_LOST, str(error) or type(error).__name__, self._stage)) from None
 
     def _envelope(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, utf8: bool, reused: bool) -> None:
         """MAIL, RCPT and DATA, in one write when the server offers PIPELINING (RFC 2920); raises unless 354."""

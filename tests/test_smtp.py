@@ -8,7 +8,10 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -19,6 +22,7 @@ from newsletter.smtp import (
     CONNECTION_LOST,
     Outcome,
     PermanentFailure,
+    SessionRefused,
     SmtpConnection,
     TemporaryFailure,
     WireReady,
@@ -148,6 +152,54 @@ def test_no_server_is_a_temporary_failure(settings: Settings) -> None:
     with pytest.raises(TemporaryFailure) as failure:
         connection.send("bounces@example.org", "one@example.com", MESSAGE)
     assert failure.value.reply.code == CONNECTION_LOST
+
+
+@contextmanager
+def greeting_server(greeting: bytes) -> Iterator[int]:
+    """A server that answers every connection with `greeting` and then QUIT's 221: its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def answer() -> None:
+        while not done.is_set():
+            try:
+                peer, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with peer:
+                peer.sendall(greeting)
+                peer.settimeout(1)
+                try:
+                    if peer.recv(1024):
+                        peer.sendall(b"221 2.0.0 bye\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_greeting_of_554_is_a_refused_session_not_a_lost_connection(settings: Settings) -> None:
+    # RFC 5321 3.1: a server that will not talk to us says so in its greeting; no reader is at fault.
+    with greeting_server(b"554 5.7.1 no SMTP service for 127.0.0.1\r\n") as port:
+        connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=port))
+        with pytest.raises(SessionRefused, match="refused the session: 554 5.7.1 no SMTP service for 127.0.0.1"):
+            connection.send("bounces@example.org", "one@example.com", MESSAGE)
+
+
+def test_a_greeting_of_421_is_a_temporary_failure_with_its_reply(settings: Settings) -> None:
+    with greeting_server(b"421 4.3.2 too busy, try later\r\n") as port:
+        connection = SmtpConnection(settings.replace(smtp_host="127.0.0.1", smtp_port=port))
+        with pytest.raises(TemporaryFailure) as failure:
+            connection.send("bounces@example.org", "one@example.com", MESSAGE)
+    assert failure.value.reply.code == 421 and "too busy" in failure.value.reply.text
 
 
 SMTP_SINK = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
