@@ -71,20 +71,29 @@ def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> P
     """Take a pending message (or one whose worker's lease ran out); None when it is not ours to send."""
     now = utcnow()
     expired = now - dt.timedelta(seconds=lease_seconds)
-    row = session.execute(
-        update(OutboundMessage)
-        .where(
-            OutboundMessage.id == outbound_id,
-            or_(
-                OutboundMessage.status == DeliveryStatus.PENDING,
-                and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < expired),
-            ),
+    # Plain statements on the session's connection, here and in record_message: the ORM's bulk UPDATE
+    # (matching the rows it may hold) costs more than the SQL on the path of every one-off mail.
+    row = (
+        session.connection()
+        .execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.id == outbound_id,
+                or_(
+                    OutboundMessage.status == DeliveryStatus.PENDING,
+                    and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < expired),
+                ),
+            )
+            .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=OutboundMessage.attempts + 1)
+            .returning(
+                OutboundMessage.envelope_from,
+                OutboundMessage.recipient,
+                OutboundMessage.message,
+                OutboundMessage.attempts,
+            )
         )
-        .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=OutboundMessage.attempts + 1)
-        .returning(
-            OutboundMessage.envelope_from, OutboundMessage.recipient, OutboundMessage.message, OutboundMessage.attempts
-        )
-    ).first()
+        .first()
+    )
     return None if row is None else Prepared(row[0], row[1], row[2], row[3])
 
 
@@ -102,7 +111,7 @@ def record_message(
 ) -> float | None:
     """Record what the server's reply means (replies.settle); returns the seconds before the next try, or None."""
     settled = replies.settle(verdict, attempts, settings)
-    session.execute(
+    session.connection().execute(
         update(OutboundMessage)
         .where(OutboundMessage.id == outbound_id)
         .values(

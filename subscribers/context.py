@@ -46,17 +46,28 @@ class Context:
 
     async def run(self, use_case: Callable[..., T], *args: Any) -> T:
         """Run a use case (a function taking a session first) in one transaction, on a worker thread."""
+        return await self._on_thread(partial(self._in_transaction, use_case, *args))
+
+    async def run_and_send(self, use_case: Callable[..., int | None], *args: Any) -> None:
+        """`run`, then queue the message the use case stored once it has committed: on the same worker thread,
+        so a sign-up hops to a thread once, not twice."""
+        await self._on_thread(partial(self._sent_after_transaction, use_case, *args))
+
+    async def _on_thread(self, work: Callable[[], T]) -> T:
         if self.engine.dialect.name != "sqlite":
-            return await run_in_threadpool(self._in_transaction, use_case, *args)
+            return await run_in_threadpool(work)
         # One writer at a time anyway: more threads would only fight over the GIL while they wait.
-        return await anyio.to_thread.run_sync(
-            partial(self._in_transaction, use_case, *args), limiter=self.sqlite_threads
-        )
+        return await anyio.to_thread.run_sync(work, limiter=self.sqlite_threads)
 
     def _in_transaction(self, use_case: Callable[..., T], *args: Any) -> T:
         # On SQLite, database.transaction lets one at a time in: see there.
         with database.transaction(self.engine) as session:
             return use_case(session, *args)
+
+    def _sent_after_transaction(self, use_case: Callable[..., int | None], *args: Any) -> None:
+        outbound_id = self._in_transaction(use_case, *args)
+        if outbound_id is not None:
+            self.enqueue(outbound_id)
 
     async def send(self, outbound_id: int | None) -> None:
         """Queue a stored message once its transaction has committed."""

@@ -60,6 +60,7 @@ class Pages:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._environments: dict[str, Environment] = {}
+        self._fixed: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def environment(self, lang: str) -> Environment:
@@ -102,7 +103,14 @@ class Pages:
 
     def render(self, template: str, lang: str | None = None, **context: Any) -> str:
         chosen = lang or language.choose(self.settings.default_language)
-        return self.environment(chosen).get_template(template).render(**context)
+        if context:
+            return self.environment(chosen).get_template(template).render(**context)
+        # A page with no values of its own (the sign-up's "check your inbox") reads the same every time: it is
+        # rendered once per language. Two threads racing here render the same text; either does.
+        fixed = self._fixed.get((template, chosen))
+        if fixed is None:
+            fixed = self._fixed[template, chosen] = self.environment(chosen).get_template(template).render()
+        return fixed
 
     def response(
         self,

@@ -93,14 +93,13 @@ async def subscribe(request: Request) -> Response:
             message = gettext(request, N_("That was very quick. Please check your address and press Subscribe again."))
             return await _form(request, 422, message, email=email, name=name, chosen=chosen)
     try:
-        outbound_id = await context.run(_subscribe, context, email, name, reader, chosen, client_ip(request))
+        await context.run_and_send(_subscribe, context, email, name, reader, chosen, client_ip(request))
     except InvalidAddress as error:
         message = gettext(request, N_("Please check the email address: %(reason)s")) % {"reason": error.reason}
         return await _form(request, 422, message, email=email, name=name, chosen=chosen)
     except optin.TooManySignups:
         message = gettext(request, N_("Sorry, there were too many sign-ups from here. Please try again in an hour."))
         return await _form(request, 429, message, email=email, name=name, chosen=chosen)
-    await context.send(outbound_id)
     return page(request, "subscribe_sent.html")
 
 
