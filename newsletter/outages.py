@@ -112,11 +112,14 @@ def wait_out(
 
 
 class OneLine(logging.Filter):
-    """Turns a log record's traceback of an outage (Dramatiq's, when an actor failed for one) into one line."""
+    """Turns a log record's traceback of an outage (Dramatiq's when an actor failed for one, pika's when a
+    connection broke) into one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if error is not None and link_of(error) is not None:
-            record.msg, record.args = f"{record.getMessage()}: {describe(error)}", ()
+            # pika writes the traceback into the message too ("Caller's stack:" and the lines): its first line only.
+            said = record.getMessage().split("\n", 1)[0]
+            record.msg, record.args = f"{said}: {describe(error)}", ()
             record.exc_info, record.exc_text = None, None
         return True

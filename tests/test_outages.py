@@ -68,6 +68,25 @@ def outage(proxy: TcpProxy, after: threading.Event, seconds: float = OUTAGE_SECO
     return restored
 
 
+def cut_mid_send(
+    settings: Settings, engine: Engine, proxy: TcpProxy, direct: Engine, directory: Path
+) -> tuple[float, list[str], str]:
+    """Two workers send; the link behind `proxy` is cut once a fifth is sent (as `direct`, never cut, counts).
+
+    Returns the seconds to done after the link came back, what `send` said, and the workers' logs.
+    """
+    workers = Workers(settings, directory)
+    try:
+        workers.start(), workers.start()
+        queue, issue_id = start_send(engine, settings)
+        restored = outage(proxy, started(direct, issue_id, SUBSCRIBERS // 5))
+        recovery, lines = finish(engine, queue, issue_id, restored)
+        queue.stop()
+    finally:
+        workers.stop_all()
+    return recovery, lines, workers.logs()
+
+
 @pytest.fixture
 def postgres_proxy(postgres_url: str) -> Iterator[TcpProxy]:
     with proxy_to("127.0.0.1", 5432) as proxy:
@@ -123,46 +142,43 @@ def test_postgres_cut_mid_send_is_waited_out_and_nobody_is_mailed_twice(
 ) -> None:
     settings = fleet_settings.replace(database_url=postgres_proxy.url_for(fleet_settings.database_url, 5432))
     smtpd.data_delay_seconds = 0.01
-    workers = Workers(settings, tmp_path)
     engine = database.make_engine(settings)
     try:
-        workers.start(), workers.start()
-        queue, issue_id = start_send(engine, settings)
-        restored = outage(postgres_proxy, started(postgres_engine, issue_id, SUBSCRIBERS // 5))
-        recovery, lines = finish(engine, queue, issue_id, restored)
-        queue.stop()
+        recovery, lines, logs = cut_mid_send(settings, engine, postgres_proxy, postgres_engine, tmp_path)
     finally:
-        workers.stop_all()
         engine.dispose()
     print(f"\nPostgreSQL cut {OUTAGE_SECONDS:.0f} s: done {recovery:.1f} s after it came back")
     no_duplicates_nobody_missed(smtpd, SUBSCRIBERS)
     assert recovery < RECOVERY_SECONDS
     assert any("the database is unreachable" in line for line in lines), lines
-    assert "Traceback" not in workers.logs(), workers.logs()
-    assert "the database is unreachable" in workers.logs()
+    assert "Traceback" not in logs, logs
+    assert "the database is unreachable" in logs
 
 
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.timeout(180)
-def test_redis_cut_mid_send_is_waited_out(
-    through_redis: Settings, postgres_engine: Engine, redis_proxy: TcpProxy, smtpd: MailSink, tmp_path: Path
+def test_a_broker_cut_mid_send_is_waited_out(
+    broker: str, fleet_settings: Settings, postgres_engine: Engine, smtpd: MailSink, tmp_path: Path
 ) -> None:
-    settings = through_redis
+    require_service(broker)
+    url, port = (REDIS_URL, 6379) if broker == "redis" else (RABBITMQ_URL, 5672)
     smtpd.data_delay_seconds = 0.01
-    workers = Workers(settings, tmp_path)
-    try:
-        workers.start(), workers.start()
-        queue, issue_id = start_send(postgres_engine, settings)
-        restored = outage(redis_proxy, started(postgres_engine, issue_id, SUBSCRIBERS // 5))
-        recovery, _lines = finish(postgres_engine, queue, issue_id, restored)
-        queue.stop()
-    finally:
-        workers.stop_all()
-    print(f"\nRedis cut {OUTAGE_SECONDS:.0f} s: done {recovery:.1f} s after it came back")
+    with proxy_to("127.0.0.1", port) as proxy:
+        through = proxy.url_for(url, port)
+        # RabbitMQ as the broker: Redis still counts the connection slots, straight.
+        settings = fleet_settings.replace(
+            broker_url=through, rate_limit_url=through if broker == "redis" else REDIS_URL
+        )
+        try:
+            recovery, _lines, logs = cut_mid_send(settings, postgres_engine, proxy, postgres_engine, tmp_path)
+        finally:
+            cleanup_broker(settings.replace(broker_url=url))
+    print(f"\n{broker} cut {OUTAGE_SECONDS:.0f} s: done {recovery:.1f} s after it came back")
     no_duplicates_nobody_missed(smtpd, SUBSCRIBERS)
     assert recovery < RECOVERY_SECONDS
-    assert "Traceback" not in workers.logs(), workers.logs()
+    assert "Traceback" not in logs, logs
 
 
 @pytest.mark.postgres
