@@ -146,7 +146,7 @@ class Watch:
         self.engine, self.queue, self.issue_id, self.say = engine, queue, issue_id, say
         self.lease_seconds = queue.settings.lease_seconds
         now = time.monotonic()
-        self.last_done, self.explained = -1, ""
+        self.last_done, self.explained, self.waited_for = -1, "", ""
         self.last_move = self.last_sweep = self.last_requeue = now  # last progress, sweep, re-enqueue
 
     def saw(self, counts: ledger.Counts, feeder: Feeder | None) -> None:
@@ -166,8 +166,19 @@ class Watch:
             else:
                 due = functools.partial(ledger.claimable_ids, issue_id=self.issue_id, lease_seconds=self.lease_seconds)
                 self._enqueue(lambda session: list(due(session, due_only=True)))
+        self._tell_wait()
         if now - self.last_move > STALL_SECONDS or self.queue.held():
             self._explain(counts, now - self.last_move)
+
+    def _tell_wait(self) -> None:
+        """Say what the workers hold back for on purpose (the rate limit, a relay throttling) and until when,
+        once per reason (a process's hold said so is not said again by `_explain`)."""
+        wait = self.queue.waiting()
+        if wait is None:
+            self.waited_for = ""
+        elif wait.why != self.waited_for:
+            self.waited_for = self.explained = wait.why
+            self.say(f"Waiting: {wait.line()}")
 
     def _enqueue(self, find: Callable[[Session], list[int]]) -> None:
         def attempt() -> None:

@@ -96,7 +96,7 @@ def make_slots(settings: Settings) -> Slots | None:
     """
     if not settings.broker_url:
         return None
-    url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
+    url = settings.shared_redis_url
     if not url:
         raise ConfigError(
             "smtp_connections with a RabbitMQ broker needs rate_limit_url (a redis:// URL), "

@@ -22,14 +22,25 @@ def make_rate_limiter(settings: Settings) -> RateLimiter | None:
     """Dramatiq's bucket limiter for `rate_limit`, counted in Redis when workers are distributed."""
     if settings.rate_limit <= 0:
         return None
-    url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
+    url = settings.shared_redis_url
     if settings.broker_url and not url:
         raise ConfigError("rate_limit with a RabbitMQ broker needs rate_limit_url (a redis:// URL) to count in")
     backend = RedisBackend(client=outages.redis_client(url)) if url else StubBackend()  # type: ignore[no-untyped-call]
-    limit = max(1, round(settings.rate_limit))
-    bucket_ms = max(1, round(1000 * limit / settings.rate_limit))
+    limit, bucket_ms = rate_bucket(settings)
     key = f"newsletter:{settings.queue_name}:rate"
     return BucketRateLimiter(backend, key, limit=limit, bucket=bucket_ms)  # type: ignore[no-untyped-call]
+
+
+def rate_bucket(settings: Settings) -> tuple[int, int]:
+    """`rate_limit` as Dramatiq's buckets count it: messages per bucket, and the bucket's milliseconds."""
+    limit = max(1, round(settings.rate_limit))
+    return limit, max(1, round(1000 * limit / settings.rate_limit))
+
+
+def next_bucket_at(settings: Settings, now: float) -> float:
+    """The Unix time the rate limit's next bucket opens (buckets start at multiples of their length)."""
+    bucket_ms = rate_bucket(settings)[1]
+    return (int(now * 1000) // bucket_ms + 1) * bucket_ms / 1000
 
 
 class Pace:
@@ -37,15 +48,19 @@ class Pace:
 
     def __init__(self) -> None:
         self.pause_seconds = 0.0
+        self.reply: Reply | None = None  # the last throttling reply, while it slows the connection down
 
     def after(self, reply: Reply) -> None:
         if is_throttling(reply.code):
+            self.reply = reply
             self.pause_seconds = min(
                 THROTTLE_MAX_PAUSE_SECONDS, max(THROTTLE_FIRST_PAUSE_SECONDS, self.pause_seconds * 2)
             )
         elif self.pause_seconds:
             halved = self.pause_seconds / 2
             self.pause_seconds = halved if halved >= THROTTLE_FIRST_PAUSE_SECONDS / 4 else 0.0
+            if not self.pause_seconds:
+                self.reply = None
 
 
 class Lane:

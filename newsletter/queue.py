@@ -34,6 +34,7 @@ from newsletter.lanes import make_rate_limiter
 from newsletter.models import OutboundMessage, utcnow
 from newsletter.sender import Held, Sender
 from newsletter.settings import Settings
+from newsletter.waits import Wait, make_waits
 
 LOGGER = logging.getLogger("newsletter.queue")
 DELIVERIES_ACTOR = "send_deliveries"
@@ -61,8 +62,11 @@ class Queue:
         self.settings = settings
         self.engine = engine
         self.broker = broker if broker is not None else make_broker(settings)
+        self.waits = make_waits(settings)
         self._sender_factory = sender_factory or (
-            lambda: Sender(settings, engine, rate_limiter=make_rate_limiter(settings), slots=make_slots(settings))
+            lambda: Sender(
+                settings, engine, rate_limiter=make_rate_limiter(settings), slots=make_slots(settings), waits=self.waits
+            )
         )
         self._sender: Sender | None = None
         self._lock = threading.Lock()
@@ -87,6 +91,15 @@ class Queue:
     def held(self) -> str | None:
         """Why this process's worker sends nothing right now (a refused session, a failing relay), or None."""
         return self._sender.held() if self._sender is not None else None
+
+    def waiting(self) -> Wait | None:
+        """What the workers hold back for on purpose right now (the rate limit, a relay throttling), or None."""
+        try:
+            return self.waits.current()
+        except Exception as error:  # Redis away: `send` says so where it polls the broker, not here
+            if outages.link_of(error) is None:
+                raise
+            return None
 
     def sender(self) -> Sender:
         with self._lock:

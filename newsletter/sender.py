@@ -25,7 +25,7 @@ from newsletter.connections import (
 )
 from newsletter.domainkeys import DkimSigner
 from newsletter.errors import ConfigError, NewsletterError
-from newsletter.lanes import Lane
+from newsletter.lanes import Lane, next_bucket_at
 from newsletter.leases import Claim, Result
 from newsletter.mime import MessageTemplate, Recipient
 from newsletter.models import Delivery, DeliveryStatus, utcnow
@@ -35,6 +35,7 @@ from newsletter.sendcounts import REPORT_SECONDS, SendCounts
 from newsletter.settings import Settings
 from newsletter.smtp import PermanentFailure, Reply, SessionRefused, SmtpConnection, TemporaryFailure
 from newsletter.tokens import Signer
+from newsletter.waits import Wait, Waits, rate_words
 
 RATE_POLL_SECONDS = 0.02
 # After the relay refused our session (AUTH, certificate): the wait before any batch tries to connect again.
@@ -135,8 +136,10 @@ class Sender:
         template_factory: TemplateFactory = build_template,
         rate_limiter: RateLimiter | None = None,
         slots: Slots | None = None,
+        waits: Waits | None = None,
     ) -> None:
         self.settings = settings
+        self.waits = waits or Waits("", "")
         self.engine = engine
         self.composer = Composer(settings, DkimSigner.from_settings(settings))
         self.rate_limiter = rate_limiter
@@ -278,7 +281,9 @@ class Sender:
             if self._held_until is None or self._held_until < until:
                 LOGGER.warning("%s; trying again in %.0f s", why, seconds)
                 self._held_until, self._holding = until, why
-            return self._held_until
+            held_until = self._held_until
+        self.waits.tell(Wait(self._holding, held_until.timestamp()))
+        return held_until
 
     def tell_once(self, verdict: Verdict) -> None:
         """Log, once per process and reason, that a one-off mail failed on our side (its reader is untouched)."""
@@ -357,14 +362,15 @@ class Sender:
                 lane.used = time.monotonic()
         verdict = replies.judge(reply)
         if verdict.action == Action.HOLD:
-            where = f"{self.settings.smtp_host}:{self.settings.smtp_port}"
-            raise Held(str(reply), self._hold(f"the SMTP server {where} failed: {reply}", self._link.next_seconds()))
+            raise Held(str(reply), self._hold(f"{self._relay_words()} failed: {reply}", self._link.next_seconds()))
         self._link.reset()
         return verdict
 
     def _send_paced(self, lane: Lane, envelope_from: str, recipient: str, message: bytes) -> Reply:
-        if lane.pace.pause_seconds:
-            self.stopping.wait(lane.pace.pause_seconds)
+        pause = lane.pace.pause_seconds
+        if pause:
+            self.waits.tell(Wait(f"{self._relay_words()} slows us down ({lane.pace.reply})", time.time() + pause))
+            self.stopping.wait(pause)
         self._wait_for_rate()
         if self.stopping.is_set():
             raise Held("", utcnow())  # finish the message in flight, never start one while stopping
@@ -422,7 +428,13 @@ class Sender:
                 if outages.link_of(error) is None:
                     raise
                 return  # stopping: _send_paced sees it and sends nothing
+            now = time.time()
+            rate = rate_words(self.settings.rate_limit)
+            self.waits.tell(Wait(f"the rate limit allows {rate} (rate_limit)", next_bucket_at(self.settings, now)))
             self.stopping.wait(RATE_POLL_SECONDS)
+
+    def _relay_words(self) -> str:
+        return f"the SMTP server {self.settings.smtp_host}:{self.settings.smtp_port}"
 
     def _lane(self) -> Lane:
         lane: Lane | None = getattr(self._local, "lane", None)

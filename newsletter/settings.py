@@ -152,6 +152,11 @@ class Settings:
         if missing:
             raise MissingSetting(*missing)
 
+    @property
+    def shared_redis_url(self) -> str:
+        """The Redis where workers share counts (rate limit, connection slots, waits): empty when there is none."""
+        return self.rate_limit_url or (self.broker_url if self.broker_url.startswith("redis") else "")
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (the object itself never changes)."""
         return dataclasses.replace(self, **changes)

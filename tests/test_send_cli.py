@@ -12,7 +12,7 @@ from newsletter import database
 from newsletter.cli import main
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
-from tests.mailserver import MailSink
+from tests.mailserver import EVERYONE, MailSink
 
 ISSUE = "---\nsubject: Notes one\nslug: notes-1\n---\n\n# Notes one\n\nHello.\n"
 
@@ -54,6 +54,33 @@ def test_send_asks_for_yes_off_a_terminal_then_sends(config: Path, tmp_path: Pat
     issue.write_text(ISSUE.replace("Hello", "Changed"), encoding="utf-8")
     code, output = invoke(config, "send", str(issue), "--yes")
     assert code == 1 and "--force" in output
+
+
+def test_send_says_when_the_rate_limit_holds_it_back(config: Path, tmp_path: Path, smtpd: MailSink) -> None:
+    issue = tmp_path / "notes.md"
+    issue.write_text(ISSUE, encoding="utf-8")
+    with config.open("a", encoding="utf-8") as file:
+        file.write("rate_limit = 1.0\n")  # three readers: two waits of up to a second
+    code, output = invoke(config, "send", str(issue), "--yes")
+    assert code == 0, output
+    assert len(smtpd.received) == 3
+    lines = [line for line in output.splitlines() if line.startswith("Waiting: the rate limit")]
+    assert len(lines) == 1, output  # once for the send, not once per message
+    assert "allows 1 message a second (rate_limit); next in 0." in lines[0], lines
+
+
+def test_send_says_when_the_relay_slows_it_down(config: Path, tmp_path: Path, smtpd: MailSink) -> None:
+    issue = tmp_path / "notes.md"
+    issue.write_text(ISSUE, encoding="utf-8")
+    smtpd.fail(EVERYONE, "RCPT", "451 4.7.1 slow down", times=4)  # pauses of 0.5, 1, 2 and 4 s before a message
+    with config.open("a", encoding="utf-8") as file:
+        file.write("smtp_connections = 1\nretry_delay_seconds = 1\n")
+    code, output = invoke(config, "send", str(issue), "--yes")
+    assert code == 0, output
+    assert len(smtpd.received) == 3
+    text = " ".join(output.split())  # rich wraps long lines
+    said = f"Waiting: the SMTP server 127.0.0.1:{smtpd.port} slows us down (451 4.7.1 slow down (at RCPT)); next in "
+    assert said in text, output
 
 
 def test_send_test_goes_to_the_named_address_only(config: Path, tmp_path: Path, smtpd: MailSink) -> None:

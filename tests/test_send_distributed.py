@@ -28,7 +28,7 @@ BACKENDS = [
 
 def cleanup_broker(settings: Settings) -> None:
     """Remove the test's queues and connection slots, so runs never see each other's messages."""
-    slots_url = settings.rate_limit_url or (settings.broker_url if settings.broker_url.startswith("redis") else "")
+    slots_url = settings.shared_redis_url
     if slots_url:
         client = redis.Redis.from_url(slots_url)
         for key in client.scan_iter(f"newsletter:{settings.queue_name}:*"):
