@@ -204,25 +204,31 @@ def _within_limit(session: Session, settings: Settings, kind: str, value: str, l
 def _insert_pending(session: Session, key: str, reader: Reader, now: dt.datetime) -> int | None:
     """Create the subscriber with this key, pending; its id, or None when the key is taken. One atomic insert,
     so a race never doubles it (on PostgreSQL the loser waits for the winner's commit, then finds its row)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert(Subscriber)
-        .values(
-            email=reader.email,
-            email_key=key,
-            name=reader.name,
-            status=SubscriberStatus.PENDING,
-            source=SubscriberSource.FORM,
-            bounce_score=0.0,
-            attributes={},
-            created_at=now,
-            language=reader.language,
-        )
-        .on_conflict_do_nothing(index_elements=[Subscriber.email_key])
-        .returning(Subscriber.id)
-    )
-    created: int | None = session.connection().execute(statement).scalar_one_or_none()
+    values: dict[str, Any] = {
+        "email": reader.email,
+        "email_key": key,
+        "name": reader.name,
+        "status": SubscriberStatus.PENDING,
+        "source": SubscriberSource.FORM,
+        "bounce_score": 0.0,
+        "attributes": {},
+        "created_at": now,
+        "language": reader.language,
+    }
+    statement = _INSERT_PENDING[session.get_bind().dialect.name == "postgresql"]
+    created: int | None = session.connection().execute(statement, values).scalar_one_or_none()
     return created
+
+
+# Built once, their values passed on execution: building a statement costs more than running it here.
+_INSERT_PENDING = {
+    is_postgresql: (postgresql.insert if is_postgresql else sqlite.insert)(Subscriber)
+    .on_conflict_do_nothing(index_elements=[Subscriber.email_key])
+    .returning(Subscriber.id)
+    for is_postgresql in (False, True)
+}
+_INSERT_EVENT = insert(Event)
+_INSERT_EVENT_RETURNING_ID = insert(Event).returning(Event.id)
 
 
 def _request_first_confirmation(
@@ -237,13 +243,13 @@ def _request_first_confirmation(
     hot path of the sign-up form, where nothing has to be read back (no confirmation was sent yet)."""
     connection = session.connection()
     logged = {"subscriber_id": subscriber_id, "source": SOURCE_FORM, "created_at": now}
-    connection.execute(insert(Event).values(kind="created", new_status=SubscriberStatus.PENDING, **logged))
+    connection.execute(_INSERT_EVENT, {"kind": "created", "new_status": SubscriberStatus.PENDING, **logged})
     if topic_keys:
         topics.choose_topics_of(session, subscriber_id, topic_keys)
     if _over_daily_cap(settings, 0):
         return None
-    statement = insert(Event).values(kind=CONFIRMATION_REQUESTED, **logged).returning(Event.id)
-    return ConfirmationRequest(subscriber_id, connection.execute(statement).scalar_one(), reader)
+    request_id = connection.execute(_INSERT_EVENT_RETURNING_ID, {"kind": CONFIRMATION_REQUESTED, **logged}).scalar_one()
+    return ConfirmationRequest(subscriber_id, request_id, reader)
 
 
 def _over_daily_cap(settings: Settings, confirmations_today: int) -> bool:

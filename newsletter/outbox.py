@@ -31,10 +31,19 @@ class Prepared:
 def store_message(session: Session, kind: str, envelope_from: str, recipient: str, message: bytes) -> int:
     """Keep a complete message (CRLF bytes) for the queue to send; returns its id for `Queue.send_message`."""
     # One plain INSERT on the session's connection: the ORM's unit of work costs a sign-up more than the SQL.
-    row = {"kind": kind, "envelope_from": envelope_from, "recipient": recipient, "message": message}
-    statement = insert(OutboundMessage).values(status=DeliveryStatus.PENDING, attempts=0, **row)
-    outbound_id: int = session.connection().execute(statement.returning(OutboundMessage.id)).scalar_one()
+    row: dict[str, object] = {
+        "kind": kind,
+        "envelope_from": envelope_from,
+        "recipient": recipient,
+        "message": message,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+    }
+    outbound_id: int = session.connection().execute(_INSERT_RETURNING_ID, row).scalar_one()
     return outbound_id
+
+
+_INSERT_RETURNING_ID = insert(OutboundMessage).returning(OutboundMessage.id)  # built once: values on execution
 
 
 def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, dt.datetime | None]]:
