@@ -50,6 +50,11 @@ class Signer:
         if not secret_key:
             raise TokenInvalid("no secret_key is set: tokens cannot be signed")
         self._secret = secret_key.encode()
+        # One serializer per purpose: building one derives its key and probes its JSON, which cost more
+        # than the signature itself, and a worker signs two permanent tokens for every message it sends.
+        self._permanent = {
+            purpose: URLSafeSerializer(self._secret, salt=f"newsletter.{purpose}") for purpose in Purpose
+        }
 
     def dumps(self, purpose: Purpose, data: Any) -> str:
         """A URL-safe token carrying `data` (expiry is checked by `loads`, from the signing time)."""
@@ -72,11 +77,11 @@ class Signer:
 
     def dumps_permanent(self, purpose: Purpose, data: Any) -> str:
         """A URL-safe token without a timestamp: shorter, for links that never expire (unsubscribe)."""
-        return URLSafeSerializer(self._secret, salt=f"newsletter.{purpose}").dumps(data)
+        return self._permanent[purpose].dumps(data)
 
     def loads_permanent(self, purpose: Purpose, token: str) -> Any:
         try:
-            return URLSafeSerializer(self._secret, salt=f"newsletter.{purpose}").loads(token)
+            return self._permanent[purpose].loads(token)
         except BadData:  # a bad signature, or a good one around a payload of another form
             raise TokenInvalid("this link is not valid (it may have been cut short or altered)") from None
 
