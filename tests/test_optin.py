@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import optin, privacy, subscriptions, throttle
+from newsletter import database, optin, privacy, subscriptions, throttle
 from newsletter.errors import InvalidAddress
 from newsletter.models import Event, Subscriber, SubscriberStatus, Throttle, utcnow
 from newsletter.settings import Settings
@@ -58,6 +58,36 @@ def test_every_state_gets_the_right_mail(session: Session, settings: Settings) -
     request = optin.subscribe(session, settings, "left@example.org")
     assert request is not None and request.subscriber_id == left.id
     assert left.status == SubscriberStatus.PENDING  # back to pending, nothing mailed until confirmed
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def either_engine(request: pytest.FixtureRequest) -> Engine:
+    """The SQLite engine, then a fresh PostgreSQL one: a new address takes plain statements of each dialect."""
+    return request.getfixturevalue("engine" if request.param == "sqlite" else "postgres_engine")  # type: ignore[no-any-return]
+
+
+def test_new_address_stores_the_reader_as_the_form_gave_it(either_engine: Engine, settings: Settings) -> None:
+    with database.transaction(either_engine) as session:
+        request = optin.subscribe(session, settings, "Lin@Example.org", "  Lin  ", language="zh-CN")
+        again = optin.subscribe(session, settings, "lin@example.org", "Lin Wei")
+    assert request is not None and again is not None
+    assert request.reader == optin.Reader("Lin@Example.org", "Lin", "zh-CN")
+    assert again.reader == optin.Reader("Lin@Example.org", "Lin Wei", "zh-CN")
+    with database.transaction(either_engine) as session:
+        subscriber = session.get(Subscriber, request.subscriber_id)
+        assert subscriber is not None
+        assert (subscriber.name, subscriber.language, subscriber.status) == ("Lin Wei", "zh-CN", "pending")
+        assert (subscriber.bounce_score, subscriber.attributes, subscriber.source) == (0.0, {}, "form")
+        events = kinds(session, subscriber.id)
+    requested = (optin.CONFIRMATION_REQUESTED, None)
+    assert events == [("created", "pending"), requested, requested]
+
+
+def test_new_address_under_a_zero_daily_cap_gets_no_mail(session: Session, settings: Settings) -> None:
+    settings = settings.replace(confirmation_daily_cap=0)
+    assert optin.subscribe(session, settings, "capped@example.org") is None
+    subscriber = session.scalars(select(Subscriber)).one()
+    assert kinds(session, subscriber.id) == [("created", "pending")]
 
 
 def test_invalid_address_is_refused_before_anything_is_stored(session: Session, settings: Settings) -> None:
