@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from email.utils import make_msgid
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from newsletter import database, fields, ledger, links, outages, topics
+from newsletter import database, fields, leases, ledger, links, outages, topics
 from newsletter.domainkeys import DkimSigner
 from newsletter.leases import Claim
 from newsletter.mime import MessageTemplate, Recipient
@@ -34,6 +35,8 @@ EMBEDDED_BACKLOG_PER_THREAD = 4
 TEST_SUBJECT_PREFIX = "[TEST] "
 TEST_SUBSCRIBER_ID = 0  # links in a test message name no subscriber: they open, and change nothing
 
+# Rows a dead process of this machine held are looked for this often (the `sending` rows of an index range).
+ORPHAN_SWEEP_SECONDS = 2.0
 # A send that made no progress this long says what it waits for; with no worker holding a row, that none listens.
 STALL_SECONDS = 10.0
 NO_WORKER_SECONDS = 30.0
@@ -148,11 +151,16 @@ class Watch:
         now = time.monotonic()
         self.last_done, self.explained, self.waited_for = -1, "", ""
         self.last_move = self.last_sweep = self.last_requeue = now  # last progress, sweep, re-enqueue
+        self.last_orphans = -math.inf  # the first look is at once: a resumed send takes a dead run's rows
 
     def saw(self, counts: ledger.Counts, feeder: Feeder | None) -> None:
         now = time.monotonic()
         if counts.done != self.last_done:
             self.last_done, self.last_move, self.explained = counts.done, now, ""
+        if now - self.last_orphans >= ORPHAN_SWEEP_SECONDS:
+            # Rows of a process of this machine that runs no longer: no lease of theirs is renewed again.
+            self.last_orphans = now
+            self._enqueue(lambda session: leases.release_orphans(session, Delivery, Delivery.issue_id == self.issue_id))
         if now - self.last_sweep > self.lease_seconds / 2:
             # A live worker renews its leases: one that ran out belongs to a worker that died.
             self.last_sweep = now
@@ -181,11 +189,15 @@ class Watch:
             self.say(f"Waiting: {wait.line()}")
 
     def _enqueue(self, find: Callable[[Session], list[int]]) -> None:
-        def attempt() -> None:
-            with database.make_sessionmaker(self.engine)() as session:
-                self.queue.enqueue_batches(self.issue_id, find(session))
+        """Enqueue the rows `find` names, once what it changed is committed (it may give rows back)."""
 
-        outages.wait_out(attempt, say=self.say)
+        def found() -> list[int]:
+            with database.transaction(self.engine) as session:
+                return find(session)
+
+        ids = outages.wait_out(found, say=self.say)
+        if ids:  # a broker away is waited out without finding again: rows given back are no longer found
+            outages.wait_out(lambda: self.queue.enqueue_batches(self.issue_id, ids), say=self.say)
 
     def _explain(self, counts: ledger.Counts, idle_seconds: float) -> None:
         """Say once per stall (and again when the reason changes) what the send waits for."""
@@ -219,7 +231,8 @@ def follow(
 ) -> ledger.Counts:
     """Report progress from the database until no delivery is unfinished; returns the final counts.
 
-    Rows whose lease ran out (their worker died) are enqueued again at once; when nothing moved for
+    Rows whose lease ran out (their worker died) are enqueued again at once, and so are those of a process
+    of this machine that runs no longer, without waiting for their lease (owners.py); when nothing moved for
     `lease_seconds` while due rows wait (a queue message was lost), those are; claiming makes either
     harmless. `say` hears what the send waits for (no worker, a relay refusing, the database away).
     With a `feeder` (the in-process queue), it keeps the queue topped up between two polls.

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Update, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Update, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import database, multirow, outages, replies, suppressions
+from newsletter import database, multirow, outages, owners, replies, suppressions
 from newsletter.bounces import record_bounce
 from newsletter.models import (
     REPLY_MAX_CHARS,
@@ -87,7 +87,12 @@ _CLAIM = (
             and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < bindparam("expired")),
         ),
     )
-    .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"), attempts=Delivery.attempts + 1)
+    .values(
+        status=DeliveryStatus.SENDING,
+        claimed_at=bindparam("now"),
+        claimed_by=bindparam("owner"),
+        attempts=Delivery.attempts + 1,
+    )
     # What composing needs comes back with the claim: no second query (SQLite's RETURNING cannot name
     # another table, a correlated subquery it can).
     .returning(
@@ -135,7 +140,7 @@ def claim(
     Rows another worker holds under a live lease, rows not yet due for a retry and finished rows are
     left alone, so a message delivered twice by the broker sends nothing twice. Whoever unsubscribed,
     bounced or complained since the deliveries were created is marked `skipped`. `now` becomes the rows'
-    `claimed_at`, which `unclaim` recognizes them by.
+    `claimed_at`, which `unclaim` recognizes them by; this process becomes their `claimed_by` (owners.py).
     """
     if not delivery_ids:
         return []
@@ -147,6 +152,7 @@ def claim(
             "issue": issue_id,
             "ids": list(delivery_ids),
             "now": now,
+            "owner": owners.this_process(),
             "expired": now - dt.timedelta(seconds=lease_seconds),
         },
     ).all()
@@ -245,6 +251,30 @@ def release(session: Session, delivery_ids: Sequence[int], why: str = "") -> Non
         return
     statement = _RELEASE.values(last_reply=why[:REPLY_MAX_CHARS]) if why else _RELEASE
     session.connection().execute(statement, {"ids": list(delivery_ids)})
+
+
+def release_orphans(session: Session, table: Leased, *where: ColumnElement[bool]) -> list[int]:
+    """Give back the rows of `table` (and `where`) held by a process of this machine that runs no longer.
+
+    Their lease need not be waited out: no renewal can come. They go back `pending` with their try
+    counted, as when a lease runs out (the dead process may have sent them before it could record it).
+    Returns their ids, to enqueue.
+    """
+    held = [table.status == DeliveryStatus.SENDING, table.claimed_by.is_not(None), *where]
+    gone = owners.dead(session.scalars(select(table.claimed_by).where(*held).distinct()))
+    if not gone:
+        return []
+    freed = sorted(
+        session.scalars(
+            update(table)
+            .where(*held, table.claimed_by.in_(gone))
+            .values(status=DeliveryStatus.PENDING, claimed_at=None)
+            .returning(table.id)
+        )
+    )
+    if freed:
+        LOGGER.info("%d %s held by a process no longer running given back: %s", len(freed), table.__tablename__, gone)
+    return freed
 
 
 def unfinished(session: Session, delivery_ids: Sequence[int], lease_seconds: float) -> Unfinished:

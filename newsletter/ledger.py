@@ -5,8 +5,10 @@ The database is the truth and the queue is only transport. Every delivery row mo
 `sending` with a lease, see leases.py) sends it. That gives these guarantees:
 
 - Nothing is lost: a row is final only once its outcome is committed. A row whose worker died stays
-  `sending` until its lease (`lease_seconds`) runs out, then any worker may claim it again; `newsletter
-  send` re-enqueues every unfinished row when it resumes, and while it follows a send.
+  `sending` until its lease (`lease_seconds`) runs out, then any worker may claim it again; a process on
+  the dead worker's own machine that sees it gone gives its rows back at once (owners.py,
+  leases.release_orphans). `newsletter send` re-enqueues every unfinished row when it resumes, and while
+  it follows a send.
 - At least once, not exactly once: SMTP cannot be made atomic with a database commit. A worker commits
   its outcomes in groups of `leases.GROUP_SIZE` messages, so a crash (SIGKILL, power loss) between the
   server's 250 and the commit makes the rows of that group be sent again. The duplicate window is

@@ -58,6 +58,7 @@ MESSAGE_ID_MAX_CHARS = 255
 EXTERNAL_ID_MAX_CHARS = 255  # "ses:<id>:<hash>", "message:<sha256>"
 FILENAME_MAX_CHARS = 255
 CONTENT_TYPE_MAX_CHARS = 100
+OWNER_MAX_CHARS = 200  # the process holding a lease, as newsletter.owners names it
 THROTTLE_KEY_MAX_CHARS = 80
 RELAY_MAX_CHARS = 300  # "host:port" of the SMTP relay: a 255-octet host name, a colon, a port
 # Text columns have no width; these bound how much of an unbounded value one row keeps.
@@ -106,7 +107,7 @@ class Base(DeclarativeBase):
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"  # waiting for a worker (or for its next attempt, see next_attempt_at)
-    SENDING = "sending"  # claimed by a worker whose lease runs until claimed_at + LEASE_SECONDS
+    SENDING = "sending"  # claimed by a worker (claimed_by) whose lease runs until claimed_at + lease_seconds
     SENT = "sent"  # accepted by the SMTP server
     FAILED = "failed"  # gave up: temporary failures exhausted their retries
     BOUNCED = "bounced"  # permanent SMTP failure (5xx)
@@ -268,6 +269,7 @@ class Delivery(Base):
     last_reply: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(MESSAGE_ID_MAX_CHARS))
     claimed_at: Mapped[dt.datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(OWNER_MAX_CHARS))  # the last claimant (owners.py)
     next_attempt_at: Mapped[dt.datetime | None]
     sent_at: Mapped[dt.datetime | None]
 
@@ -288,6 +290,7 @@ class OutboundMessage(Base):
     last_reply: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[dt.datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(OWNER_MAX_CHARS))  # the last claimant (owners.py)
     sent_at: Mapped[dt.datetime | None]
 
 

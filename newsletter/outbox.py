@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import database, replies
+from newsletter import database, leases, owners, replies
 from newsletter.models import REPLY_MAX_CHARS, DeliveryStatus, OutboundMessage, utcnow
 from newsletter.replies import Verdict
 from newsletter.settings import Settings
@@ -50,7 +50,8 @@ def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, d
     """The messages a stopped queue may have dropped, each with when it can be claimed (None: now).
 
     Pending ones can go at once; one still `sending` waits for its worker's lease to run out, since that
-    worker may be alive. Sent, bounced and failed ones are final and never listed.
+    worker may be alive (requeue_unsent first gives back those of a process of this machine that died).
+    Sent, bounced and failed ones are final and never listed.
     """
     rows = session.execute(
         select(OutboundMessage.id, OutboundMessage.status, OutboundMessage.claimed_at)
@@ -67,9 +68,11 @@ def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, d
 def requeue_unsent(engine: Engine, lease_seconds: float, enqueue: Callable[[int, dt.datetime | None], None]) -> int:
     """Hand every unsent message to the queue again (claiming keeps a message from going twice); returns how many.
 
-    The embedded queue lives in memory: what it held when the process stopped is only in this table.
+    The embedded queue lives in memory: what it held when the process stopped is only in this table. A
+    message a dead process of this machine was sending goes at once, not when its lease runs out.
     """
     with database.transaction(engine) as session:
+        leases.release_orphans(session, OutboundMessage)
         unsent = unsent_messages(session, lease_seconds)
     for outbound_id, at in unsent:
         enqueue(outbound_id, at)
@@ -93,7 +96,12 @@ def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> P
                     and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < expired),
                 ),
             )
-            .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=OutboundMessage.attempts + 1)
+            .values(
+                status=DeliveryStatus.SENDING,
+                claimed_at=now,
+                claimed_by=owners.this_process(),
+                attempts=OutboundMessage.attempts + 1,
+            )
             .returning(
                 OutboundMessage.envelope_from,
                 OutboundMessage.recipient,

@@ -74,7 +74,8 @@ class Settings:
     lease_seconds: float = setting(
         60.0,
         "Seconds a worker's claim on its deliveries lasts unrenewed; a live worker renews it every quarter of "
-        "this, so only the claims of a worker that died run out (then another worker takes them).",
+        "this, so only the claims of a worker that died run out (then another worker takes them; on the dead "
+        "worker's own machine, at once).",
     )
     max_attempts: int = setting(6, "Tries per delivery on temporary SMTP failures before it is marked failed.")
     retry_delay_seconds: float = setting(

@@ -117,6 +117,12 @@ def postgres_engine(postgres_settings: Settings) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_engine(request: pytest.FixtureRequest, engine: Engine) -> Engine:
+    """The migrated database on SQLite, then on PostgreSQL (whose drivers refuse other inputs)."""
+    return engine if request.param == "sqlite" else request.getfixturevalue("postgres_engine")
+
+
 @pytest.fixture
 def smtpd() -> Iterator[MailSink]:
     """A real SMTP server (aiosmtpd) on a loopback port that keeps what it receives; `fail()` injects faults."""

@@ -1,5 +1,6 @@
 """Worker processes killed with SIGKILL mid-send, then resumed: everyone gets the issue, duplicates stay
-within the documented window (ledger.py) and carry the first copy's Message-ID."""
+within the documented window (ledger.py) and carry the first copy's Message-ID. An embedded `send` killed
+so is resumed at once: the rows it held are taken back without waiting out their lease."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, select
@@ -28,6 +30,7 @@ SUBSCRIBERS = 5_000
 WORKERS = 2
 THREADS_PER_WORKER = 2
 KILLS = 4
+EMBEDDED_SUBSCRIBERS = 600
 ISSUE = "---\nsubject: Crash-proof notes\nslug: crash-1\n---\n\n# Crash-proof notes\n\nShort on purpose.\n"
 
 
@@ -132,3 +135,63 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_within_the_window(
         recorded = {email: message_id for email, message_id in rows}
     assert all(recorded[address] == ids[0] for address, ids in copies.items())
     print(f"\n{kills} SIGKILLs, {duplicates} duplicates (window {window})")
+
+
+def ids_in(engine: Engine, *statuses: DeliveryStatus) -> set[int]:
+    with database.transaction(engine) as session:
+        return set(session.scalars(select(Delivery.id).where(Delivery.status.in_(statuses))))
+
+
+def wait_for(condition: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def start_send(settings: Settings, issue: Path) -> subprocess.Popen[bytes]:
+    """`newsletter send ISSUE --yes` in a process of its own, its worker embedded."""
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "send", str(issue), "--yes"]
+    log = (issue.parent / "send.log").open("ab")
+    process = subprocess.Popen(command, env=environment(settings), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return process
+
+
+@pytest.mark.timeout(240)
+def test_an_embedded_send_killed_mid_send_is_resumed_without_waiting_out_its_leases(
+    settings: Settings, engine: Engine, smtpd: MailSink, tmp_path: Path
+) -> None:
+    settings = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, lease_seconds=60)
+    add_subscribers(engine, EMBEDDED_SUBSCRIBERS)
+    issue = tmp_path / "crash.md"
+    issue.write_text(ISSUE, encoding="utf-8")
+    smtpd.data_delay_seconds = 0.005
+    first = start_send(settings, issue)
+    wait_for(lambda: len(ids_in(engine, DeliveryStatus.SENT)) >= EMBEDDED_SUBSCRIBERS // 5, 60, "a fifth sent")
+    smtpd.data_delay_seconds = 3.0  # every thread now waits in DATA, the rest of its group claimed
+    time.sleep(1.0)
+    first.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    first.wait()
+    smtpd.data_delay_seconds = 0.005
+    held = ids_in(engine, DeliveryStatus.SENDING)
+    assert held, "the killed send held rows under a live lease"
+
+    second = start_send(settings, issue)
+    wait_for(lambda: not held & ids_in(engine, DeliveryStatus.SENDING, DeliveryStatus.PENDING), 120, "held rows sent")
+    taken_back = time.monotonic() - killed_at
+    assert second.wait(timeout=settings.lease_seconds) == 0, (tmp_path / "send.log").read_text()
+    done = time.monotonic() - killed_at
+    print(f"\nembedded SIGKILL: the {len(held)} rows it held sent {taken_back:.1f} s, all done {done:.1f} s after")
+    assert len(ids_in(engine, DeliveryStatus.SENT)) == EMBEDDED_SUBSCRIBERS
+    received: dict[str, int] = defaultdict(int)
+    for message in smtpd.received:
+        received[message.recipient] += 1
+    assert len(received) == EMBEDDED_SUBSCRIBERS, "nobody is missed"
+    duplicates = sum(received.values()) - EMBEDDED_SUBSCRIBERS
+    window = settings.smtp_connections * leases.GROUP_SIZE
+    assert duplicates <= window, f"{duplicates} sent twice, past the README's bound of {window}"
+    assert done < settings.lease_seconds, "the dead send's rows were taken back at once, not when their lease ran out"

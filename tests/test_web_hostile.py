@@ -118,12 +118,6 @@ def hostile_settings(settings: Settings) -> Settings:
     )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_engine(request: pytest.FixtureRequest, engine: Engine) -> Engine:
-    """The migrated database on SQLite, then on PostgreSQL (whose drivers refuse other inputs)."""
-    return engine if request.param == "sqlite" else request.getfixturevalue("postgres_engine")
-
-
 @pytest.fixture
 async def app_client(
     hostile_settings: Settings, any_engine: Engine
