@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from newsletter import database
+from newsletter.mime import Recipient
 from newsletter.settings import Settings
 from tests.mailserver import MailSink, running_sink
 
@@ -149,6 +150,20 @@ async def client(settings: Settings, engine: Engine, queued: list[int]) -> Async
     app = create_app(settings.replace(signup_min_fill_seconds=0), engine, enqueue=queued.append)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=settings.base_url) as client:
         yield client
+
+
+def recipient(**changes: str | None) -> Recipient:
+    """A reader with a name in Chinese and the real shapes of our links; `changes` replace any of them."""
+    values: dict[str, str | None] = {
+        "email": "reader@example.com",
+        "name": "Zhang San",
+        "message_id": "<7.42.abcdef@example.org>",
+        "unsubscribe_url": "https://news.example.org/unsubscribe/eyJpZCI6NDJ9.abc-DEF_123",
+        "unsubscribe_mailto": "mailto:unsubscribe+2a-0123456789abcdef0123@example.org?subject=unsubscribe",
+        "preferences_url": "https://news.example.org/preferences/eyJpZCI6NDJ9.xyz",
+    }
+    values.update(changes)
+    return Recipient(**values)  # type: ignore[arg-type]
 
 
 def tiny_png(width: int, height: int) -> bytes:

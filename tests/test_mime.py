@@ -25,7 +25,6 @@ from newsletter.cli import main
 from newsletter.links import issue_url, list_id
 from newsletter.mime import (
     MessageTemplate,
-    Recipient,
     UnsafeHeaderValue,
     dot_safe,
     quoted_printable,
@@ -35,20 +34,7 @@ from newsletter.preflight import GMAIL_CLIP_BYTES
 from newsletter.render import RenderedIssue, render_issue, render_issue_file
 from newsletter.settings import Settings
 from newsletter.slots import SlotTemplate, fill_slots, html_slot, text_slot
-from tests.conftest import SAMPLE_FILES, SAMPLES
-
-
-def recipient(**changes: str | None) -> Recipient:
-    values: dict[str, str | None] = {
-        "email": "reader@example.com",
-        "name": "Zhang San",
-        "message_id": "<7.42.abcdef@example.org>",
-        "unsubscribe_url": "https://news.example.org/unsubscribe/eyJpZCI6NDJ9.abc-DEF_123",
-        "unsubscribe_mailto": "mailto:unsubscribe+2a-0123456789abcdef0123@example.org?subject=unsubscribe",
-        "preferences_url": "https://news.example.org/preferences/eyJpZCI6NDJ9.xyz",
-    }
-    values.update(changes)
-    return Recipient(**values)  # type: ignore[arg-type]
+from tests.conftest import SAMPLE_FILES, SAMPLES, recipient
 
 
 def parse(message: bytes) -> EmailMessage:
