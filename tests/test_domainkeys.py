@@ -16,16 +16,41 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine
 
 from newsletter import campaign, confirmation, database, domainkeys, optin
-from newsletter.domainkeys import DkimSigner
+from newsletter.domainkeys import SIGNED_HEADERS, DkimSigner
 from newsletter.errors import ConfigError
+from newsletter.mime import MessageTemplate
 from newsletter.queue import Queue
-from newsletter.render import render_issue
+from newsletter.render import render_issue, render_issue_file
 from newsletter.settings import Settings
+from newsletter.smtp import WireReady
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import Signer
+from tests.conftest import LINK_HEAVY_ISSUE, SAMPLE_FILES, recipient
 from tests.mailserver import MailSink
 
 ISSUE = "---\nsubject: Signed notes\nslug: signed-1\n---\n\n# Signed notes\n\nHello.\n"
+# Quoted-printable English with runs of spaces and tabs, in prose and in indented code: relaxed
+# canonicalization makes each run one space (quoted-printable writes the spaces that end a line as =20).
+SPACED_ISSUE = (
+    "---\nsubject: Spaced  out\nslug: spaced-1\n---\n\n# Spaced out\n\n"
+    "Two  spaces,\ta tab,  and code:\n\n    def main():\n        if True:\n        \treturn  1   \n\n"
+    "A line that ends in spaces   \nand the end.\n"
+)
+# Messages as they are written by hand or by the email package: no header block, no body, empty lines at
+# the end, LF line ends, folded headers with runs of white space.
+RAW_MESSAGES = {
+    "trailing empty lines": WireReady(b"From: a@example.org\r\nSubject: s\r\n\r\nbody  text \r\n\r\n\r\n"),
+    "trailing empty lines, plain bytes": b"From: a@example.org\r\nSubject: s\r\n\r\nbody\r\n\r\n\r\n",
+    "only empty lines": WireReady(b"From: a@example.org\r\n\r\n\r\n\r\n"),
+    "empty body": WireReady(b"From: a@example.org\r\nTo: b@example.com\r\n\r\n"),
+    "no empty line": WireReady(b"From: a@example.org\r\nSubject: s\r\n"),
+    "no header": WireReady(b"\r\nbody\r\n"),
+    "LF line ends": b"From: a@example.org\nSubject:  s  \n\t folded\n\nline  one \t\n\tline two\n\n",
+    "folded headers": WireReady(
+        b"From: A  B <a@example.org>\r\nSubject: one\r\n \t two  \r\nTo: b@example.com\r\n"
+        b"Subject: again\r\n\r\n\tbare\rCR  \r\n"
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +140,46 @@ def test_openssl_signs_exactly_as_dkimpy_would(key_pair: tuple[Path, bytes]) -> 
             domainkeys._python_rsa_sign(hashlib.sha256(text), private_key)
         )
     assert dkim.RSASSA_PKCS1_v1_5_sign is domainkeys._openssl_rsa_sign
+
+
+@pytest.fixture(scope="module")
+def signer(key_pair: tuple[Path, bytes]) -> DkimSigner:
+    return DkimSigner("news2026", "example.org", key_pair[0].read_bytes())
+
+
+@pytest.fixture(params=[*(path.stem for path in SAMPLE_FILES), LINK_HEAVY_ISSUE.stem, "spaced", *RAW_MESSAGES])
+def message(request: pytest.FixtureRequest, settings: Settings) -> bytes:
+    """A message to sign: an issue's, filled for one reader (base64 or quoted-printable parts), or a raw one."""
+    name = request.param
+    if name in RAW_MESSAGES:
+        return RAW_MESSAGES[name]
+    paths = {path.stem: path for path in [*SAMPLE_FILES, LINK_HEAVY_ISSUE]}
+    issue = render_issue(SPACED_ISSUE, settings) if name == "spaced" else render_issue_file(paths[name], settings)
+    return MessageTemplate.build(issue, settings).fill(recipient())
+
+
+def test_a_signature_is_the_very_bytes_of_dkimpys(
+    signer: DkimSigner, key_pair: tuple[Path, bytes], message: bytes
+) -> None:
+    """Same canonicalization, signed headers, folding and RSA signature as dkim.sign makes at the same second."""
+    reference = dkim.sign(
+        message,
+        b"news2026",
+        b"example.org",
+        key_pair[0].read_bytes(),
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=list(SIGNED_HEADERS),
+    )
+    stamped = re.search(rb"\bt=(\d+);", reference)
+    assert stamped is not None
+    assert signer.sign(message, now=int(stamped.group(1))) == reference + message
+
+
+def test_a_signed_message_verifies(signer: DkimSigner, key_pair: tuple[Path, bytes], message: bytes) -> None:
+    assert dkim.verify(signer.sign(message), dnsfunc=lambda name, timeout=5: key_pair[1])
+
+
+def test_a_signed_issue_stays_wire_ready(signer: DkimSigner, settings: Settings) -> None:
+    message = MessageTemplate.build(render_issue(SPACED_ISSUE, settings), settings).fill(recipient())
+    assert isinstance(message, WireReady)
+    assert isinstance(signer.sign(message), WireReady)
