@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +14,7 @@ import dkim.crypto
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.canonicalization import CanonicalizationPolicy
+from dkim.canonicalization import CanonicalizationPolicy, correct_empty_body, strip_trailing_lines
 
 from newsletter.errors import ConfigError
 from newsletter.settings import Settings
@@ -37,6 +38,10 @@ SIGNED_HEADERS = (
 ALGORITHM = b"rsa-sha256"
 # RFC 6376 3.4.2 and 3.4.4: relaxed headers survive refolding by relays, a relaxed body re-spacing.
 CANONICALIZATION = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+# Up to this many spaces a body is searched space by space (memchr) for one that relaxed canonicalization
+# would remove; past it, a two-byte search costs less than the loop. A base64 body has a handful.
+FEW_SPACES = 64
+_SPACES_RE = re.compile(rb" +")
 
 
 _RSA_FIELDS = ("prime1", "prime2", "privateExponent", "exponent1", "exponent2", "coefficient")
@@ -66,6 +71,48 @@ def _openssl_rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
 # is left as it is.
 _python_rsa_sign = dkim.crypto.RSASSA_PKCS1_v1_5_sign
 dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """The body's relaxed canonical form (RFC 6376 3.4.4), byte for byte dkimpy's, in C-speed passes.
+
+    dkimpy strips the tabs and spaces before each CRLF, then turns every run of them into one space,
+    with two regular expressions: 1.3 ms over a 77 kB body. Turning each tab into a space, each run of
+    spaces into one, then dropping a space before CRLF gives the same bytes; a body with no tab, no two
+    spaces in a row and no space before CRLF (base64 has no spaces but its part headers' few) is left as
+    it is. dkimpy's own functions apply the rules for trailing empty lines and the empty body.
+    """
+    if b"\t" in body:
+        body = body.replace(b"\t", b" ")
+    if _may_hold_loose_space(body):
+        body = _single_spaced(body).replace(b" \r\n", b"\r\n")
+    canonical: bytes = correct_empty_body(strip_trailing_lines(body))
+    return canonical
+
+
+def _may_hold_loose_space(body: bytes) -> bool:
+    """False when no space of `body` is followed by a space or a CRLF; True when one is, or past FEW_SPACES."""
+    at = body.find(b" ")
+    for _ in range(FEW_SPACES):
+        if at < 0:
+            return False
+        if body.startswith((b"  ", b" \r\n"), at):
+            return True
+        at = body.find(b" ", at + 1)
+    return at >= 0
+
+
+def _single_spaced(body: bytes) -> bytes:
+    """`body` with each run of spaces made one space: one search for the runs, not a pass per halving."""
+    pieces = []
+    start = 0
+    at = body.find(b"  ")
+    while at >= 0:
+        pieces.append(body[start : at + 1])
+        start = _SPACES_RE.match(body, at).end()  # type: ignore[union-attr]  # at holds two spaces
+        at = body.find(b"  ", start)
+    pieces.append(body[start:])
+    return b"".join(pieces)
 
 
 def _header_fields_and_body(message: bytes) -> tuple[list[list[bytes]], bytes]:
@@ -140,8 +187,9 @@ class DkimSigner:
         # dkim.DKIM.sign of dkimpy 1.1.8 (pinned in constraints.txt) with our arguments: its tags in its
         # order, then its gen_header, which folds them, hashes the header fields and signs (with
         # RSASSA_PKCS1_v1_5_sign, OpenSSL's above). Ours are the parts that cost most: the key parsed once
-        # (0.16 ms a message), the body not split into lines and joined again (0.7 ms).
-        # tests/test_domainkeys.py holds the result to dkim.sign's, byte for byte.
+        # (0.16 ms a message), the body not split into lines and joined again (0.7 ms), the body's
+        # canonicalization (1.3 ms). A signature of the 77 kB sample went from 2.6 to 0.5 ms of CPU, 0.3 of it
+        # RSA. tests/test_domainkeys.py holds the result to dkim.sign's, byte for byte.
         fields, body = _header_fields_and_body(message)
         hasher = dkim.crypto.HASH_ALGORITHMS[ALGORITHM]
         tags = [
@@ -154,7 +202,7 @@ class DkimSigner:
             (b"s", self._selector),
             (b"t", str(now).encode("ascii")),
             (b"h", b" : ".join(SIGNED_HEADERS)),
-            (b"bh", base64.b64encode(hasher(CANONICALIZATION.canonicalize_body(body)).digest())),
+            (b"bh", base64.b64encode(hasher(relaxed_body(body)).digest())),
             (b"b", b"0" * 60),  # dkimpy's placeholder, so that b= is folded onto a line of its own
         ]
         signing = dkim.DKIM(signature_algorithm=ALGORITHM)

@@ -13,10 +13,13 @@ import dkim.crypto
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim.canonicalization import Relaxed
+from hypothesis import example, given
+from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from newsletter import campaign, confirmation, database, domainkeys, optin
-from newsletter.domainkeys import SIGNED_HEADERS, DkimSigner
+from newsletter.domainkeys import FEW_SPACES, SIGNED_HEADERS, DkimSigner, relaxed_body
 from newsletter.errors import ConfigError
 from newsletter.mime import MessageTemplate
 from newsletter.queue import Queue
@@ -183,3 +186,14 @@ def test_a_signed_issue_stays_wire_ready(signer: DkimSigner, settings: Settings)
     message = MessageTemplate.build(render_issue(SPACED_ISSUE, settings), settings).fill(recipient())
     assert isinstance(message, WireReady)
     assert isinstance(signer.sign(message), WireReady)
+
+
+BODY_PIECES = [b" ", b"  ", b"\t", b"\r\n", b"\r", b"\n", b"a", b"=20", b"\x0b"]
+
+
+@given(body=st.lists(st.sampled_from(BODY_PIECES), max_size=3 * FEW_SPACES).map(b"".join))
+@example(body=b"a " * FEW_SPACES + b"a  a\r\n")
+@example(body=b"a " * (FEW_SPACES + 1) + b"\r\n")
+@example(body=b"a " * (FEW_SPACES + 1))
+def test_the_relaxed_body_is_dkimpys(body: bytes) -> None:
+    assert relaxed_body(body) == Relaxed.canonicalize_body(body)
