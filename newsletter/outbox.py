@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import database, leases, owners, replies
@@ -82,45 +82,53 @@ def requeue_unsent(engine: Engine, lease_seconds: float, enqueue: Callable[[int,
 def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> Prepared | None:
     """Take a pending message (or one whose worker's lease ran out); None when it is not ours to send."""
     now = utcnow()
-    expired = now - dt.timedelta(seconds=lease_seconds)
-    # Plain statements on the session's connection, here and in record_message: the ORM's bulk UPDATE
-    # (matching the rows it may hold) costs more than the SQL on the path of every one-off mail.
-    row = (
-        session.connection()
-        .execute(
-            update(OutboundMessage)
-            .where(
-                OutboundMessage.id == outbound_id,
-                or_(
-                    OutboundMessage.status == DeliveryStatus.PENDING,
-                    and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < expired),
-                ),
-            )
-            .values(
-                status=DeliveryStatus.SENDING,
-                claimed_at=now,
-                claimed_by=owners.this_process(),
-                attempts=OutboundMessage.attempts + 1,
-            )
-            .returning(
-                OutboundMessage.envelope_from,
-                OutboundMessage.recipient,
-                OutboundMessage.message,
-                OutboundMessage.attempts,
-            )
-        )
-        .first()
-    )
+    values = {
+        "outbound_id": outbound_id,
+        "expired": now - dt.timedelta(seconds=lease_seconds),
+        "now": now,
+        "owner": owners.this_process(),
+    }
+    row = session.connection().execute(_CLAIM, values).first()
     return None if row is None else Prepared(row[0], row[1], row[2], row[3])
+
+
+# The statements on the path of every one-off mail, built once (building one costs more than running it
+# on SQLite) and run as plain SQL on the session's connection: the ORM's bulk UPDATE, which matches the
+# rows the session may hold, costs more again.
+_CLAIM = (
+    update(OutboundMessage)
+    .where(
+        OutboundMessage.id == bindparam("outbound_id"),
+        or_(
+            OutboundMessage.status == DeliveryStatus.PENDING,
+            and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < bindparam("expired")),
+        ),
+    )
+    .values(
+        status=DeliveryStatus.SENDING,
+        claimed_at=bindparam("now"),
+        claimed_by=bindparam("owner"),
+        attempts=OutboundMessage.attempts + 1,
+    )
+    .returning(
+        OutboundMessage.envelope_from, OutboundMessage.recipient, OutboundMessage.message, OutboundMessage.attempts
+    )
+)
+_RELEASE = (
+    update(OutboundMessage)
+    .where(OutboundMessage.id == bindparam("outbound_id"), OutboundMessage.status == DeliveryStatus.SENDING)
+    .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=OutboundMessage.attempts - 1)
+)
+_RECORD = (
+    update(OutboundMessage)
+    .where(OutboundMessage.id == bindparam("outbound_id"))
+    .values(status=bindparam("status"), last_reply=bindparam("reply"), claimed_at=None, sent_at=bindparam("sent_at"))
+)
 
 
 def release_message(session: Session, outbound_id: int) -> None:
     """Give back a claimed message that was not tried (our side held it back): pending, its try uncounted."""
-    session.execute(
-        update(OutboundMessage)
-        .where(OutboundMessage.id == outbound_id, OutboundMessage.status == DeliveryStatus.SENDING)
-        .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=OutboundMessage.attempts - 1)
-    )
+    session.connection().execute(_RELEASE, {"outbound_id": outbound_id})
 
 
 def record_message(
@@ -128,14 +136,11 @@ def record_message(
 ) -> float | None:
     """Record what the server's reply means (replies.settle); returns the seconds before the next try, or None."""
     settled = replies.settle(verdict, attempts, settings)
-    session.connection().execute(
-        update(OutboundMessage)
-        .where(OutboundMessage.id == outbound_id)
-        .values(
-            status=settled.status,
-            last_reply=str(verdict.reply)[:REPLY_MAX_CHARS],
-            claimed_at=None,
-            sent_at=utcnow() if settled.status == DeliveryStatus.SENT else None,
-        )
-    )
+    values = {
+        "outbound_id": outbound_id,
+        "status": settled.status,
+        "reply": str(verdict.reply)[:REPLY_MAX_CHARS],
+        "sent_at": utcnow() if settled.status == DeliveryStatus.SENT else None,
+    }
+    session.connection().execute(_RECORD, values)
     return settled.retry_seconds
