@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -23,6 +25,8 @@ from newsletter.resources import resource_path
 from newsletter.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+GROUP_COMMIT_MOST = 50  # works in one SQLite transaction: a group's callers wait for all of it
+SQLITE_LOCK_SUFFIX = "-writer"  # beside the database, like its -wal and -shm files
 # libpq settings that notice a PostgreSQL link dead without a word (a partition, no RST) within about 15 s,
 # so that a worker waits it out (outages.wait_out) instead of hanging in a query forever.
 POSTGRES_LINK_CHECKS: dict[str, int | str] = {
@@ -37,8 +41,10 @@ POSTGRES_LINK_CHECKS: dict[str, int | str] = {
     "options": "-c idle_in_transaction_session_timeout=20000 -c lock_timeout=20000",
 }
 _SESSIONMAKERS: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, _SqliteWriter] = weakref.WeakKeyDictionary()
+_GROUP_COMMITS: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
 _REGISTRY_LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -92,20 +98,181 @@ def transaction(engine: Engine) -> Iterator[Session]:
 
 
 def _sqlite_writer(engine: Engine) -> AbstractContextManager[object]:
-    """On SQLite, the lock that lets one transaction of this process at a time hold the engine.
+    """On SQLite, the lock that lets one transaction at a time hold the database file.
 
-    SQLite has one writer at a time anyway: threads that queue on a lock (the web app's sign-ups, the
-    in-process queue's workers) take their turn as soon as it is free, where SQLite's busy handler would
-    have them sleep and retry (up to 100 ms a try), which is what made latencies seconds under load. An
-    RLock, so a transaction opened inside another on the same thread does not wait for itself.
+    SQLite has one writer at a time anyway: transactions that queue on a lock (the web app's sign-ups, the
+    in-process queue's workers, a command run beside `serve`) take their turn as soon as it is free, where
+    SQLite's busy handler would have them sleep and retry (up to 100 ms a try), which is what made latencies
+    seconds under load. Within a process, threads take turns on an RLock (so a transaction opened inside
+    another on the same thread does not wait for itself); the process holding it takes an exclusive `flock`
+    on a file beside the database, which the kernel hands to the next process the moment it is released.
     """
     if engine.dialect.name != "sqlite":
         return nullcontext()
-    lock = _SQLITE_WRITERS.get(engine)
-    if lock is None:
+    writer = _SQLITE_WRITERS.get(engine)
+    if writer is None:
         with _REGISTRY_LOCK:
-            lock = _SQLITE_WRITERS.setdefault(engine, threading.RLock())
-    return lock
+            writer = _SQLITE_WRITERS.setdefault(engine, _SqliteWriter(_lock_path(engine)))
+    return writer
+
+
+def _lock_path(engine: Engine) -> Path | None:
+    """The file whose flock the processes sharing a SQLite database take turns on; None for one in memory."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:") or engine.url.query.get("mode"):
+        return None
+    return Path(database + SQLITE_LOCK_SUFFIX)
+
+
+class _SqliteWriter:
+    """One transaction at a time: the threads of this process on an RLock, the processes on a flock."""
+
+    def __init__(self, lock_path: Path | None) -> None:
+        self._lock = threading.RLock()
+        self._path = lock_path
+        self._depth = 0  # transactions of the holding thread, nested
+        self._file: int | None = None
+        self._pid = 0  # the process that opened `_file`: a forked child opens its own
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            if self._depth == 0 and self._path is not None:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # releases the GIL while it waits
+        except BaseException:
+            self._lock.release()
+            raise
+        self._depth += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._file is not None:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def __del__(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            os.close(self._file)
+
+    def _descriptor(self) -> int:
+        if self._file is None or self._pid != os.getpid():
+            assert self._path is not None
+            self._file = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._file
+
+
+def run_in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
+    """`work` in a transaction that commits on success and rolls back on any exception, like `transaction`.
+
+    On SQLite the works of concurrent callers share one transaction (group commit): one writer at a time
+    holds the database anyway, and a transaction of twenty sign-ups costs little more than one, where twenty
+    transactions each pay the begin, the commit and the turn at the writer lock. A work must touch nothing
+    but the session (it may run again, see _GroupCommit), and its error reaches its own caller alone.
+    """
+    if engine.dialect.name != "sqlite":
+        with transaction(engine) as session:
+            return work(session)
+    group = _GROUP_COMMITS.get(engine)
+    if group is None:
+        with _REGISTRY_LOCK:
+            group = _GROUP_COMMITS.setdefault(engine, _GroupCommit(engine))
+    return group.run(work)
+
+
+class _Pending(Generic[T]):
+    """One caller's work in a group commit, and what came of it."""
+
+    def __init__(self, work: Callable[[Session], T]) -> None:
+        self.work = work
+        self.woken = threading.Event()
+        self.lead = False  # woken to commit the next group, not with a result
+        self.done = False
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def settle(self, value: T | None = None, error: BaseException | None = None) -> None:
+        self.value, self.error, self.done = value, error, True
+        self.woken.set()
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+class _GroupCommit:
+    """Leader and followers (as in databases' group commit): the first caller to find no group being committed
+    commits every work waiting, up to GROUP_COMMIT_MOST, in one transaction, and goes on with the next group
+    until its own work is done; then it wakes the oldest waiting caller to lead. No thread of its own, and
+    a lone caller commits at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._mutex = threading.Lock()
+        self._waiting: list[_Pending[Any]] = []
+        self._leading = False
+
+    def run(self, work: Callable[[Session], T]) -> T:
+        pending = _Pending(work)
+        with self._mutex:
+            self._waiting.append(pending)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            pending.woken.wait()
+            if not pending.lead:
+                return pending.outcome()
+        try:
+            while not pending.done:
+                with self._mutex:
+                    group = self._waiting[:GROUP_COMMIT_MOST]
+                    del self._waiting[:GROUP_COMMIT_MOST]
+                self._commit(group)
+        finally:
+            with self._mutex:
+                if self._waiting:
+                    self._waiting[0].lead = True
+                    self._waiting[0].woken.set()
+                else:
+                    self._leading = False
+        return pending.outcome()
+
+    def _commit(self, group: list[_Pending[Any]]) -> None:
+        """Commit the group's works together; when one raises, the transaction is rolled back, that work is run
+        alone (its error, or its success in a transaction of its own, is its caller's) and the others again."""
+        while group:
+            values: list[Any] = []
+            try:
+                with transaction(self._engine) as session:
+                    for pending in group:
+                        values.append(pending.work(session))
+            except BaseException as error:
+                failed = len(values)
+                if failed == len(group) or len(group) == 1 or not isinstance(error, Exception):
+                    # The commit itself failed (or a lone work, or an interrupt): the error is everyone's.
+                    for pending in group:
+                        pending.settle(error=error)
+                    if not isinstance(error, Exception):
+                        raise
+                    return
+                self._alone(group[failed])
+                group = group[:failed] + group[failed + 1 :]
+                continue
+            for pending, value in zip(group, values, strict=True):
+                pending.settle(value)
+            return
+
+    def _alone(self, pending: _Pending[Any]) -> None:
+        try:
+            with transaction(self._engine) as session:
+                value = pending.work(session)
+        except Exception as error:
+            pending.settle(error=error)
+        else:
+            pending.settle(value)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 from subscribers.security import Csrf, FormStamp
 
 T = TypeVar("T")
-SQLITE_THREADS = 4
+SQLITE_THREADS = 32
 MAX_FORM_FIELDS = 50
 Enqueue = Callable[[int], None]
 
@@ -56,7 +56,8 @@ class Context:
     async def _on_thread(self, work: Callable[[], T]) -> T:
         if self.engine.dialect.name != "sqlite":
             return await run_in_threadpool(work)
-        # One writer at a time anyway: more threads would only fight over the GIL while they wait.
+        # One writer at a time anyway, but a thread waiting for its group commit (run_and_send) waits on an
+        # event, not the GIL: enough threads that a group gathers the sign-ups arriving while one commits.
         return await anyio.to_thread.run_sync(work, limiter=self.sqlite_threads)
 
     def _in_transaction(self, use_case: Callable[..., T], *args: Any) -> T:
@@ -65,7 +66,8 @@ class Context:
             return use_case(session, *args)
 
     def _sent_after_transaction(self, use_case: Callable[..., int | None], *args: Any) -> None:
-        outbound_id = self._in_transaction(use_case, *args)
+        # A sign-up touches only its session: on SQLite, concurrent ones share a transaction (group commit).
+        outbound_id = database.run_in_transaction(self.engine, lambda session: use_case(session, *args))
         if outbound_id is not None:
             self.enqueue(outbound_id)
 

@@ -1,0 +1,151 @@
+"""SQLite's one writer: transactions of several threads and processes take turns, and concurrent works share
+a transaction (group commit) without one caller's error spoiling another's."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.orm import Session
+
+from newsletter import database
+from newsletter.errors import InvalidAddress
+from newsletter.models import Event, Subscriber, SubscriberStatus
+from newsletter.settings import Settings
+
+WRITER_SCRIPT = """
+import sys
+from sqlalchemy import text
+from newsletter import database
+from newsletter.settings import Settings
+
+engine = database.make_engine(Settings(database_url=sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    with database.transaction(engine) as session:
+        value = session.execute(text("SELECT value FROM counter")).scalar_one()
+        session.execute(text("UPDATE counter SET value = :value"), {"value": value + 1})
+"""
+
+
+def add_reader(session: Session, email: str) -> int:
+    subscriber = Subscriber(email=email, email_key=email.lower(), status=SubscriberStatus.PENDING)
+    session.add(subscriber)
+    session.flush()
+    return subscriber.id
+
+
+def test_processes_take_turns_at_a_sqlite_database(settings: Settings, tmp_path: Path) -> None:
+    # Read and write in one transaction, in three processes at once: a lost update or a "database is
+    # locked" would show in the count. Without the lock file two processes read the same value.
+    engine = database.make_engine(settings)
+    with database.transaction(engine) as session:
+        session.execute(text("CREATE TABLE counter (value INTEGER NOT NULL)"))
+        session.execute(text("INSERT INTO counter VALUES (0)"))
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER_SCRIPT, encoding="utf-8")
+    writers = [
+        subprocess.Popen([sys.executable, str(script), settings.database_url, "150"], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    errors = [writer.communicate(timeout=120)[1].decode() for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0, 0], errors
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT value FROM counter")).scalar_one() == 450
+    assert Path(settings.database_url.removeprefix("sqlite:///") + database.SQLITE_LOCK_SUFFIX).exists()
+    engine.dispose()
+
+
+def test_a_nested_transaction_does_not_wait_for_itself(engine: Engine) -> None:
+    # The outer transaction writes after the inner one committed (SQLite lets one connection write at a time).
+    with database.transaction(engine) as outer:
+        with database.transaction(engine) as inner:
+            add_reader(inner, "inner@example.org")
+        add_reader(outer, "outer@example.org")
+    with database.transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 2
+
+
+def test_concurrent_works_share_transactions_and_each_gets_its_own_result(engine: Engine) -> None:
+    transactions: list[int] = []
+    database_commits = threading.Lock()
+
+    def count_commit(_connection: object) -> None:
+        with database_commits:
+            transactions.append(1)
+
+    event.listen(engine, "commit", count_commit)
+    results: dict[int, int] = {}
+    start = threading.Barrier(40)
+
+    def sign_up(number: int) -> None:
+        start.wait()
+        for round_ in range(5):
+            work = functools.partial(add_reader, email=f"reader{number}-{round_}@example.org")
+            results[number * 10 + round_] = database.run_in_transaction(engine, work)
+
+    threads = [threading.Thread(target=sign_up, args=(number,)) for number in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with database.transaction(engine) as session:
+        rows: dict[int, str] = {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
+    assert len(rows) == 200
+    for key, subscriber_id in results.items():  # each caller got the id of the row it added, not another's
+        assert rows[subscriber_id] == f"reader{key // 10}-{key % 10}@example.org"
+    assert len(transactions) < 200  # shared: fewer commits than works
+
+
+def test_an_error_reaches_its_own_caller_and_the_rest_of_the_group_commits(engine: Engine) -> None:
+    start = threading.Barrier(20)
+    outcomes: dict[int, object] = {}
+
+    def work(session: Session, number: int) -> int:
+        if number % 5 == 0:
+            add_reader(session, f"half-done{number}@example.org")  # written, then rolled back
+            raise InvalidAddress("not an address", f"bad{number}")
+        return add_reader(session, f"reader{number}@example.org")
+
+    def caller(number: int) -> None:
+        start.wait()
+        try:
+            outcomes[number] = database.run_in_transaction(engine, lambda s: work(s, number))
+        except InvalidAddress as error:
+            outcomes[number] = error
+
+    threads = [threading.Thread(target=caller, args=(number,)) for number in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    failed = sorted(number for number, outcome in outcomes.items() if isinstance(outcome, InvalidAddress))
+    assert failed == [0, 5, 10, 15]
+    with database.transaction(engine) as session:
+        emails = set(session.scalars(select(Subscriber.email)))
+    assert emails == {f"reader{number}@example.org" for number in range(20) if number % 5}
+
+
+def test_a_lone_work_commits_at_once_and_its_error_rolls_it_back(engine: Engine) -> None:
+    subscriber_id = database.run_in_transaction(engine, lambda s: add_reader(s, "one@example.org"))
+
+    def fails(session: Session) -> None:
+        session.add(Event(subscriber_id=subscriber_id, kind="note", source="test"))
+        session.flush()
+        raise RuntimeError("the work failed")
+
+    with pytest.raises(RuntimeError, match="the work failed"):
+        database.run_in_transaction(engine, fails)
+    with database.transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_postgresql_works_run_in_their_own_transactions(postgres_engine: Engine) -> None:
+    subscriber_id = database.run_in_transaction(postgres_engine, lambda s: add_reader(s, "pg@example.org"))
+    with database.transaction(postgres_engine) as session:
+        assert session.get(Subscriber, subscriber_id) is not None
