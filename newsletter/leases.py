@@ -73,6 +73,21 @@ class Unfinished:
     ready_at: dt.datetime | None
 
 
+def lease_ran_out(leased: Leased) -> ColumnElement[bool]:
+    """A row whose claimant's lease ended before `:expired` (bound when the statement runs)."""
+    return and_(leased.status == DeliveryStatus.SENDING, leased.claimed_at < bindparam("expired"))
+
+
+def claimed_values(leased: Leased) -> dict[str, Any]:
+    """What a claim sets on a row, with `:now` and `:owner` (owners.this_process) bound when it runs."""
+    return {
+        "status": DeliveryStatus.SENDING,
+        "claimed_at": bindparam("now"),
+        "claimed_by": bindparam("owner"),
+        "attempts": leased.attempts + 1,
+    }
+
+
 # Built once: a worker runs these for every group, and SQLAlchemy then reuses their compiled SQL.
 _CLAIM = (
     update(Delivery)
@@ -84,15 +99,10 @@ _CLAIM = (
                 Delivery.status == DeliveryStatus.PENDING,
                 or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= bindparam("now")),
             ),
-            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < bindparam("expired")),
+            lease_ran_out(Delivery),
         ),
     )
-    .values(
-        status=DeliveryStatus.SENDING,
-        claimed_at=bindparam("now"),
-        claimed_by=bindparam("owner"),
-        attempts=Delivery.attempts + 1,
-    )
+    .values(claimed_values(Delivery))
     # What composing needs comes back with the claim: no second query (SQLite's RETURNING cannot name
     # another table, a correlated subquery it can).
     .returning(

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import database, leases, owners, replies
@@ -99,17 +99,9 @@ _CLAIM = (
     update(OutboundMessage)
     .where(
         OutboundMessage.id == bindparam("outbound_id"),
-        or_(
-            OutboundMessage.status == DeliveryStatus.PENDING,
-            and_(OutboundMessage.status == DeliveryStatus.SENDING, OutboundMessage.claimed_at < bindparam("expired")),
-        ),
+        or_(OutboundMessage.status == DeliveryStatus.PENDING, leases.lease_ran_out(OutboundMessage)),
     )
-    .values(
-        status=DeliveryStatus.SENDING,
-        claimed_at=bindparam("now"),
-        claimed_by=bindparam("owner"),
-        attempts=OutboundMessage.attempts + 1,
-    )
+    .values(leases.claimed_values(OutboundMessage))
     .returning(
         OutboundMessage.envelope_from, OutboundMessage.recipient, OutboundMessage.message, OutboundMessage.attempts
     )
