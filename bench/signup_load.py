@@ -1,6 +1,6 @@
 """Load benchmark: concurrent sign-ups against `newsletter serve` on SQLite (or PostgreSQL), on loopback only.
 
-    python bench/signup_load.py [--clients 100] [--seconds 30] [--postgres]
+    python bench/signup_load.py [--clients 100] [--seconds 30] [--postgres] [--workers N]
 
 Starts an aiosmtpd sink and `newsletter serve` (embedded queue: it sends the confirmation mails too),
 then has `--clients` concurrent clients post sign-ups with fresh addresses for `--seconds`. Prints
@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 
 import httpx
 from aiosmtpd.controller import Controller
-from processes import cpu_seconds, load_average  # bench/processes.py
+from processes import load_average, tree_cpu_seconds  # bench/processes.py
 from sqlalchemy import create_engine, func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,12 +174,17 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database instead of SQLite")
+    parser.add_argument("--workers", type=int, default=1, help="processes of `newsletter serve --workers`")
     arguments = parser.parse_args()
     print(load_average())
     with tempfile.TemporaryDirectory(prefix="signup-load-") as directory:
         if not arguments.postgres:
             return run(
-                Path(directory), f"sqlite:///{Path(directory) / 'load.db'}", arguments.clients, arguments.seconds
+                Path(directory),
+                f"sqlite:///{Path(directory) / 'load.db'}",
+                arguments.clients,
+                arguments.seconds,
+                arguments.workers,
             )
         admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         name = f"signup_{uuid.uuid4().hex[:10]}"
@@ -187,14 +192,14 @@ def main() -> int:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         try:
             url = admin.url.set(database=name).render_as_string(hide_password=False)
-            return run(Path(directory), url, arguments.clients, arguments.seconds)
+            return run(Path(directory), url, arguments.clients, arguments.seconds, arguments.workers)
         finally:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
 
 
-def run(directory: Path, database_url: str, clients: int, seconds: float) -> int:
+def run(directory: Path, database_url: str, clients: int, seconds: float, workers: int) -> int:
     sink = Sink()
     smtp_port, web_port = free_port(), free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
@@ -211,21 +216,21 @@ def run(directory: Path, database_url: str, clients: int, seconds: float) -> int
     command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(config)]
     subprocess.run([*command, "db", "upgrade"], check=True, capture_output=True, cwd=directory)
     server = subprocess.Popen(
-        [*command, "serve", "--host", "127.0.0.1", "--port", str(web_port)],
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(web_port), "--workers", str(workers)],
         cwd=directory,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_server(base_url)
-        cpu_before, server_before = time.process_time(), cpu_seconds(server.pid) or 0.0
+        cpu_before, server_before = time.process_time(), tree_cpu_seconds(server.pid) or 0.0
         latencies, answered, failures, elapsed = asyncio.run(load(base_url, clients, seconds))
-        cpu = (time.process_time() - cpu_before, (cpu_seconds(server.pid) or 0.0) - server_before)
+        cpu = (time.process_time() - cpu_before, (tree_cpu_seconds(server.pid) or 0.0) - server_before)
         mailed_in_load = sum(sink.received.values())
         load_ended = time.monotonic()
         reached = wait_for_mail(sink, len(answered))
         drain_seconds = (reached or time.monotonic()) - load_ended
-        drain_cpu = (cpu_seconds(server.pid) or 0.0) - server_before - cpu[1]
+        drain_cpu = (tree_cpu_seconds(server.pid) or 0.0) - server_before - cpu[1]
         burst_ok = asyncio.run(same_address_burst(base_url, clients))
         drained = reached is not None and wait_for_mail(sink, len(answered) + 1) is not None
     finally:
@@ -242,7 +247,7 @@ def run(directory: Path, database_url: str, clients: int, seconds: float) -> int
         f"{len(answered) / (elapsed + drain_seconds):.1f} sign-ups/s and "
         f"{(cpu[1] + drain_cpu) * 1000 / max(1, len(answered)):.1f} ms of server CPU a sign-up"
     )
-    return report(database_url, sink, latencies, answered, failures, elapsed, clients, burst_ok, drained)
+    return report(database_url, sink, latencies, answered, failures, elapsed, clients, workers, burst_ok, drained)
 
 
 def wait_for_server(base_url: str) -> None:
@@ -277,6 +282,7 @@ def report(
     failures: Counter[str],
     elapsed: float,
     clients: int,
+    workers: int,
     burst_ok: int,
     drained: bool,
 ) -> int:
@@ -298,7 +304,8 @@ def report(
     doubled_mail = sum(1 for address in unique_answered if sink.received[address] > 1)
     lost = len(unique_answered) - load_rows
     kind = "SQLite" if database_url.startswith("sqlite") else "PostgreSQL"
-    print(f"clients {clients}, {elapsed:.1f} s, {kind}, one `newsletter serve` process with its embedded queue")
+    serving = "one `newsletter serve` process" if workers == 1 else f"`newsletter serve --workers {workers}`"
+    print(f"clients {clients}, {elapsed:.1f} s, {kind}, {serving}, each process with its embedded queue")
     print(f"sign-ups answered: {len(answered)}  ({len(answered) / elapsed:.1f} sign-ups/s)")
     if latencies:
         print(

@@ -660,12 +660,19 @@ def bounces_apply(app: App, number: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving on the one port (up to one per core); each sends its own confirmation mails.",
+)
 @pass_app
-def serve(app: App, host: str, port: int) -> None:
+def serve(app: App, host: str, port: int, workers: int) -> None:
     """Run the web app: sign-up, confirm and unsubscribe pages, preferences, archive, the desk (/admin), the API."""
     from subscribers.server import serve as serve_web  # the one place newsletter imports the web app
 
-    serve_web(app.settings, host, port)
+    serve_web(app.settings, host, port, workers, app.config_path)
 
 
 @main.command()

@@ -2,22 +2,82 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
 import uvicorn
+from sqlalchemy import Engine
+from starlette.applications import Starlette
 
 from newsletter import database, outbox
 from newsletter.queue import Queue
 from newsletter.schedule import Scheduler
-from newsletter.settings import Settings
+from newsletter.settings import Settings, load_settings
+from subscribers import deadlines
 from subscribers.app import create_app
-from subscribers.deadlines import http_protocol
 from subscribers.logs import log_config
 
+# The config file the processes of `serve --workers` read their settings from (the environment they inherit
+# holds the rest); uvicorn starts each afresh and makes its app with `worker_app`.
+WORKER_CONFIG_VARIABLE = "NEWSLETTER_SERVE_CONFIG"
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """Serve until interrupted; without broker_url a worker in this process sends the confirmation mails."""
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1, config_path: Path | None = None) -> None:
+    """Serve until interrupted; without broker_url a worker in each process sends the confirmation mails.
+
+    With `workers` above one, uvicorn runs that many processes on the one listening socket (and starts
+    again one that dies): each has its own app, queue and scheduler; on SQLite they take turns at the
+    database (database.transaction), and claiming keeps a confirmation from going twice.
+    """
     settings.require("secret_key", "from_address")
     engine = database.make_engine(settings)
     database.require_current(engine)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": log_config(),
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
+        "server_header": False,
+    }
+    if workers > 1:
+        engine.dispose()
+        os.environ[WORKER_CONFIG_VARIABLE] = str(config_path) if config_path is not None else ""
+        protocol = f"{deadlines.__name__}:{deadlines.DeadlineProtocol.__name__}"
+        uvicorn.run(f"{__name__}:{worker_app.__name__}", factory=True, workers=workers, http=protocol, **options)
+        return
+    app, stop = _start(settings, engine)
+    try:
+        uvicorn.run(app, http=deadlines.http_protocol(settings.request_header_timeout_seconds), **options)
+    finally:
+        stop()
+
+
+def worker_app() -> Starlette:
+    """The app of one process of `serve --workers`, made in that process; its queue stops with it."""
+    config = os.environ.get(WORKER_CONFIG_VARIABLE) or None
+    settings = load_settings(config)
+    deadlines.DeadlineProtocol.head_timeout_seconds = settings.request_header_timeout_seconds
+    app, stop = _start(settings, database.make_engine(settings))
+    serving = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[Any]:
+        try:
+            async with serving(app) as state:
+                yield state
+        finally:
+            stop()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def _start(settings: Settings, engine: Engine) -> tuple[Starlette, Callable[[], None]]:
+    """The app, with the queue worker (embedded) and the scheduler running; and what stops them."""
     queue = Queue(settings, engine)
     if queue.embedded:
         queue.start_worker()
@@ -28,18 +88,10 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # Scheduled sends start from whichever long-running process is up (worker or serve): each exactly once.
     scheduler = Scheduler(engine, settings, queue)
     scheduler.start()
-    try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_config=log_config(),
-            proxy_headers=True,
-            forwarded_allow_ips=settings.trusted_proxies,
-            server_header=False,
-            http=http_protocol(settings.request_header_timeout_seconds),
-        )
-    finally:
+
+    def stop() -> None:
         scheduler.stop()
         queue.stop()
         engine.dispose()
+
+    return app, stop

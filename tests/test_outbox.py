@@ -7,15 +7,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, select, update
 
 from newsletter import confirmation, database, optin, outbox
-from newsletter.models import DeliveryStatus, OutboundMessage, utcnow
+from newsletter.models import DeliveryStatus, OutboundMessage, Subscriber, utcnow
 from newsletter.queue import Queue
 from newsletter.settings import Settings
 from newsletter.tokens import Signer
@@ -117,6 +118,20 @@ def running(command: list[str], cwd: Path, ready: object) -> Iterator[None]:
         log.close()
 
 
+def serving_processes(pid: int) -> list[int]:
+    """The processes uvicorn started to serve (multiprocessing's spawn), not its resource tracker."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def running_process(pid: int) -> bool:
+    """Whether `pid` runs still (a zombie has ended: only its parent's wait is left)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def write_config(path: Path, settings: Settings, smtpd: MailSink, extra: str = "") -> Path:
     config = path / "newsletter.toml"
     config.write_text(
@@ -159,6 +174,43 @@ def test_serve_sends_the_confirmations_it_stopped_before_sending(
     assert received.message["Subject"].startswith("Confirm your subscription")
     assert [message.recipient for message in smtpd.received] == ["reader@example.com"]
     assert status_of(engine, already_sent) == DeliveryStatus.SENT
+
+
+def test_serve_with_two_workers_signs_up_on_one_port_and_mails_each_reader_once(
+    settings: Settings, engine: Engine, smtpd: MailSink, tmp_path: Path
+) -> None:
+    # Two processes on one SQLite database and one port, each with its own queue: sign-ups posted at once
+    # over separate connections are each one row and one mail, and SIGTERM stops the processes with the parent.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = write_config(tmp_path, settings, smtpd, "signup_min_fill_seconds = 0\nsignup_limit_per_ip = 0\n")
+    command = [*COMMAND, "--config", str(config), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    log = (tmp_path / "process.log").open("ab")
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    children: list[int] = []
+    try:
+        wait_until(lambda: _healthy(url))
+        children = serving_processes(process.pid)
+        addresses = [f"reader{number}@example.com" for number in range(60)]
+
+        def post(address: str) -> int:
+            with httpx.Client(base_url=url) as client:  # a connection each: both processes take some
+                return client.post("/subscribe", data={"email": address}).status_code
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            assert set(pool.map(post, addresses)) == {200}
+        wait_until(lambda: len(smtpd.received) >= len(addresses))
+        time.sleep(0.5)  # a second copy would arrive by now
+    finally:
+        process.terminate()
+        returncode = process.wait(timeout=30)
+        log.close()
+    assert len(children) == 2, (tmp_path / "process.log").read_text()
+    assert returncode == 0
+    assert not [child for child in children if running_process(child)]  # they ended with it
+    assert sorted(message.recipient for message in smtpd.received) == sorted(addresses)
+    with database.transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == len(addresses)
 
 
 @pytest.mark.postgres
