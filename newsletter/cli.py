@@ -725,8 +725,9 @@ SEND_SETTINGS = ("from_address", "secret_key", "postal_address")
 
 
 def _say(line: str) -> None:
-    """A line about what a send waits for, printed above its progress bar."""
-    console.print(line, markup=False, style="yellow")
+    """A line about what a send waits for, printed above its progress bar: one line in a log too (a terminal
+    folds it where it must; rich would break it at 80 columns when the output is not one)."""
+    console.print(line, markup=False, style="yellow", soft_wrap=True)
 
 
 def _confirm(yes: bool, question: str) -> None:
