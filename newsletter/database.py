@@ -131,6 +131,7 @@ class _SqliteWriter:
         self._lock = threading.RLock()
         self._path = lock_path
         self._depth = 0  # transactions of the holding thread, nested
+        self._holder: int | None = None  # that thread's id
         self._file: int | None = None
         self._pid = 0  # the process that opened `_file`: a forked child opens its own
 
@@ -143,14 +144,21 @@ class _SqliteWriter:
             self._lock.release()
             raise
         self._depth += 1
+        self._holder = threading.get_ident()
 
     def __exit__(self, *_exc: object) -> None:
         self._depth -= 1
+        if self._depth == 0:
+            self._holder = None
         try:
             if self._depth == 0 and self._file is not None:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
         finally:
             self._lock.release()
+
+    def held_here(self) -> bool:
+        """Whether this thread is inside a transaction already."""
+        return self._holder == threading.get_ident()
 
     def __del__(self) -> None:
         if self._file is not None and self._pid == os.getpid():
@@ -172,7 +180,9 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
     transactions each pay the begin, the commit and the turn at the writer lock. A work must touch nothing
     but the session (it may run again, see _GroupCommit), and its error reaches its own caller alone.
     """
-    if engine.dialect.name != "sqlite":
+    writer = _sqlite_writer(engine)
+    # A thread inside a transaction holds the writer lock a group's leader would wait for: it runs alone.
+    if engine.dialect.name != "sqlite" or (isinstance(writer, _SqliteWriter) and writer.held_here()):
         with transaction(engine) as session:
             return work(session)
     group = _GROUP_COMMITS.get(engine)

@@ -7,6 +7,7 @@ import functools
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,32 @@ def test_a_nested_transaction_does_not_wait_for_itself(engine: Engine) -> None:
         add_reader(outer, "outer@example.org")
     with database.transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 2
+
+
+def test_a_work_started_inside_a_transaction_runs_at_once_while_others_wait(engine: Engine) -> None:
+    # Inside a transaction the thread holds the writer lock: joining another thread's group would wait for
+    # a leader that waits for that lock. It commits its work alone instead.
+    other_started, other_done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        other_started.set()
+        database.run_in_transaction(engine, functools.partial(add_reader, email="other@example.org"))
+        other_done.set()
+
+    with database.transaction(engine) as outer:
+        thread = threading.Thread(target=other)
+        thread.start()
+        other_started.wait(5)
+        time.sleep(0.2)  # the other thread leads a group and waits for the writer lock this thread holds
+        inner_id = database.run_in_transaction(engine, functools.partial(add_reader, email="inner@example.org"))
+        assert not other_done.is_set()
+        add_reader(outer, "outer@example.org")
+    thread.join(10)
+    assert other_done.is_set()
+    with database.transaction(engine) as session:
+        emails = set(session.scalars(select(Subscriber.email)))
+        assert session.get(Subscriber, inner_id) is not None
+    assert emails == {"inner@example.org", "outer@example.org", "other@example.org"}
 
 
 def test_concurrent_works_share_transactions_and_each_gets_its_own_result(engine: Engine) -> None:
