@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import weakref
@@ -44,6 +45,7 @@ _SESSIONMAKERS: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakr
 _SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, _SqliteWriter] = weakref.WeakKeyDictionary()
 _GROUP_COMMITS: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
 _REGISTRY_LOCK = threading.Lock()
+LOGGER = logging.getLogger("newsletter.database")
 T = TypeVar("T")
 
 
@@ -138,8 +140,8 @@ class _SqliteWriter:
     def __enter__(self) -> None:
         self._lock.acquire()
         try:
-            if self._depth == 0 and self._path is not None:
-                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # releases the GIL while it waits
+            if self._depth == 0 and self._path is not None and (descriptor := self._descriptor()) is not None:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)  # releases the GIL while it waits
         except BaseException:
             self._lock.release()
             raise
@@ -164,10 +166,24 @@ class _SqliteWriter:
         if self._file is not None and self._pid == os.getpid():
             os.close(self._file)
 
-    def _descriptor(self) -> int:
-        if self._file is None or self._pid != os.getpid():
-            assert self._path is not None
-            self._file = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def _descriptor(self) -> int | None:
+        """The lock file, opened once per process; None when it cannot be (then SQLite's own locking serves).
+
+        Opened for reading (a flock needs no more), readable by all: a file another user's command made
+        beside the database does not lock this user out.
+        """
+        if self._path is not None and (self._file is None or self._pid != os.getpid()):
+            try:
+                self._file = os.open(self._path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as error:
+                LOGGER.warning(
+                    "cannot open %s (%s): this process's transactions take turns with other processes' "
+                    "through SQLite's busy timeout only",
+                    self._path,
+                    error.strerror,
+                )
+                self._path = None
+                return None
             self._pid = os.getpid()
         return self._file
 

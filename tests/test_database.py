@@ -61,6 +61,27 @@ def test_processes_take_turns_at_a_sqlite_database(settings: Settings, tmp_path:
     engine.dispose()
 
 
+def test_a_lock_file_that_cannot_be_made_leaves_sqlites_own_locking(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Where the lock file cannot be created (here a link into a folder that does not exist), transactions
+    # still commit, with a warning that names the file, not an error in every one.
+    lock = Path(settings.database_url.removeprefix("sqlite:///") + database.SQLITE_LOCK_SUFFIX)
+    lock.symlink_to(tmp_path / "missing" / "lock")
+    engine = database.make_engine(settings)
+    with caplog.at_level("WARNING", logger="newsletter.database"):
+        for value in range(3):
+            with database.transaction(engine) as session:
+                if value == 0:
+                    session.execute(text("CREATE TABLE counter (value INTEGER NOT NULL)"))
+                session.execute(text("INSERT INTO counter VALUES (:value)"), {"value": value})
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM counter")).scalar_one() == 3
+    assert [record.getMessage() for record in caplog.records if str(lock) in record.getMessage()] != []
+    assert len(caplog.records) == 1  # said once, not per transaction
+    engine.dispose()
+
+
 def test_a_nested_transaction_does_not_wait_for_itself(engine: Engine) -> None:
     # The outer transaction writes after the inner one committed (SQLite lets one connection write at a time).
     with database.transaction(engine) as outer:
