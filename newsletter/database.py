@@ -6,9 +6,11 @@ import fcntl
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -16,9 +18,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.errors import ConfigError, DatabaseNotReady
@@ -28,6 +30,12 @@ from newsletter.settings import Settings
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 GROUP_COMMIT_MOST = 50  # works in one SQLite transaction: a group's callers wait for all of it
 SQLITE_LOCK_SUFFIX = "-writer"  # beside the database, like its -wal and -shm files
+# A server database's pool: connections kept, and opened beyond them under load (SQLAlchemy's defaults).
+POOL_SIZE = 5
+POOL_OVERFLOW = 10
+# A pooled connection unused this long is tried (a round trip) before it is handed out: one that came back
+# a moment ago is taken as it is, which spares a busy sign-up or send a round trip in every transaction.
+PING_IDLE_SECONDS = 1.0
 # libpq settings that notice a PostgreSQL link dead without a word (a partition, no RST) within about 15 s,
 # so that a worker waits it out (outages.wait_out) instead of hanging in a query forever.
 POSTGRES_LINK_CHECKS: dict[str, int | str] = {
@@ -61,7 +69,7 @@ def make_engine(settings: Settings) -> Engine:
     if url.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
     else:
-        options["pool_pre_ping"] = True
+        options["pool_size"], options["max_overflow"] = POOL_SIZE, POOL_OVERFLOW
         if url.get_backend_name() == "postgresql":
             options["connect_args"] = dict(POSTGRES_LINK_CHECKS)
     try:
@@ -70,7 +78,25 @@ def make_engine(settings: Settings) -> Engine:
         raise ConfigError(f"no driver for database_url {settings.database_url!r}: {error}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        event.listen(engine, "checkin", _idle_from)
+        event.listen(engine, "checkout", partial(_ping_if_idle, engine))
     return engine
+
+
+def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """SQLAlchemy's pre-ping, for connections idle a while only: a dead one is replaced before use."""
+    since = record.info.get("idle_since")
+    if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+        return
+    try:
+        engine.dialect.do_ping(dbapi_connection)
+    except engine.dialect.loaded_dbapi.Error as error:
+        raise DisconnectionError(f"a pooled connection is gone: {error}") from error
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -206,6 +232,18 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
         with _REGISTRY_LOCK:
             group = _GROUP_COMMITS.setdefault(engine, _GroupCommit(engine))
     return group.run(work)
+
+
+def run_statement(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """`work` that runs one statement (a claim, a record), which is a transaction by itself.
+
+    On PostgreSQL it runs on an autocommit connection: the statement alone, without the BEGIN and COMMIT
+    round trips of a transaction around it. On SQLite it joins a group commit (run_in_transaction).
+    """
+    if engine.dialect.name == "sqlite":
+        return run_in_transaction(engine, lambda session: work(session.connection()))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return work(connection)
 
 
 class _Pending(Generic[T]):

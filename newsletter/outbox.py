@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import database, leases, owners, replies
@@ -79,8 +79,11 @@ def requeue_unsent(engine: Engine, lease_seconds: float, enqueue: Callable[[int,
     return len(unsent)
 
 
-def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> Prepared | None:
-    """Take a pending message (or one whose worker's lease ran out); None when it is not ours to send."""
+def claim_message(connection: Connection, outbound_id: int, lease_seconds: float) -> Prepared | None:
+    """Take a pending message (or one whose worker's lease ran out); None when it is not ours to send.
+
+    One statement, like release_message and record_message: database.run_statement runs each alone.
+    """
     now = utcnow()
     values = {
         "outbound_id": outbound_id,
@@ -88,13 +91,13 @@ def claim_message(session: Session, outbound_id: int, lease_seconds: float) -> P
         "now": now,
         "owner": owners.this_process(),
     }
-    row = session.connection().execute(_CLAIM, values).first()
+    row = connection.execute(_CLAIM, values).first()
     return None if row is None else Prepared(row[0], row[1], row[2], row[3])
 
 
 # The statements on the path of every one-off mail, built once (building one costs more than running it
-# on SQLite) and run as plain SQL on the session's connection: the ORM's bulk UPDATE, which matches the
-# rows the session may hold, costs more again.
+# on SQLite) and run as plain SQL on a connection: the ORM's bulk UPDATE, which matches the rows a session
+# may hold, costs more again.
 _CLAIM = (
     update(OutboundMessage)
     .where(
@@ -118,13 +121,13 @@ _RECORD = (
 )
 
 
-def release_message(session: Session, outbound_id: int) -> None:
+def release_message(connection: Connection, outbound_id: int) -> None:
     """Give back a claimed message that was not tried (our side held it back): pending, its try uncounted."""
-    session.connection().execute(_RELEASE, {"outbound_id": outbound_id})
+    connection.execute(_RELEASE, {"outbound_id": outbound_id})
 
 
 def record_message(
-    session: Session, settings: Settings, outbound_id: int, verdict: Verdict, attempts: int
+    connection: Connection, settings: Settings, outbound_id: int, verdict: Verdict, attempts: int
 ) -> float | None:
     """Record what the server's reply means (replies.settle); returns the seconds before the next try, or None."""
     settled = replies.settle(verdict, attempts, settings)
@@ -134,5 +137,5 @@ def record_message(
         "reply": str(verdict.reply)[:REPLY_MAX_CHARS],
         "sent_at": utcnow() if settled.status == DeliveryStatus.SENT else None,
     }
-    session.connection().execute(_RECORD, values)
+    connection.execute(_RECORD, values)
     return settled.retry_seconds

@@ -216,7 +216,7 @@ class Queue:
         """Send one stored message; returns when to try it again, or None once it is final (or not ours)."""
         sender = self.sender()
         lease = self.settings.lease_seconds
-        prepared = sender.commit(lambda session: outbox.claim_message(session, outbound_id, lease))
+        prepared = sender.commit_statement(lambda connection: outbox.claim_message(connection, outbound_id, lease))
         if prepared is None:
             return None
         # Signed and given its VERP sender here, not when stored: the web app holds no key, and a bounce of
@@ -227,12 +227,12 @@ class Queue:
         try:
             verdict = sender.send_bytes(envelope_from, prepared.recipient, message)
         except Held as held:  # our side cannot send now (session refused, no slot, relay paused): no try spent
-            sender.commit(lambda session: outbox.release_message(session, outbound_id))
+            sender.commit_statement(lambda connection: outbox.release_message(connection, outbound_id))
             return held.until
         finally:
             sender.heartbeat.drop(OutboundMessage, [outbound_id])
-        retry_seconds = sender.commit(
-            lambda session: outbox.record_message(session, self.settings, outbound_id, verdict, prepared.attempts)
+        retry_seconds = sender.commit_statement(
+            lambda connection: outbox.record_message(connection, self.settings, outbound_id, verdict, prepared.attempts)
         )
         sender.tell_once(verdict)  # the relay lacks SMTPUTF8, refuses our MAIL FROM...: told once, not per reader
         return None if retry_seconds is None else utcnow() + dt.timedelta(seconds=retry_seconds)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from dramatiq.rate_limits import RateLimiter
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from newsletter import database, leases, ledger, links, outages, relays, replies
@@ -203,6 +203,12 @@ class Sender:
                 return work(session)
 
         return outages.wait_out(attempt, self.stopping, give_up_seconds=STOP_RECORD_SECONDS)
+
+    def commit_statement(self, work: Callable[[Connection], T]) -> T:
+        """`work` of one statement (database.run_statement), tried again while the database is unreachable."""
+        return outages.wait_out(
+            lambda: database.run_statement(self.engine, work), self.stopping, give_up_seconds=STOP_RECORD_SECONDS
+        )
 
     def _record_and_claim(
         self, session: Session, issue_id: int, sent: Group, group: Sequence[int], tries: list[dt.datetime]

@@ -27,6 +27,9 @@ from subscribers.security import Csrf, FormStamp
 
 T = TypeVar("T")
 SQLITE_THREADS = 32
+# A server database: as many threads as the pool has connections (more would only wait for one, and take
+# turns at the GIL with those that work).
+DATABASE_THREADS = database.POOL_SIZE + database.POOL_OVERFLOW
 MAX_FORM_FIELDS = 50
 Enqueue = Callable[[int], None]
 
@@ -43,6 +46,7 @@ class Context:
     sessions: DeskSessions  # the editor's desk's sign-in cookies
     sends: Sends  # issues the desk is sending, on threads of this process
     sqlite_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(SQLITE_THREADS))
+    database_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(DATABASE_THREADS))
 
     async def run(self, use_case: Callable[..., T], *args: Any) -> T:
         """Run a use case (a function taking a session first) in one transaction, on a worker thread."""
@@ -55,7 +59,7 @@ class Context:
 
     async def _on_thread(self, work: Callable[[], T]) -> T:
         if self.engine.dialect.name != "sqlite":
-            return await run_in_threadpool(work)
+            return await anyio.to_thread.run_sync(work, limiter=self.database_threads)
         # One writer at a time anyway, but a thread waiting for its group commit (run_and_send) waits on an
         # event, not the GIL: enough threads that a group gathers the sign-ups arriving while one commits.
         return await anyio.to_thread.run_sync(work, limiter=self.sqlite_threads)

@@ -128,7 +128,7 @@ def test_a_one_off_message_of_a_dead_owner_is_requeued_at_once(any_engine: Engin
     with database.transaction(any_engine) as session:
         for holder in (live, gone, elsewhere(gone)):
             outbound_id = outbox.store_message(session, "confirmation", "b@example.org", "r@example.com", b"Hi.\r\n")
-            assert outbox.claim_message(session, outbound_id, LEASE_SECONDS) is not None
+            assert outbox.claim_message(session.connection(), outbound_id, LEASE_SECONDS) is not None
             session.execute(update(OutboundMessage).where(OutboundMessage.id == outbound_id).values(claimed_by=holder))
             held[holder] = outbound_id
     queued: dict[int, dt.datetime | None] = {}

@@ -104,7 +104,7 @@ def test_deliveries_and_one_off_messages_follow_the_same_rule(settings: Settings
     with database.transaction(engine) as session:
         ids = [outbox.store_message(session, "confirm", "b@example.org", "r@example.com", MESSAGE) for _ in verdicts]
         for outbound_id, verdict in zip(ids, verdicts, strict=True):
-            assert outbox.record_message(session, settings, outbound_id, verdict, 1) is None
+            assert outbox.record_message(session.connection(), settings, outbound_id, verdict, 1) is None
     with database.transaction(engine) as session:
         statuses = [session.get_one(OutboundMessage, outbound_id).status for outbound_id in ids]
     assert statuses == [settle(verdict, 1, settings).status for verdict in verdicts]
