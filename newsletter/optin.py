@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import Select, String, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -89,9 +89,17 @@ def subscribe(
         _within_limit(session, settings, "ip", client_ip, settings.signup_limit_per_ip, now)
     _within_limit(session, settings, "address", key, settings.signup_limit_per_address, now)
     reader = Reader(given, clean_name(name), language or None)
-    created_id = _insert_pending(session, key, reader, now)
-    if created_id is not None:
-        return _request_first_confirmation(session, settings, created_id, reader, topic_keys, now)
+    if session.get_bind().dialect.name == "postgresql" and not _over_daily_cap(settings, 0):
+        created = _insert_pending_requested(session, key, reader, now)
+        if created is not None:
+            subscriber_id, request_id = created
+            if topic_keys:
+                topics.choose_topics_of(session, subscriber_id, topic_keys)
+            return ConfirmationRequest(subscriber_id, request_id, reader)
+    else:
+        created_id = _insert_pending(session, key, reader, now)
+        if created_id is not None:
+            return _request_first_confirmation(session, settings, created_id, reader, topic_keys, now)
     subscriber = session.scalars(select(Subscriber).where(Subscriber.email_key == key).with_for_update()).one()
     if subscriber.status == SubscriberStatus.ACTIVE:
         return None
@@ -204,7 +212,21 @@ def _within_limit(session: Session, settings: Settings, kind: str, value: str, l
 def _insert_pending(session: Session, key: str, reader: Reader, now: dt.datetime) -> int | None:
     """Create the subscriber with this key, pending; its id, or None when the key is taken. One atomic insert,
     so a race never doubles it (on PostgreSQL the loser waits for the winner's commit, then finds its row)."""
-    values: dict[str, Any] = {
+    statement = _INSERT_PENDING[session.get_bind().dialect.name == "postgresql"]
+    created: int | None = session.connection().execute(statement, _pending_row(key, reader, now)).scalar_one_or_none()
+    return created
+
+
+def _insert_pending_requested(session: Session, key: str, reader: Reader, now: dt.datetime) -> tuple[int, int] | None:
+    """On PostgreSQL, _insert_pending and the new subscriber's first events (_FIRST_EVENTS) in one statement,
+    a round trip where they take three: (subscriber id, confirmation request id), or None when the key is taken."""
+    parameters = {**_pending_row(key, reader, now), "event_source": SOURCE_FORM}
+    row = session.connection().execute(_INSERT_PENDING_REQUESTED, parameters).first()
+    return None if row is None else (row[0], row[1])
+
+
+def _pending_row(key: str, reader: Reader, now: dt.datetime) -> dict[str, Any]:
+    return {
         "email": reader.email,
         "email_key": key,
         "name": reader.name,
@@ -215,9 +237,6 @@ def _insert_pending(session: Session, key: str, reader: Reader, now: dt.datetime
         "created_at": now,
         "language": reader.language,
     }
-    statement = _INSERT_PENDING[session.get_bind().dialect.name == "postgresql"]
-    created: int | None = session.connection().execute(statement, values).scalar_one_or_none()
-    return created
 
 
 # Built once, their values passed on execution: building a statement costs more than running it here.
@@ -229,6 +248,36 @@ _INSERT_PENDING = {
 }
 _INSERT_EVENT = insert(Event)
 _INSERT_EVENT_RETURNING_ID = insert(Event).returning(Event.id)
+# A new subscriber's events, in this order (a confirmation link refuses to work after a later change of
+# status, so `created` must come first): the kind and the status each sets.
+_FIRST_EVENTS = (("created", SubscriberStatus.PENDING), (CONFIRMATION_REQUESTED, None))
+
+
+def _pending_requested_statement() -> Select[int, int]:
+    """INSERT the subscriber ... ON CONFLICT DO NOTHING, then its _FIRST_EVENTS from the row it returned
+    (none when the key was taken); selects the subscriber's id and the last event's (the request's)."""
+    table = Subscriber.__table__
+    row = {
+        name: bindparam(name, type_=table.c[name].type) for name in _pending_row("", Reader("", None, None), utcnow())
+    }
+    created = (
+        postgresql.insert(Subscriber)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=[Subscriber.email_key])
+        .returning(Subscriber.id)
+        .cte("created")
+    )
+    columns = [Event.subscriber_id, Event.kind, Event.new_status, Event.source, Event.created_at]
+    source, at = bindparam("event_source", type_=String), row["created_at"]
+    # Each event inserted from the row the one before returned: their ids come in that order.
+    earlier: Any = created
+    for place, (kind, status) in enumerate(_FIRST_EVENTS):
+        given = select(earlier.c[0], literal(kind), literal(status, String), source, at)
+        earlier = insert(Event).from_select(columns, given).returning(Event.subscriber_id, Event.id).cte(f"e{place}")
+    return select(earlier.c.subscriber_id, earlier.c.id)
+
+
+_INSERT_PENDING_REQUESTED = _pending_requested_statement()
 
 
 def _request_first_confirmation(
@@ -243,12 +292,13 @@ def _request_first_confirmation(
     hot path of the sign-up form, where nothing has to be read back (no confirmation was sent yet)."""
     connection = session.connection()
     logged = {"subscriber_id": subscriber_id, "source": SOURCE_FORM, "created_at": now}
-    connection.execute(_INSERT_EVENT, {"kind": "created", "new_status": SubscriberStatus.PENDING, **logged})
+    (created, status), (requested, _) = _FIRST_EVENTS
+    connection.execute(_INSERT_EVENT, {"kind": created, "new_status": status, **logged})
     if topic_keys:
         topics.choose_topics_of(session, subscriber_id, topic_keys)
     if _over_daily_cap(settings, 0):
         return None
-    request_id = connection.execute(_INSERT_EVENT_RETURNING_ID, {"kind": CONFIRMATION_REQUESTED, **logged}).scalar_one()
+    request_id = connection.execute(_INSERT_EVENT_RETURNING_ID, {"kind": requested, **logged}).scalar_one()
     return ConfirmationRequest(subscriber_id, request_id, reader)
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import database, optin, privacy, subscriptions, throttle
+from newsletter import database, optin, privacy, subscriptions, throttle, topics
 from newsletter.errors import InvalidAddress
 from newsletter.models import Event, Subscriber, SubscriberStatus, Throttle, utcnow
 from newsletter.settings import Settings
@@ -81,6 +81,30 @@ def test_new_address_stores_the_reader_as_the_form_gave_it(either_engine: Engine
         events = kinds(session, subscriber.id)
     requested = (optin.CONFIRMATION_REQUESTED, None)
     assert events == [("created", "pending"), requested, requested]
+
+
+def test_a_new_address_confirms_with_its_topics_on_either_database(
+    either_engine: Engine, settings: Settings, signer: Signer
+) -> None:
+    """PostgreSQL creates the reader and its first events in one statement: `created` must come before the
+    request, or the link would take it for a later change and refuse to work."""
+    with database.transaction(either_engine) as session:
+        topics.define_topic(session, "models", "Models")
+        request = optin.subscribe(session, settings, "wei@example.org", topic_keys=["models", "nonesuch"])
+    token = token_of(signer, request)
+    with database.transaction(either_engine) as session:
+        assert request is not None
+        assert topics.chosen_topics(session, request.subscriber_id) == ["models"]
+        assert optin.confirm(session, signer, token, settings.confirm_max_age_seconds).status == "active"
+        created, requested = session.scalars(
+            select(Event.id).where(Event.subscriber_id == request.subscriber_id).order_by(Event.id).limit(2)
+        )
+        assert created < requested == request.request_id
+    with database.transaction(either_engine) as session:
+        capped = settings.replace(confirmation_daily_cap=0)
+        assert optin.subscribe(session, capped, "capped@example.org") is None
+        subscriber = session.scalars(select(Subscriber).where(Subscriber.email_key == "capped@example.org")).one()
+        assert kinds(session, subscriber.id) == [("created", "pending")]
 
 
 def test_new_address_under_a_zero_daily_cap_gets_no_mail(session: Session, settings: Settings) -> None:
