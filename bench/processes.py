@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from sqlalchemy import Engine, text
+
 SAMPLE_SECONDS = 0.25
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -34,6 +36,15 @@ def tree_cpu_seconds(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return total
     return total + sum(tree_cpu_seconds(int(child)) for child in children)
+
+
+def backend_pids(admin: Engine, database_name: str) -> list[int]:
+    """The PostgreSQL backends connected to a bench database."""
+    with admin.connect() as connection:
+        rows = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :name"), {"name": database_name}
+        )
+        return [row[0] for row in rows]
 
 
 def load_average() -> str:

@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from processes import CpuMeter, Profile, load_average, top_functions  # bench/processes.py
-from sqlalchemy import Engine, create_engine, insert, text
+from processes import CpuMeter, Profile, backend_pids, load_average, top_functions  # bench/processes.py
+from sqlalchemy import create_engine, insert, text
 
 from newsletter import campaign, database
 from newsletter.demo import SAMPLE_ISSUE
@@ -331,15 +331,6 @@ def wait_until_ready(worker: subprocess.Popen[bytes]) -> None:
         raise RuntimeError(f"a worker stopped at start (exit status {worker.wait()})")
     stream = worker.stderr
     threading.Thread(target=lambda: shutil.copyfileobj(stream, sys.stderr.buffer), daemon=True).start()
-
-
-def backend_pids(admin: Engine, database_name: str) -> list[int]:
-    """The PostgreSQL backends connected to the bench database (the send's and the workers')."""
-    with admin.connect() as connection:
-        rows = connection.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE datname = :name"), {"name": database_name}
-        )
-        return [row[0] for row in rows]
 
 
 def redis_pid() -> int:

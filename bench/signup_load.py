@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 
 import httpx
 from aiosmtpd.controller import Controller
-from processes import load_average, tree_cpu_seconds  # bench/processes.py
+from processes import CpuMeter, backend_pids, load_average, tree_cpu_seconds  # bench/processes.py
 from sqlalchemy import create_engine, func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,14 +192,18 @@ def main() -> int:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         try:
             url = admin.url.set(database=name).render_as_string(hide_password=False)
-            return run(Path(directory), url, arguments.clients, arguments.seconds, arguments.workers)
+            backends = CpuMeter({"PostgreSQL": lambda: backend_pids(admin, name)})
+            return run(Path(directory), url, arguments.clients, arguments.seconds, arguments.workers, backends)
         finally:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
 
 
-def run(directory: Path, database_url: str, clients: int, seconds: float, workers: int) -> int:
+def run(
+    directory: Path, database_url: str, clients: int, seconds: float, workers: int, backends: CpuMeter | None = None
+) -> int:
+    """The load against one database; `backends` measures the PostgreSQL backends' CPU during it."""
     sink = Sink()
     smtp_port, web_port = free_port(), free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
@@ -224,8 +228,11 @@ def run(directory: Path, database_url: str, clients: int, seconds: float, worker
     try:
         wait_for_server(base_url)
         cpu_before, server_before = time.process_time(), tree_cpu_seconds(server.pid) or 0.0
+        if backends is not None:
+            backends.start()
         latencies, answered, failures, elapsed = asyncio.run(load(base_url, clients, seconds))
         cpu = (time.process_time() - cpu_before, (tree_cpu_seconds(server.pid) or 0.0) - server_before)
+        backend_cpu = backends.stop()["PostgreSQL"] if backends is not None else None
         mailed_in_load = sum(sink.received.values())
         load_ended = time.monotonic()
         reached = wait_for_mail(sink, len(answered))
@@ -241,6 +248,11 @@ def run(directory: Path, database_url: str, clients: int, seconds: float, worker
         f"CPU during the load: server {cpu[1]:.1f} s ({cpu[1] * 1000 / max(1, len(answered)):.1f} ms per sign-up), "
         f"load clients and SMTP sink {cpu[0]:.1f} s, over {elapsed:.1f} s; {load_average()}"
     )
+    if backend_cpu is not None:
+        print(
+            f"CPU of the PostgreSQL backends during the load: {backend_cpu:.1f} s "
+            f"({backend_cpu * 1000 / max(1, len(answered)):.1f} ms per sign-up)"
+        )
     print(
         f"confirmation mails at the sink when the load ended: {mailed_in_load} of {len(answered)}; the rest "
         f"{drain_seconds:.1f} s later (server CPU {drain_cpu:.1f} s more); with them, "
