@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Connection, Engine, event, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from newsletter import database
@@ -197,3 +198,42 @@ def test_postgresql_works_run_in_their_own_transactions(postgres_engine: Engine)
     subscriber_id = database.run_in_transaction(postgres_engine, lambda s: add_reader(s, "pg@example.org"))
     with database.transaction(postgres_engine) as session:
         assert session.get(Subscriber, subscriber_id) is not None
+
+
+def backend_of(engine: Engine) -> int:
+    with engine.connect() as connection:
+        pid: int = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        return pid
+
+
+def end_backend(postgres_url: str, pid: int) -> None:
+    other = database.make_engine(Settings(database_url=postgres_url))
+    with other.connect() as connection:
+        assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    other.dispose()
+    time.sleep(0.2)
+
+
+def test_a_connection_that_died_while_idle_is_replaced_before_use(
+    postgres_engine: Engine, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a connection idle longer than PING_IDLE_SECONDS is tried first: one back in the pool a moment ago
+    is used as it is (here, one whose server process has gone fails), one idle longer is replaced."""
+    monkeypatch.setattr(database, "PING_IDLE_SECONDS", 3600.0)
+    end_backend(postgres_url, backend_of(postgres_engine))
+    with pytest.raises(OperationalError):
+        backend_of(postgres_engine)
+    monkeypatch.setattr(database, "PING_IDLE_SECONDS", 0.1)
+    first = backend_of(postgres_engine)
+    end_backend(postgres_url, first)
+    assert backend_of(postgres_engine) != first
+
+
+def test_a_statement_runs_alone_on_postgresql_and_commits(postgres_engine: Engine) -> None:
+    def insert(connection: Connection) -> None:
+        assert connection.connection.driver_connection.autocommit  # no BEGIN, no COMMIT around the statement
+        connection.execute(text("INSERT INTO throttles (key, window_start, hits) VALUES ('k', now(), 1)"))
+
+    database.run_statement(postgres_engine, insert)
+    with postgres_engine.connect() as connection:
+        assert connection.execute(text("SELECT hits FROM throttles WHERE key = 'k'")).scalar_one() == 1
