@@ -217,14 +217,17 @@ class _SqliteWriter:
 def run_in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
     """`work` in a transaction that commits on success and rolls back on any exception, like `transaction`.
 
-    On SQLite the works of concurrent callers share one transaction (group commit): one writer at a time
+    The works of concurrent callers share one transaction (group commit). On SQLite one writer at a time
     holds the database anyway, and a transaction of twenty sign-ups costs little more than one, where twenty
-    transactions each pay the begin, the commit and the turn at the writer lock. A work must touch nothing
-    but the session (it may run again, see _GroupCommit), and its error reaches its own caller alone.
+    transactions each pay the begin, the commit and the turn at the writer lock. On PostgreSQL a group spares
+    the round trips of twenty BEGINs and COMMITs and the threads' turns at the GIL between them (measured:
+    sign-ups as fast, and their confirmation mails keeping pace instead of lagging the load by seconds). A
+    work must touch nothing but the session (it may run again, see _GroupCommit), and its error reaches its
+    own caller alone.
     """
     writer = _sqlite_writer(engine)
     # A thread inside a transaction holds the writer lock a group's leader would wait for: it runs alone.
-    if engine.dialect.name != "sqlite" or (isinstance(writer, _SqliteWriter) and writer.held_here()):
+    if isinstance(writer, _SqliteWriter) and writer.held_here():
         with transaction(engine) as session:
             return work(session)
     group = _GROUP_COMMITS.get(engine)
@@ -238,7 +241,8 @@ def run_statement(engine: Engine, work: Callable[[Connection], T]) -> T:
     """`work` that runs one statement (a claim, a record), which is a transaction by itself.
 
     On PostgreSQL it runs on an autocommit connection: the statement alone, without the BEGIN and COMMIT
-    round trips of a transaction around it. On SQLite it joins a group commit (run_in_transaction).
+    round trips of a transaction around it. On SQLite it joins a group commit (run_in_transaction), where
+    the writer lock is the cost.
     """
     if engine.dialect.name == "sqlite":
         return run_in_transaction(engine, lambda session: work(session.connection()))

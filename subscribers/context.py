@@ -70,7 +70,7 @@ class Context:
             return use_case(session, *args)
 
     def _sent_after_transaction(self, use_case: Callable[..., int | None], *args: Any) -> None:
-        # A sign-up touches only its session: on SQLite, concurrent ones share a transaction (group commit).
+        # A sign-up touches only its session: concurrent ones share a transaction (group commit).
         outbound_id = database.run_in_transaction(self.engine, lambda session: use_case(session, *args))
         if outbound_id is not None:
             self.enqueue(outbound_id)

@@ -1,5 +1,5 @@
-"""SQLite's one writer: transactions of several threads and processes take turns, and concurrent works share
-a transaction (group commit) without one caller's error spoiling another's."""
+"""SQLite's one writer: transactions of several threads and processes take turns; on SQLite and PostgreSQL,
+concurrent works share a transaction (group commit) without one caller's error spoiling another's."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_a_work_started_inside_a_transaction_runs_at_once_while_others_wait(engi
     assert emails == {"inner@example.org", "outer@example.org", "other@example.org"}
 
 
-def test_concurrent_works_share_transactions_and_each_gets_its_own_result(engine: Engine) -> None:
+def test_concurrent_works_share_transactions_and_each_gets_its_own_result(any_engine: Engine) -> None:
     transactions: list[int] = []
     database_commits = threading.Lock()
 
@@ -127,7 +127,7 @@ def test_concurrent_works_share_transactions_and_each_gets_its_own_result(engine
         with database_commits:
             transactions.append(1)
 
-    event.listen(engine, "commit", count_commit)
+    event.listen(any_engine, "commit", count_commit)
     results: dict[int, int] = {}
     start = threading.Barrier(40)
 
@@ -135,14 +135,14 @@ def test_concurrent_works_share_transactions_and_each_gets_its_own_result(engine
         start.wait()
         for round_ in range(5):
             work = functools.partial(add_reader, email=f"reader{number}-{round_}@example.org")
-            results[number * 10 + round_] = database.run_in_transaction(engine, work)
+            results[number * 10 + round_] = database.run_in_transaction(any_engine, work)
 
     threads = [threading.Thread(target=sign_up, args=(number,)) for number in range(40)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    with database.transaction(engine) as session:
+    with database.transaction(any_engine) as session:
         rows: dict[int, str] = {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
     assert len(rows) == 200
     for key, subscriber_id in results.items():  # each caller got the id of the row it added, not another's
@@ -150,7 +150,7 @@ def test_concurrent_works_share_transactions_and_each_gets_its_own_result(engine
     assert len(transactions) < 200  # shared: fewer commits than works
 
 
-def test_an_error_reaches_its_own_caller_and_the_rest_of_the_group_commits(engine: Engine) -> None:
+def test_an_error_reaches_its_own_caller_and_the_rest_of_the_group_commits(any_engine: Engine) -> None:
     start = threading.Barrier(20)
     outcomes: dict[int, object] = {}
 
@@ -163,7 +163,7 @@ def test_an_error_reaches_its_own_caller_and_the_rest_of_the_group_commits(engin
     def caller(number: int) -> None:
         start.wait()
         try:
-            outcomes[number] = database.run_in_transaction(engine, lambda s: work(s, number))
+            outcomes[number] = database.run_in_transaction(any_engine, lambda s: work(s, number))
         except InvalidAddress as error:
             outcomes[number] = error
 
@@ -174,13 +174,13 @@ def test_an_error_reaches_its_own_caller_and_the_rest_of_the_group_commits(engin
         thread.join(timeout=60)
     failed = sorted(number for number, outcome in outcomes.items() if isinstance(outcome, InvalidAddress))
     assert failed == [0, 5, 10, 15]
-    with database.transaction(engine) as session:
+    with database.transaction(any_engine) as session:
         emails = set(session.scalars(select(Subscriber.email)))
     assert emails == {f"reader{number}@example.org" for number in range(20) if number % 5}
 
 
-def test_a_lone_work_commits_at_once_and_its_error_rolls_it_back(engine: Engine) -> None:
-    subscriber_id = database.run_in_transaction(engine, lambda s: add_reader(s, "one@example.org"))
+def test_a_lone_work_commits_at_once_and_its_error_rolls_it_back(any_engine: Engine) -> None:
+    subscriber_id = database.run_in_transaction(any_engine, lambda s: add_reader(s, "one@example.org"))
 
     def fails(session: Session) -> None:
         session.add(Event(subscriber_id=subscriber_id, kind="note", source="test"))
@@ -188,16 +188,10 @@ def test_a_lone_work_commits_at_once_and_its_error_rolls_it_back(engine: Engine)
         raise RuntimeError("the work failed")
 
     with pytest.raises(RuntimeError, match="the work failed"):
-        database.run_in_transaction(engine, fails)
-    with database.transaction(engine) as session:
+        database.run_in_transaction(any_engine, fails)
+    with database.transaction(any_engine) as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 0
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
-
-
-def test_postgresql_works_run_in_their_own_transactions(postgres_engine: Engine) -> None:
-    subscriber_id = database.run_in_transaction(postgres_engine, lambda s: add_reader(s, "pg@example.org"))
-    with database.transaction(postgres_engine) as session:
-        assert session.get(Subscriber, subscriber_id) is not None
 
 
 def backend_of(engine: Engine) -> int:
