@@ -28,7 +28,7 @@ from newsletter.resources import resource_path
 from newsletter.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-GROUP_COMMIT_MOST = 50  # works in one SQLite transaction: a group's callers wait for all of it
+GROUP_COMMIT_MOST = 50  # works in one transaction of a group commit: a group's callers wait for all of it
 SQLITE_LOCK_SUFFIX = "-writer"  # beside the database, like its -wal and -shm files
 # A server database's pool: connections kept, and opened beyond them under load (SQLAlchemy's defaults).
 POOL_SIZE = 5
@@ -223,7 +223,8 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
     the round trips of twenty BEGINs and COMMITs and the threads' turns at the GIL between them (measured:
     sign-ups as fast, and their confirmation mails keeping pace instead of lagging the load by seconds). A
     work must touch nothing but the session (it may run again, see _GroupCommit), and its error reaches its
-    own caller alone.
+    own caller alone: on PostgreSQL that includes the deadlock it breaks when a group and another transaction
+    (another process's group) wait for each other's rows, after which the work runs again alone.
     """
     writer = _sqlite_writer(engine)
     # A thread inside a transaction holds the writer lock a group's leader would wait for: it runs alone.
