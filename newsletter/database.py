@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -231,11 +232,22 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
     if isinstance(writer, _SqliteWriter) and writer.held_here():
         with transaction(engine) as session:
             return work(session)
+    return _group_commit(engine).run(work)
+
+
+def _group_commit(engine: Engine) -> _GroupCommit:
     group = _GROUP_COMMITS.get(engine)
     if group is None:
         with _REGISTRY_LOCK:
             group = _GROUP_COMMITS.setdefault(engine, _GroupCommit(engine))
-    return group.run(work)
+    return group
+
+
+async def run_awaited(engine: Engine, work: Callable[[Session], T], then: Callable[[T], object] | None = None) -> T:
+    """`run_in_transaction` for a caller on an event loop: it awaits its group's commit without holding a
+    thread, and `then(value)` runs on the committing thread after the commit (its error is the caller's, as
+    the work's is)."""
+    return await _group_commit(engine).run_awaited(work, then)
 
 
 def run_statement(engine: Engine, work: Callable[[Connection], T]) -> T:
@@ -272,11 +284,46 @@ class _Pending(Generic[T]):
         return self.value  # type: ignore[return-value]
 
 
+class _Awaited(_Pending[T]):
+    """A work handed in from an event loop: its caller awaits a future instead of blocking a thread, and
+    `then` runs on the committing thread once the work has committed (what must follow the commit, and may
+    block, like handing a message to a broker)."""
+
+    def __init__(
+        self, work: Callable[[Session], T], then: Callable[[T], object] | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(work)
+        self.then, self.loop = then, loop
+        self.future: asyncio.Future[T] = loop.create_future()
+
+    def settle(self, value: T | None = None, error: BaseException | None = None) -> None:
+        if error is None and self.then is not None:
+            try:
+                self.then(value)  # type: ignore[arg-type]
+            except Exception as failed:
+                error = failed
+        super().settle(value, error)
+
+    def resolve(self) -> None:
+        """On the loop: the awaiting caller gets what came of the work (unless it stopped waiting)."""
+        if self.future.cancelled():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.value)  # type: ignore[arg-type]
+
+
 class _GroupCommit:
     """Leader and followers (as in databases' group commit): the first caller to find no group being committed
     commits every work waiting, up to GROUP_COMMIT_MOST, in one transaction, and goes on with the next group
     until its own work is done; then it wakes the oldest waiting caller to lead. No thread of its own, and
-    a lone caller commits at once."""
+    a lone caller commits at once.
+
+    Works handed in from an event loop (`run_awaited`) wait without a thread: the first finding no leader
+    starts a thread that commits groups until none waits, and each group's callers are woken on their loop
+    in one call. Under 100 clients the web app's sign-ups had held 32 threads, one per waiting sign-up, whose
+    wake-ups and turns at the GIL cost more CPU than the sign-ups' statements."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -299,15 +346,71 @@ class _GroupCommit:
                 with self._mutex:
                     group = self._waiting[:GROUP_COMMIT_MOST]
                     del self._waiting[:GROUP_COMMIT_MOST]
-                self._commit(group)
+                try:
+                    self._commit(group)
+                finally:
+                    self._wake(group)
         finally:
-            with self._mutex:
-                if self._waiting:
-                    self._waiting[0].lead = True
-                    self._waiting[0].woken.set()
-                else:
-                    self._leading = False
+            self._hand_over()
         return pending.outcome()
+
+    async def run_awaited(self, work: Callable[[Session], T], then: Callable[[T], object] | None) -> T:
+        pending = _Awaited(work, then, asyncio.get_running_loop())
+        with self._mutex:
+            self._waiting.append(pending)
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._start_drain()
+        return await pending.future
+
+    def _hand_over(self) -> None:
+        """A leader done with its own work: the oldest waiting caller leads next, or a thread of the group's
+        when that caller awaits on a loop (it has no thread to lend)."""
+        with self._mutex:
+            if not self._waiting:
+                self._leading = False
+                return
+            head = self._waiting[0]
+            if not isinstance(head, _Awaited):
+                head.lead = True
+                head.woken.set()
+                return
+        self._start_drain()
+
+    def _start_drain(self) -> None:
+        threading.Thread(target=self._drain, name="newsletter-group-commit").start()
+
+    def _drain(self) -> None:
+        """Commit groups until no work waits (a blocked caller's too: it is woken with its result)."""
+        while True:
+            with self._mutex:
+                if not self._waiting:
+                    self._leading = False
+                    return
+                group = self._waiting[:GROUP_COMMIT_MOST]
+                del self._waiting[:GROUP_COMMIT_MOST]
+            try:
+                self._commit(group)
+            except BaseException:  # the group has its error; the works after it need a leader still
+                self._hand_over()
+                raise
+            finally:
+                self._wake(group)
+
+    @staticmethod
+    def _wake(group: list[_Pending[Any]]) -> None:
+        """Resolve the group's awaited works on their loops, one call a loop (a thread's wake-up each costs
+        a write to the loop's pipe)."""
+        awaited: dict[asyncio.AbstractEventLoop, list[_Awaited[Any]]] = {}
+        for pending in group:
+            if isinstance(pending, _Awaited):
+                awaited.setdefault(pending.loop, []).append(pending)
+        for loop, works in awaited.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, works)
+            except RuntimeError:  # the loop has closed: nobody awaits these any more
+                pass
 
     def _commit(self, group: list[_Pending[Any]]) -> None:
         """Commit the group's works together; when one raises, the transaction is rolled back, that work is run
@@ -342,6 +445,11 @@ class _GroupCommit:
             pending.settle(error=error)
         else:
             pending.settle(value)
+
+
+def _resolve_all(works: list[_Awaited[Any]]) -> None:
+    for work in works:
+        work.resolve()
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -54,15 +54,16 @@ class Context:
         return await self._on_thread(partial(self._in_transaction, use_case, *args))
 
     async def run_and_send(self, use_case: Callable[..., int | None], *args: Any) -> None:
-        """`run`, then queue the message the use case stored once it has committed: on the same worker thread,
-        so a sign-up hops to a thread once, not twice."""
-        await self._on_thread(partial(self._sent_after_transaction, use_case, *args))
+        """`run`, then queue the message the use case stored once it has committed.
+
+        A sign-up touches only its session: concurrent ones share a transaction (group commit), which they
+        await without a thread each; the message is queued on the committing thread.
+        """
+        await database.run_awaited(self.engine, lambda session: use_case(session, *args), self._enqueue_stored)
 
     async def _on_thread(self, work: Callable[[], T]) -> T:
         if self.engine.dialect.name != "sqlite":
             return await anyio.to_thread.run_sync(work, limiter=self.database_threads)
-        # One writer at a time anyway, but a thread waiting for its group commit (run_and_send) waits on an
-        # event, not the GIL: enough threads that a group gathers the sign-ups arriving while one commits.
         return await anyio.to_thread.run_sync(work, limiter=self.sqlite_threads)
 
     def _in_transaction(self, use_case: Callable[..., T], *args: Any) -> T:
@@ -70,9 +71,7 @@ class Context:
         with database.transaction(self.engine) as session:
             return use_case(session, *args)
 
-    def _sent_after_transaction(self, use_case: Callable[..., int | None], *args: Any) -> None:
-        # A sign-up touches only its session: concurrent ones share a transaction (group commit).
-        outbound_id = database.run_in_transaction(self.engine, lambda session: use_case(session, *args))
+    def _enqueue_stored(self, outbound_id: int | None) -> None:
         if outbound_id is not None:
             self.enqueue(outbound_id)
 

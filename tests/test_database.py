@@ -3,6 +3,7 @@ concurrent works share a transaction (group commit) without one caller's error s
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import subprocess
 import sys
@@ -192,6 +193,116 @@ def test_a_lone_work_commits_at_once_and_its_error_rolls_it_back(any_engine: Eng
     with database.transaction(any_engine) as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 0
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+@pytest.mark.anyio
+async def test_works_awaited_on_a_loop_share_transactions_without_a_thread_each(any_engine: Engine) -> None:
+    # The web app's sign-ups: 60 callers on one event loop, none holding a thread while it waits.
+    transactions: list[int] = []
+    event.listen(any_engine, "commit", lambda _connection: transactions.append(1))
+    committed_before_then: list[bool] = []
+    threads_before = threading.active_count()
+    most_threads = 0
+
+    def then(subscriber_id: int) -> None:
+        # After the commit: another connection sees the row.
+        with any_engine.connect() as connection:
+            row = connection.execute(select(Subscriber.id).where(Subscriber.id == subscriber_id)).first()
+        committed_before_then.append(row is not None)
+
+    async def sign_up(number: int) -> int:
+        nonlocal most_threads
+        most_threads = max(most_threads, threading.active_count())
+        work = functools.partial(add_reader, email=f"reader{number}@example.org")
+        return await database.run_awaited(any_engine, work, then)
+
+    ids = await asyncio.gather(*(sign_up(number) for number in range(60)))
+    with database.transaction(any_engine) as session:
+        rows: dict[int, str] = {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
+    assert [rows[subscriber_id] for subscriber_id in ids] == [f"reader{n}@example.org" for n in range(60)]
+    assert committed_before_then == [True] * 60
+    assert len(transactions) < 60  # shared
+    assert most_threads <= threads_before + 1  # one committing thread at most, not one a caller
+
+
+@pytest.mark.anyio
+async def test_an_awaited_error_reaches_its_own_caller_alone(any_engine: Engine) -> None:
+    def work(session: Session, number: int) -> int:
+        if number % 4 == 0:
+            add_reader(session, f"half-done{number}@example.org")
+            raise InvalidAddress("not an address", f"bad{number}")
+        return add_reader(session, f"reader{number}@example.org")
+
+    def then(subscriber_id: int) -> None:
+        if subscriber_id % 7 == 0:  # after the commit: the row stays, the caller hears of the failure
+            raise RuntimeError(f"could not queue {subscriber_id}")
+
+    outcomes = await asyncio.gather(
+        *(database.run_awaited(any_engine, functools.partial(work, number=n), then) for n in range(16)),
+        return_exceptions=True,
+    )
+    assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, InvalidAddress)] == [0, 4, 8, 12]
+    queued = [outcome for outcome in outcomes if isinstance(outcome, RuntimeError)]
+    assert all(str(error).startswith("could not queue") for error in queued)
+    with database.transaction(any_engine) as session:
+        emails = set(session.scalars(select(Subscriber.email)))
+    assert emails == {f"reader{n}@example.org" for n in range(16) if n % 4}
+
+
+@pytest.mark.anyio
+async def test_awaited_and_blocking_callers_hand_the_group_over_to_each_other(any_engine: Engine) -> None:
+    # Threads block in run_in_transaction while coroutines await: whichever leads, nobody is left waiting.
+    start = threading.Barrier(9)
+    blocking: dict[int, int] = {}
+
+    def on_thread(number: int) -> None:
+        start.wait()
+        for round_ in range(10):
+            work = functools.partial(add_reader, email=f"thread{number}-{round_}@example.org")
+            blocking[number * 100 + round_] = database.run_in_transaction(any_engine, work)
+
+    threads = [threading.Thread(target=on_thread, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+
+    async def on_loop(number: int) -> int:
+        await asyncio.sleep(0.001 * (number % 10))
+        return await database.run_awaited(any_engine, functools.partial(add_reader, email=f"loop{number}@example.org"))
+
+    awaited = await asyncio.wait_for(asyncio.gather(*(on_loop(number) for number in range(80))), timeout=60)
+    for thread in threads:
+        thread.join(timeout=60)
+    with database.transaction(any_engine) as session:
+        rows: dict[int, str] = {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
+    assert len(rows) == 160
+    assert [rows[subscriber_id] for subscriber_id in awaited] == [f"loop{n}@example.org" for n in range(80)]
+    assert all(rows[i] == f"thread{key // 100}-{key % 100}@example.org" for key, i in blocking.items())
+
+
+@pytest.mark.anyio
+async def test_a_blocking_leader_hands_an_awaited_work_to_a_thread(any_engine: Engine) -> None:
+    # A thread leads a group while a coroutine's work arrives: once the thread's own work is done it goes
+    # its way, and the awaited work, which has no thread to lead with, is committed all the same.
+    leading, release = threading.Event(), threading.Event()
+
+    def slow(session: Session) -> int:
+        leading.set()
+        release.wait(10)
+        return add_reader(session, "thread@example.org")
+
+    thread = threading.Thread(target=database.run_in_transaction, args=(any_engine, slow))
+    thread.start()
+    assert await asyncio.to_thread(leading.wait, 10)
+    awaited = asyncio.ensure_future(
+        database.run_awaited(any_engine, functools.partial(add_reader, email="loop@example.org"))
+    )
+    await asyncio.sleep(0.05)  # waiting behind the thread's group
+    release.set()
+    subscriber_id = await asyncio.wait_for(awaited, timeout=10)
+    thread.join(10)
+    with database.transaction(any_engine) as session:
+        assert session.get(Subscriber, subscriber_id).email == "loop@example.org"  # type: ignore[union-attr]
 
 
 def backend_of(engine: Engine) -> int:
