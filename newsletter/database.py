@@ -30,6 +30,7 @@ from newsletter.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 GROUP_COMMIT_MOST = 50  # works in one transaction of a group commit: a group's callers wait for all of it
+GROUP_COMMIT_LEADERS = 4  # groups committed at once on a server database (on SQLite, one)
 SQLITE_LOCK_SUFFIX = "-writer"  # beside the database, like its -wal and -shm files
 # A server database's pool: connections kept, and opened beyond them under load (SQLAlchemy's defaults).
 POOL_SIZE = 5
@@ -221,11 +222,11 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
     The works of concurrent callers share one transaction (group commit). On SQLite one writer at a time
     holds the database anyway, and a transaction of twenty sign-ups costs little more than one, where twenty
     transactions each pay the begin, the commit and the turn at the writer lock. On PostgreSQL a group spares
-    the round trips of twenty BEGINs and COMMITs and the threads' turns at the GIL between them (measured:
-    sign-ups as fast, and their confirmation mails keeping pace instead of lagging the load by seconds). A
-    work must touch nothing but the session (it may run again, see _GroupCommit), and its error reaches its
-    own caller alone: on PostgreSQL that includes the deadlock it breaks when a group and another transaction
-    (another process's group) wait for each other's rows, after which the work runs again alone.
+    the round trips of twenty BEGINs and COMMITs and the threads' turns at the GIL between them, and several
+    groups commit at once (GROUP_COMMIT_LEADERS), each on its connection. A work must touch nothing but the
+    session (it may run again, see _GroupCommit), and its error reaches its own caller alone: on PostgreSQL
+    that includes the deadlock it breaks when a group and another transaction (another group) wait for each
+    other's rows, after which the work runs again alone.
     """
     writer = _sqlite_writer(engine)
     # A thread inside a transaction holds the writer lock a group's leader would wait for: it runs alone.
@@ -270,12 +271,14 @@ class _Pending(Generic[T]):
         self.work = work
         self.woken = threading.Event()
         self.lead = False  # woken to commit the next group, not with a result
+        self.settled = threading.Event()
         self.done = False
         self.value: T | None = None
         self.error: BaseException | None = None
 
     def settle(self, value: T | None = None, error: BaseException | None = None) -> None:
         self.value, self.error, self.done = value, error, True
+        self.settled.set()
         self.woken.set()
 
     def outcome(self) -> T:
@@ -315,10 +318,10 @@ class _Awaited(_Pending[T]):
 
 
 class _GroupCommit:
-    """Leader and followers (as in databases' group commit): the first caller to find no group being committed
-    commits every work waiting, up to GROUP_COMMIT_MOST, in one transaction, and goes on with the next group
-    until its own work is done; then it wakes the oldest waiting caller to lead. No thread of its own, and
-    a lone caller commits at once.
+    """Leader and followers (as in databases' group commit): a caller finding fewer leaders than the database
+    takes (one on SQLite) commits every work waiting, up to GROUP_COMMIT_MOST, in one transaction, and goes on
+    with the next group until its own work is done; then it wakes the oldest waiting caller to lead. No
+    thread of its own, and a lone caller commits at once.
 
     Works handed in from an event loop (`run_awaited`) wait without a thread: the first finding no leader
     starts a thread that commits groups until none waits, and each group's callers are woken on their loop
@@ -329,14 +332,17 @@ class _GroupCommit:
         self._engine = engine
         self._mutex = threading.Lock()
         self._waiting: list[_Pending[Any]] = []
-        self._leading = False
+        # SQLite lets one transaction write at a time: one group. A server database commits several groups
+        # at once, each on its connection, which a group's round trips would otherwise leave idle.
+        self._most_leaders = 1 if engine.dialect.name == "sqlite" else GROUP_COMMIT_LEADERS
+        self._leaders = 0
 
     def run(self, work: Callable[[Session], T]) -> T:
         pending = _Pending(work)
         with self._mutex:
             self._waiting.append(pending)
-            lead = not self._leading
-            self._leading = True
+            lead = self._leaders < self._most_leaders
+            self._leaders += lead
         if not lead:
             pending.woken.wait()
             if not pending.lead:
@@ -346,20 +352,23 @@ class _GroupCommit:
                 with self._mutex:
                     group = self._waiting[:GROUP_COMMIT_MOST]
                     del self._waiting[:GROUP_COMMIT_MOST]
+                if not group:  # its work is in another leader's group (a server database's)
+                    break
                 try:
                     self._commit(group)
                 finally:
                     self._wake(group)
         finally:
             self._hand_over()
+        pending.settled.wait()
         return pending.outcome()
 
     async def run_awaited(self, work: Callable[[Session], T], then: Callable[[T], object] | None) -> T:
         pending = _Awaited(work, then, asyncio.get_running_loop())
         with self._mutex:
             self._waiting.append(pending)
-            lead = not self._leading
-            self._leading = True
+            lead = self._leaders < self._most_leaders
+            self._leaders += lead
         if lead:
             self._start_drain()
         return await pending.future
@@ -369,7 +378,7 @@ class _GroupCommit:
         when that caller awaits on a loop (it has no thread to lend)."""
         with self._mutex:
             if not self._waiting:
-                self._leading = False
+                self._leaders -= 1
                 return
             head = self._waiting[0]
             if not isinstance(head, _Awaited):
@@ -386,7 +395,7 @@ class _GroupCommit:
         while True:
             with self._mutex:
                 if not self._waiting:
-                    self._leading = False
+                    self._leaders -= 1
                     return
                 group = self._waiting[:GROUP_COMMIT_MOST]
                 del self._waiting[:GROUP_COMMIT_MOST]

@@ -28,8 +28,8 @@ from subscribers.security import Csrf, FormStamp
 T = TypeVar("T")
 SQLITE_THREADS = 32
 # A server database: as many threads as the pool has connections. Measured on PostgreSQL under 100 clients,
-# 15 threads gave more sign-ups a second and a lower p99 than 40; more threads only wait, for a connection
-# (`run`) or a group commit, and take turns at the GIL with those that work.
+# 15 threads gave more sign-ups a second and a lower p99 than 40; more threads only wait for a connection
+# and take turns at the GIL with those that work. (Sign-ups take no thread of these: see run_and_send.)
 DATABASE_THREADS = database.POOL_SIZE + database.POOL_OVERFLOW
 MAX_FORM_FIELDS = 50
 Enqueue = Callable[[int], None]
