@@ -44,12 +44,12 @@ def confirmation_message(settings: Settings, signer: Signer, request: Confirmati
         ("valid_days", valid_days),
         *SLOTS.items(),
     )
-    html = letters.html_template(settings.template_dir, lang, TEMPLATE_NAME, values)
+    html = letters.html_part(settings.template_dir, lang, TEMPLATE_NAME, values, tuple(SLOTS.items()))
     greeting = greeting_of(reader.name, lang)
-    html = letters.fill(html, SLOTS, {"greeting": greeting, "email": reader.email, "confirm_url": url})
     text = _text(settings, reader, greeting, url, valid_days, lang)
     to = (reader.name or "", reader.email)
-    return letters.message(settings, "confirm", to, subject_of(settings, lang), text, html)
+    filled = {"greeting": greeting, "email": reader.email, "confirm_url": url}
+    return letters.message(settings, "confirm", to, subject_of(settings, lang), text, html, filled)
 
 
 def store_confirmation(

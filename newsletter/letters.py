@@ -3,19 +3,18 @@ rendered once per process and language, filled by string replacement, stored for
 
 from __future__ import annotations
 
-import base64
 import functools
+import re
 import secrets
 from collections.abc import Mapping
 from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid
-from html import escape
 
 import mjml
 from jinja2 import Environment, StrictUndefined
 from sqlalchemy.orm import Session
 
-from newsletter import language, links, outbox
+from newsletter import language, links, mime, outbox
 from newsletter.resources import bytecode_cache, template_loader
 from newsletter.settings import Settings
 
@@ -41,11 +40,21 @@ def html_template(template_dir: str, lang: str, template_name: str, values: tupl
     return str(mjml.mjml2html(mjml_text, fonts={}))
 
 
-def fill(html: str, slots: Mapping[str, str], values: Mapping[str, str]) -> str:
-    """Replace each slot marker with its HTML-escaped value (MJML ran once, never per recipient)."""
-    for slot, value in values.items():
-        html = html.replace(slots[slot], escape(value, quote=True))
-    return html
+@functools.lru_cache(maxsize=32)
+def html_part(
+    template_dir: str,
+    lang: str,
+    template_name: str,
+    values: tuple[tuple[str, object], ...],
+    slots: tuple[tuple[str, str], ...],
+) -> mime.Base64Slots:
+    """A mail template's HTML part, base64-encoded once per process, language and values: each reader's
+    message encodes only its slot values (`slots`: each value's key and the marker it replaces), HTML-escaped.
+    """
+    html = html_template(template_dir, lang, template_name, values)
+    key_of = dict((marker, key) for key, marker in slots)
+    pieces = re.split("(" + "|".join(map(re.escape, key_of)) + ")", html)
+    return mime.Base64Slots(pieces[0::2], [(key_of[marker], True, "") for marker in pieces[1::2]])
 
 
 # The subject and the sender of a kind of mail are the same for every reader in a language, and the `email`
@@ -66,7 +75,15 @@ def mailbox(name: str, address: str) -> str:
     return formataddr((name, address), charset="utf-8")
 
 
-def message(settings: Settings, kind: str, to: tuple[str, str], subject: str, text: str, html: str) -> bytes:
+def message(
+    settings: Settings,
+    kind: str,
+    to: tuple[str, str],
+    subject: str,
+    text: str,
+    html: mime.Base64Slots,
+    html_values: Mapping[str, str],
+) -> bytes:
     """The mail as CRLF bytes, written out directly: the `email` package's header objects cost milliseconds
     a message, spent while a sign-up holds the database's write lock."""
     name, address = to
@@ -79,24 +96,25 @@ def message(settings: Settings, kind: str, to: tuple[str, str], subject: str, te
         ("Message-ID", make_msgid(idstring=kind, domain=links.sender_domain(settings))),
         ("Auto-Submitted", "auto-generated"),  # RFC 3834: no vacation replies to a mail a machine sent
     ]
-    return _multipart_alternative(headers, text, html)
-
-
-def _multipart_alternative(headers: list[tuple[str, str]], text: str, html: str) -> bytes:
     boundary = f"=_{secrets.token_hex(16)}"
     lines = [f"{name}: {value}" for name, value in headers]
     lines += ["MIME-Version: 1.0", f'Content-Type: multipart/alternative; boundary="{boundary}"', ""]
-    head = "\r\n".join(lines).encode("utf-8")
-    parts = []
-    for subtype, body in (("plain", text), ("html", html)):
+    encoded_html: list[bytes] = []
+    html.encode(html_values, encoded_html)
+    parts = [
+        "\r\n".join(lines).encode("utf-8"),
         # base64 is encoded in C; quoted-printable of 15 kB of HTML costs milliseconds in pure Python.
-        encoded_body = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
-        parts.append(
-            f"--{boundary}\r\nContent-Type: text/{subtype}; charset=utf-8\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n".encode()
-            + encoded_body
-        )
-    return head + b"\r\n" + b"".join(parts) + f"--{boundary}--\r\n".encode()
+        _part_head(boundary, "plain") + mime.base64_lines(mime.canonical_text(text)),
+        _part_head(boundary, "html") + encoded_html[0],
+        f"--{boundary}--\r\n".encode(),
+    ]
+    return b"\r\n".join(parts)
+
+
+def _part_head(boundary: str, subtype: str) -> bytes:
+    return (
+        f"--{boundary}\r\nContent-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    ).encode()
 
 
 def store(session: Session, settings: Settings, kind: str, recipient: str, mail: bytes) -> int:

@@ -134,7 +134,7 @@ class _QuotedPrintableSlots:
             out.append(self.fixed[index])
 
 
-class _Base64Slots:
+class Base64Slots:
     """A text part in base64: every fixed piece encoded once, only the slot values and the few octets around
     them encoded per recipient.
 
@@ -185,20 +185,20 @@ class _Base64Slots:
 
 
 def _shifted(piece: bytes, lacking: int) -> tuple[bytes, bytes, bytes] | None:
-    """`piece` split for bytes before it that lack `lacking` octets to a multiple of 3 (see _Base64Slots)."""
+    """`piece` split for bytes before it that lack `lacking` octets to a multiple of 3 (see Base64Slots)."""
     if len(piece) < lacking:
         return None
     whole = lacking + (len(piece) - lacking) // 3 * 3
     return piece[:lacking], base64_lines(piece[lacking:whole]) if whole > lacking else b"", piece[whole:]
 
 
-def _encoded_part(template: str, issue_values: Mapping[str, str]) -> _QuotedPrintableSlots | _Base64Slots:
+def _encoded_part(template: str, issue_values: Mapping[str, str]) -> _QuotedPrintableSlots | Base64Slots:
     """A rendered part in whichever of quoted-printable and base64 is shorter (RFC 2045 6.7, 6.8)."""
     # Quoted-printable keeps ASCII at its size but triples UTF-8 beyond it (a CJK character is 3 octets,
     # each "=XX"); base64 is 4/3 of anything. Slot values are short, so the fixed text decides.
     fixed, slots = _recipient_pieces(template, issue_values)
     quoted = _QuotedPrintableSlots(fixed, slots)
-    based = _Base64Slots(fixed, slots)
+    based = Base64Slots(fixed, slots)
     return based if based.fixed_bytes < quoted.fixed_bytes else quoted
 
 
@@ -222,8 +222,8 @@ class MessageTemplate:
     def __init__(
         self,
         head: bytes,
-        text: _QuotedPrintableSlots | _Base64Slots,
-        html_part: _QuotedPrintableSlots | _Base64Slots,
+        text: _QuotedPrintableSlots | Base64Slots,
+        html_part: _QuotedPrintableSlots | Base64Slots,
         between: tuple[bytes, bytes, bytes],
         subject: SlotTemplate | None = None,
     ) -> None:

@@ -38,16 +38,16 @@ def welcome_message(settings: Settings, signer: Signer, subscriber: Subscriber) 
         ("archive_url", archive_url),
         *SLOTS.items(),
     )
-    html = letters.html_template(settings.template_dir, lang, TEMPLATE_NAME, values)
+    html = letters.html_part(settings.template_dir, lang, TEMPLATE_NAME, values, tuple(SLOTS.items()))
     urls = {
         "preferences_url": links.preferences_url(settings, signer, subscriber.id),
         "unsubscribe_url": links.unsubscribe_url(settings, signer, subscriber.id),
     }
     greeting = greeting_of(subscriber.name, lang)
-    html = letters.fill(html, SLOTS, {"greeting": greeting, "email": subscriber.email, **urls})
     text = _text(settings, lang, greeting, archive_url, urls)
     to = (subscriber.name or "", subscriber.email)
-    return letters.message(settings, "welcome", to, subject_of(settings, lang), text, html)
+    filled = {"greeting": greeting, "email": subscriber.email, **urls}
+    return letters.message(settings, "welcome", to, subject_of(settings, lang), text, html, filled)
 
 
 def store_welcome(session: Session, settings: Settings, signer: Signer, subscriber: Subscriber) -> int | None:
