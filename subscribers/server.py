@@ -19,7 +19,7 @@ from newsletter.schedule import Scheduler
 from newsletter.settings import Settings, load_settings
 from subscribers import deadlines
 from subscribers.app import create_app
-from subscribers.logs import log_config
+from subscribers.logs import lighten_records, log_config
 
 # Python's cyclic collector runs after every 700 net allocations of containers: under 100 clients signing
 # up, 54 collections a second and 5.6% of serve's CPU, each walking the young objects. Reference counting
@@ -94,6 +94,7 @@ def _start(settings: Settings, engine: Engine) -> tuple[Starlette, Callable[[], 
     scheduler = Scheduler(engine, settings, queue)
     scheduler.start()
     _collect_less()
+    lighten_records()
 
     def stop() -> None:
         scheduler.stop()
