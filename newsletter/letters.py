@@ -34,13 +34,6 @@ def environment(template_dir: str, lang: str) -> Environment:
 
 
 @functools.lru_cache(maxsize=32)
-def html_template(template_dir: str, lang: str, template_name: str, values: tuple[tuple[str, object], ...]) -> str:
-    """A mail template's HTML with its slot markers: Jinja2 and MJML run once per process, language and values."""
-    mjml_text = environment(template_dir, lang).get_template(template_name).render(dict(values), lang=lang)
-    return str(mjml.mjml2html(mjml_text, fonts={}))
-
-
-@functools.lru_cache(maxsize=32)
 def html_part(
     template_dir: str,
     lang: str,
@@ -48,12 +41,13 @@ def html_part(
     values: tuple[tuple[str, object], ...],
     slots: tuple[tuple[str, str], ...],
 ) -> mime.Base64Slots:
-    """A mail template's HTML part, base64-encoded once per process, language and values: each reader's
-    message encodes only its slot values (`slots`: each value's key and the marker it replaces), HTML-escaped.
-    """
-    html = html_template(template_dir, lang, template_name, values)
-    key_of = dict((marker, key) for key, marker in slots)
-    pieces = re.split("(" + "|".join(map(re.escape, key_of)) + ")", html)
+    """A mail template's HTML part: Jinja2 and MJML run once per process, language and values, and its fixed
+    text base64-encoded once; each reader's message encodes only its slot values, HTML-escaped (`slots`: each
+    value's key and the marker standing for it in `values`)."""
+    mjml_text = environment(template_dir, lang).get_template(template_name).render(dict(values), lang=lang)
+    html = str(mjml.mjml2html(mjml_text, fonts={}))
+    key_of = {marker: key for key, marker in slots}
+    pieces = re.split("(" + "|".join(map(re.escape, key_of)) + ")", html) if key_of else [html]
     return mime.Base64Slots(pieces[0::2], [(key_of[marker], True, "") for marker in pieces[1::2]])
 
 

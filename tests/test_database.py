@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,19 @@ def add_reader(session: Session, email: str) -> int:
     session.add(subscriber)
     session.flush()
     return subscriber.id
+
+
+def started_threads(target: Callable[[int], None], count: int) -> list[threading.Thread]:
+    """`count` threads running target(0) ... target(count - 1), started."""
+    threads = [threading.Thread(target=target, args=(number,)) for number in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def emails_by_id(engine: Engine) -> dict[int, str]:
+    with database.transaction(engine) as session:
+        return {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
 
 
 def test_processes_take_turns_at_a_sqlite_database(settings: Settings, tmp_path: Path) -> None:
@@ -138,13 +152,10 @@ def test_concurrent_works_share_transactions_and_each_gets_its_own_result(any_en
             work = functools.partial(add_reader, email=f"reader{number}-{round_}@example.org")
             results[number * 10 + round_] = database.run_in_transaction(any_engine, work)
 
-    threads = [threading.Thread(target=sign_up, args=(number,)) for number in range(40)]
-    for thread in threads:
-        thread.start()
+    threads = started_threads(sign_up, 40)
     for thread in threads:
         thread.join(timeout=60)
-    with database.transaction(any_engine) as session:
-        rows: dict[int, str] = {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
+    rows = emails_by_id(any_engine)
     assert len(rows) == 200
     for key, subscriber_id in results.items():  # each caller got the id of the row it added, not another's
         assert rows[subscriber_id] == f"reader{key // 10}-{key % 10}@example.org"
@@ -168,9 +179,7 @@ def test_an_error_reaches_its_own_caller_and_the_rest_of_the_group_commits(any_e
         except InvalidAddress as error:
             outcomes[number] = error
 
-    threads = [threading.Thread(target=caller, args=(number,)) for number in range(20)]
-    for thread in threads:
-        thread.start()
+    threads = started_threads(caller, 20)
     for thread in threads:
         thread.join(timeout=60)
     failed = sorted(number for number, outcome in outcomes.items() if isinstance(outcome, InvalidAddress))
@@ -217,8 +226,7 @@ async def test_works_awaited_on_a_loop_share_transactions_without_a_thread_each(
         return await database.run_awaited(any_engine, work, then)
 
     ids = await asyncio.gather(*(sign_up(number) for number in range(60)))
-    with database.transaction(any_engine) as session:
-        rows: dict[int, str] = {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
+    rows = emails_by_id(any_engine)
     assert [rows[subscriber_id] for subscriber_id in ids] == [f"reader{n}@example.org" for n in range(60)]
     assert committed_before_then == [True] * 60
     assert len(transactions) < 60  # shared
@@ -262,9 +270,7 @@ async def test_awaited_and_blocking_callers_hand_the_group_over_to_each_other(an
             work = functools.partial(add_reader, email=f"thread{number}-{round_}@example.org")
             blocking[number * 100 + round_] = database.run_in_transaction(any_engine, work)
 
-    threads = [threading.Thread(target=on_thread, args=(number,)) for number in range(8)]
-    for thread in threads:
-        thread.start()
+    threads = started_threads(on_thread, 8)
     start.wait()
 
     async def on_loop(number: int) -> int:
@@ -274,8 +280,7 @@ async def test_awaited_and_blocking_callers_hand_the_group_over_to_each_other(an
     awaited = await asyncio.wait_for(asyncio.gather(*(on_loop(number) for number in range(80))), timeout=60)
     for thread in threads:
         thread.join(timeout=60)
-    with database.transaction(any_engine) as session:
-        rows: dict[int, str] = {row[0]: row[1] for row in session.execute(select(Subscriber.id, Subscriber.email))}
+    rows = emails_by_id(any_engine)
     assert len(rows) == 160
     assert [rows[subscriber_id] for subscriber_id in awaited] == [f"loop{n}@example.org" for n in range(80)]
     assert all(rows[i] == f"thread{key // 100}-{key % 100}@example.org" for key, i in blocking.items())
