@@ -967,7 +967,7 @@ def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
     )
     # One-off mails whose enqueue was lost (a stopped web app, a broker that was down) go out now.
     try:
-        outages.wait_out(lambda: outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message), stop)
+        outages.wait_out(lambda: outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_messages), stop)
     except Exception as error:
         if outages.link_of(error) is None:
             raise

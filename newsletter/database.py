@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -247,10 +247,15 @@ def _group_commit(engine: Engine) -> _GroupCommit:
     return group
 
 
-async def run_awaited(engine: Engine, work: Callable[[Session], T], then: Callable[[T], object] | None = None) -> T:
+Then = Callable[[list[Any]], object]
+
+
+async def run_awaited(engine: Engine, work: Callable[[Session], T], then: Then | None = None) -> T:
     """`run_in_transaction` for a caller on an event loop: it awaits its group's commit without holding a
-    thread, and `then(value)` runs on the committing thread after the commit (its error is the caller's, as
-    the work's is)."""
+    thread. `then(values)` runs on the committing thread after the commit, once a group, with the values of
+    the group's works that named it (equal callables share a call): what must follow the commit and may
+    block, like handing the group's mails to the broker in one queue message. Its error is each of those
+    callers', as a work's is its own caller's."""
     return await _group_commit(engine).run_awaited(work, then)
 
 
@@ -292,23 +297,12 @@ class _Pending(Generic[T]):
 
 class _Awaited(_Pending[T]):
     """A work handed in from an event loop: its caller awaits a future instead of blocking a thread, and
-    `then` runs on the committing thread once the work has committed (what must follow the commit, and may
-    block, like handing a message to a broker)."""
+    `then` runs on the committing thread once the work has committed (see run_awaited)."""
 
-    def __init__(
-        self, work: Callable[[Session], T], then: Callable[[T], object] | None, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def __init__(self, work: Callable[[Session], T], then: Then | None, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(work)
         self.then, self.loop = then, loop
         self.future: asyncio.Future[T] = loop.create_future()
-
-    def settle(self, value: T | None = None, error: BaseException | None = None) -> None:
-        if error is None and self.then is not None:
-            try:
-                self.then(value)  # type: ignore[arg-type]
-            except Exception as failed:
-                error = failed
-        super().settle(value, error)
 
     def resolve(self) -> None:
         """On the loop: the awaiting caller gets what came of the work (unless it stopped waiting)."""
@@ -366,7 +360,7 @@ class _GroupCommit:
         pending.settled.wait()
         return pending.outcome()
 
-    async def run_awaited(self, work: Callable[[Session], T], then: Callable[[T], object] | None) -> T:
+    async def run_awaited(self, work: Callable[[Session], T], then: Then | None) -> T:
         pending = _Awaited(work, then, asyncio.get_running_loop())
         with self._mutex:
             self._waiting.append(pending)
@@ -445,8 +439,7 @@ class _GroupCommit:
                 self._alone(group[failed])
                 group = group[:failed] + group[failed + 1 :]
                 continue
-            for pending, value in zip(group, values, strict=True):
-                pending.settle(value)
+            _settle_committed(group, values)
             return
 
     def _alone(self, pending: _Pending[Any]) -> None:
@@ -456,7 +449,25 @@ class _GroupCommit:
         except Exception as error:
             pending.settle(error=error)
         else:
-            pending.settle(value)
+            _settle_committed([pending], [value])
+
+
+def _settle_committed(group: Sequence[_Pending[Any]], values: Sequence[Any]) -> None:
+    """Give each committed work its value, once the `then` of the awaited ones has run (one call for each
+    `then`, given the values of its works in order; should it raise, its works have its error)."""
+    follows: dict[Then, list[int]] = {}
+    for index, pending in enumerate(group):
+        if isinstance(pending, _Awaited) and pending.then is not None:
+            follows.setdefault(pending.then, []).append(index)
+    errors: dict[int, Exception] = {}
+    for then, indexes in follows.items():
+        try:
+            then([values[index] for index in indexes])
+        except Exception as failed:
+            errors.update(dict.fromkeys(indexes, failed))
+    for index, (pending, value) in enumerate(zip(group, values, strict=True)):
+        error = errors.get(index)
+        pending.settle(value if error is None else None, error)
 
 
 def _resolve_all(works: list[_Awaited[Any]]) -> None:

@@ -47,8 +47,7 @@ def send_invitations(engine: Engine, queue: Queue, outbound_ids: Sequence[int], 
     if queue.embedded:
         queue.start_worker()
     try:
-        for outbound_id in outbound_ids:
-            queue.send_message(outbound_id)
+        queue.send_messages(outbound_ids)
         if not queue.embedded:
             return 0  # the workers send them, at the rate limit
         deadline = time.monotonic() + wait_seconds

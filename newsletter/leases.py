@@ -67,9 +67,10 @@ class Result:
 
 @dataclass(frozen=True)
 class Unfinished:
-    """Deliveries of a batch that are still to go, and the earliest moment one of them may be claimed."""
+    """Rows of a batch (deliveries, or one-off messages) still to go, and the earliest moment one of them
+    may be claimed."""
 
-    delivery_ids: list[int]
+    ids: list[int]
     ready_at: dt.datetime | None
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import database, leases, owners, replies
+from newsletter import database, leases, multirow, owners, replies
 from newsletter.models import REPLY_MAX_CHARS, DeliveryStatus, OutboundMessage, utcnow
 from newsletter.replies import Verdict
 from newsletter.settings import Settings
@@ -22,14 +22,18 @@ LEASE_MARGIN_SECONDS = 0.1
 class Prepared:
     """A claimed one-off message: the envelope and the complete bytes."""
 
+    outbound_id: int
     envelope_from: str
     recipient: str
     message: bytes
     attempts: int
 
 
+Sent = tuple[Prepared, Verdict]  # a message tried, and what the server's reply means
+
+
 def store_message(session: Session, kind: str, envelope_from: str, recipient: str, message: bytes) -> int:
-    """Keep a complete message (CRLF bytes) for the queue to send; returns its id for `Queue.send_message`."""
+    """Keep a complete message (CRLF bytes) for the queue to send; returns its id for `Queue.send_messages`."""
     # One plain INSERT on the session's connection: the ORM's unit of work costs a sign-up more than the SQL.
     row: dict[str, object] = {
         "kind": kind,
@@ -65,34 +69,40 @@ def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, d
     ]
 
 
-def requeue_unsent(engine: Engine, lease_seconds: float, enqueue: Callable[[int, dt.datetime | None], None]) -> int:
+def requeue_unsent(
+    engine: Engine, lease_seconds: float, enqueue: Callable[[Sequence[int], dt.datetime | None], None]
+) -> int:
     """Hand every unsent message to the queue again (claiming keeps a message from going twice); returns how many.
 
     The embedded queue lives in memory: what it held when the process stopped is only in this table. A
-    message a dead process of this machine was sending goes at once, not when its lease runs out.
+    message a dead process of this machine was sending goes at once, not when its lease runs out. Those
+    that may go at the same moment are handed over together (`Queue.send_messages` groups them).
     """
     with database.transaction(engine) as session:
         leases.release_orphans(session, OutboundMessage)
         unsent = unsent_messages(session, lease_seconds)
+    by_moment: dict[dt.datetime | None, list[int]] = {}
     for outbound_id, at in unsent:
-        enqueue(outbound_id, at)
+        by_moment.setdefault(at, []).append(outbound_id)
+    for at, outbound_ids in by_moment.items():
+        enqueue(outbound_ids, at)
     return len(unsent)
 
 
-def claim_message(connection: Connection, outbound_id: int, lease_seconds: float) -> Prepared | None:
-    """Take a pending message (or one whose worker's lease ran out); None when it is not ours to send.
+def claim_messages(connection: Connection, outbound_ids: Sequence[int], lease_seconds: float) -> list[Prepared]:
+    """Take the pending messages among `outbound_ids` (and those whose worker's lease ran out), in id order;
+    those not ours to send (sent, or held by a live worker) are left out.
 
-    One statement, like release_message and record_message: database.run_statement runs each alone.
+    One statement, like release_messages and record_messages: database.run_statement runs each alone.
     """
     now = utcnow()
     values = {
-        "outbound_id": outbound_id,
+        "ids": list(outbound_ids),
         "expired": now - dt.timedelta(seconds=lease_seconds),
         "now": now,
         "owner": owners.this_process(),
     }
-    row = connection.execute(_CLAIM, values).first()
-    return None if row is None else Prepared(row[0], row[1], row[2], row[3])
+    return sorted((Prepared(*row) for row in connection.execute(_CLAIM, values)), key=lambda p: p.outbound_id)
 
 
 # The statements on the path of every one-off mail, built once (building one costs more than running it
@@ -101,41 +111,47 @@ def claim_message(connection: Connection, outbound_id: int, lease_seconds: float
 _CLAIM = (
     update(OutboundMessage)
     .where(
-        OutboundMessage.id == bindparam("outbound_id"),
+        OutboundMessage.id.in_(bindparam("ids", expanding=True)),
         or_(OutboundMessage.status == DeliveryStatus.PENDING, leases.lease_ran_out(OutboundMessage)),
     )
     .values(leases.claimed_values(OutboundMessage))
     .returning(
-        OutboundMessage.envelope_from, OutboundMessage.recipient, OutboundMessage.message, OutboundMessage.attempts
+        OutboundMessage.id,
+        OutboundMessage.envelope_from,
+        OutboundMessage.recipient,
+        OutboundMessage.message,
+        OutboundMessage.attempts,
     )
 )
 _RELEASE = (
     update(OutboundMessage)
-    .where(OutboundMessage.id == bindparam("outbound_id"), OutboundMessage.status == DeliveryStatus.SENDING)
+    .where(OutboundMessage.id.in_(bindparam("ids", expanding=True)), OutboundMessage.status == DeliveryStatus.SENDING)
     .values(status=DeliveryStatus.PENDING, claimed_at=None, attempts=OutboundMessage.attempts - 1)
 )
-_RECORD = (
-    update(OutboundMessage)
-    .where(OutboundMessage.id == bindparam("outbound_id"))
-    .values(status=bindparam("status"), last_reply=bindparam("reply"), claimed_at=None, sent_at=bindparam("sent_at"))
-)
 
 
-def release_message(connection: Connection, outbound_id: int) -> None:
-    """Give back a claimed message that was not tried (our side held it back): pending, its try uncounted."""
-    connection.execute(_RELEASE, {"outbound_id": outbound_id})
+def release_messages(connection: Connection, outbound_ids: Sequence[int]) -> None:
+    """Give back claimed messages that were not tried (our side held them back): pending, their try uncounted."""
+    if outbound_ids:
+        connection.execute(_RELEASE, {"ids": list(outbound_ids)})
 
 
-def record_message(
-    connection: Connection, settings: Settings, outbound_id: int, verdict: Verdict, attempts: int
-) -> float | None:
-    """Record what the server's reply means (replies.settle); returns the seconds before the next try, or None."""
-    settled = replies.settle(verdict, attempts, settings)
-    values = {
-        "outbound_id": outbound_id,
-        "status": settled.status,
-        "reply": str(verdict.reply)[:REPLY_MAX_CHARS],
-        "sent_at": utcnow() if settled.status == DeliveryStatus.SENT else None,
-    }
-    connection.execute(_RECORD, values)
-    return settled.retry_seconds
+def record_messages(connection: Connection, settings: Settings, sent: Sequence[Sent]) -> list[float | None]:
+    """Record what each server's reply means (replies.settle), in one statement (multirow); returns, for each,
+    the seconds before its next try, or None once it is final."""
+    now = utcnow()
+    rows: list[dict[str, object]] = []
+    retries: list[float | None] = []
+    for prepared, verdict in sent:
+        settled = replies.settle(verdict, prepared.attempts, settings)
+        rows.append(
+            {
+                "id": prepared.outbound_id,
+                "status": str(settled.status),
+                "last_reply": str(verdict.reply)[:REPLY_MAX_CHARS],
+                "sent_at": now if settled.status == DeliveryStatus.SENT else None,
+            }
+        )
+        retries.append(settled.retry_seconds)
+    multirow.update_rows(connection, OutboundMessage, "id", rows, constants={"claimed_at": None})
+    return retries

@@ -9,7 +9,7 @@ Sending a one-off message (a confirmation mail) through the same queue and SMTP 
     queue = Queue(settings, engine)          # once per process; Queue.start_worker() when embedded
     with database.transaction(engine) as session:
         outbound_id = outbox.store_message(session, "confirm", envelope_from, recipient, message_bytes)
-    queue.send_message(outbound_id)          # after the commit: the worker reads the row by id
+    queue.send_messages([outbound_id])       # after the commit: the worker reads the rows by id
 
 The message is sent once it is accepted (2xx), retried with backoff on temporary failures and marked
 `bounced` on a permanent one; `outbound_messages` holds its state and the server's last reply.
@@ -18,21 +18,22 @@ The message is sent once it is accepted (2xx), retried with backoff on temporary
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
-from newsletter import brokers, database, ledger, outages, outbox
+from newsletter import brokers, database, ledger, outages
 from newsletter.brokers import make_broker
 from newsletter.connections import make_slots
 from newsletter.errors import NewsletterError
 from newsletter.lanes import make_rate_limiter
-from newsletter.models import OutboundMessage, utcnow
-from newsletter.sender import Held, Sender
+from newsletter.models import utcnow
+from newsletter.sender import Sender
 from newsletter.settings import Settings
 from newsletter.waits import Wait, make_waits
 
@@ -107,7 +108,9 @@ class Queue:
                 self._sender = self._sender_factory()
             return self._sender
 
-    def _declare_actors(self) -> tuple[dramatiq.Actor[[int, list[int]], None], dramatiq.Actor[[int], None]]:
+    def _declare_actors(
+        self,
+    ) -> tuple[dramatiq.Actor[[int, list[int]], None], dramatiq.Actor[[list[int] | int], None]]:
         queue_name = self.settings.queue_name
 
         @dramatiq.actor(
@@ -123,16 +126,16 @@ class Queue:
             """Send a batch of deliveries by id; idempotent, since only claimed rows are sent."""
             sender = self.sender()
             left = sender.send_deliveries(issue_id, delivery_ids)
-            if left.delivery_ids:
+            if left.ids:
                 LOGGER.debug(
                     "%d deliveries of issue %d back in the queue for %s",
-                    len(left.delivery_ids),
+                    len(left.ids),
                     issue_id,
                     left.ready_at,
                 )
                 # Retries, held rows, and on a stop the rows given back: queued again at once for another worker.
                 outages.wait_out(
-                    lambda: self.send_deliveries(issue_id, left.delivery_ids, at=left.ready_at),
+                    lambda: self.send_deliveries(issue_id, left.ids, at=left.ready_at),
                     sender.stopping,
                     give_up_seconds=REQUEUE_ON_STOP_SECONDS,
                 )
@@ -146,13 +149,15 @@ class Queue:
             min_backoff=ACTOR_MIN_BACKOFF_MS,
             max_backoff=ACTOR_MAX_BACKOFF_MS,
         )
-        def send_message(outbound_id: int) -> None:
-            """Send one stored one-off message by id; idempotent, since only a claimed row is sent."""
-            retry_at = self._send_outbound(outbound_id)
-            if retry_at is not None:
+        def send_message(outbound_ids: list[int] | int) -> None:
+            """Send stored one-off messages by id (one bare id: a queue message of an earlier version);
+            idempotent, since only claimed rows are sent."""
+            sender = self.sender()
+            for left in sender.send_messages([outbound_ids] if isinstance(outbound_ids, int) else outbound_ids):
+                # Retries, and on a stop the messages given back: queued again at once for another worker.
                 outages.wait_out(
-                    lambda: self.send_message(outbound_id, at=retry_at),
-                    self.sender().stopping,
+                    functools.partial(self.send_messages, left.ids, at=left.ready_at),
+                    sender.stopping,
                     give_up_seconds=REQUEUE_ON_STOP_SECONDS,
                 )
 
@@ -162,20 +167,19 @@ class Queue:
         """Enqueue one batch of delivery ids, to be worked on from `at` (now when None)."""
         self.deliveries_actor.send_with_options(args=(issue_id, delivery_ids), delay=_delay_ms(at))
 
+    def send_messages(self, outbound_ids: Sequence[int], at: dt.datetime | None = None) -> None:
+        """Enqueue stored one-off messages (outbox.store_message) by id, in queue messages of `batch_size`."""
+        for group in _chunks(outbound_ids, self.settings.batch_size):
+            self.message_actor.send_with_options(args=(group,), delay=_delay_ms(at))
+
     def send_message(self, outbound_id: int, at: dt.datetime | None = None) -> None:
-        """Enqueue one stored one-off message (outbox.store_message) by id."""
-        self.message_actor.send_with_options(args=(outbound_id,), delay=_delay_ms(at))
+        """Enqueue one stored one-off message by id."""
+        self.send_messages([outbound_id], at)
 
     def enqueue_batches(self, issue_id: int, delivery_ids: Iterable[int]) -> int:
         """Enqueue `delivery_ids` in messages of `batch_size` ids; returns the number of messages."""
-        batch: list[int] = []
         messages = 0
-        for delivery_id in delivery_ids:
-            batch.append(delivery_id)
-            if len(batch) == self.settings.batch_size:
-                self.send_deliveries(issue_id, batch)
-                batch, messages = [], messages + 1
-        if batch:
+        for batch in _chunks(delivery_ids, self.settings.batch_size):
             self.send_deliveries(issue_id, batch)
             messages += 1
         return messages
@@ -212,31 +216,6 @@ class Queue:
 
         threading.Thread(target=run, name="newsletter-requeue", daemon=True).start()
 
-    def _send_outbound(self, outbound_id: int) -> dt.datetime | None:
-        """Send one stored message; returns when to try it again, or None once it is final (or not ours)."""
-        sender = self.sender()
-        lease = self.settings.lease_seconds
-        prepared = sender.commit_statement(lambda connection: outbox.claim_message(connection, outbound_id, lease))
-        if prepared is None:
-            return None
-        # Signed and given its VERP sender here, not when stored: the web app holds no key, and a bounce of
-        # the mail names the message it is about.
-        envelope_from, message = sender.composer.one_off(outbound_id, prepared.message)
-        # Renewed like a batch's rows: a rate-limit wait and a slow server never let its lease run out under it.
-        sender.heartbeat.hold(OutboundMessage, [outbound_id])
-        try:
-            verdict = sender.send_bytes(envelope_from, prepared.recipient, message)
-        except Held as held:  # our side cannot send now (session refused, no slot, relay paused): no try spent
-            sender.commit_statement(lambda connection: outbox.release_message(connection, outbound_id))
-            return held.until
-        finally:
-            sender.heartbeat.drop(OutboundMessage, [outbound_id])
-        retry_seconds = sender.commit_statement(
-            lambda connection: outbox.record_message(connection, self.settings, outbound_id, verdict, prepared.attempts)
-        )
-        sender.tell_once(verdict)  # the relay lacks SMTPUTF8, refuses our MAIL FROM...: told once, not per reader
-        return None if retry_seconds is None else utcnow() + dt.timedelta(seconds=retry_seconds)
-
     def start_worker(self, threads: int | None = None) -> dramatiq.Worker:
         """Run a Dramatiq worker in this process: one thread, and one SMTP connection, per `threads`.
 
@@ -267,6 +246,18 @@ class Queue:
         if self._sender is not None:
             self._sender.close()
         self.broker.close()
+
+
+def _chunks(ids: Iterable[int], size: int) -> Iterator[list[int]]:
+    """`ids` in lists of `size` (the last one shorter)."""
+    chunk: list[int] = []
+    for one in ids:
+        chunk.append(one)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _delay_ms(at: dt.datetime | None) -> int | None:

@@ -15,7 +15,7 @@ from dramatiq.rate_limits import RateLimiter
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-from newsletter import database, leases, ledger, links, outages, relays, replies
+from newsletter import database, leases, ledger, links, outages, outbox, relays, replies
 from newsletter.connections import (
     CONNECTION_IDLE_SECONDS,
     SLOT_RETRY_SECONDS,
@@ -28,7 +28,7 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.lanes import Lane, next_bucket_at
 from newsletter.leases import Claim, Result
 from newsletter.mime import MessageTemplate, Recipient
-from newsletter.models import Delivery, DeliveryStatus, utcnow
+from newsletter.models import Delivery, DeliveryStatus, OutboundMessage, utcnow
 from newsletter.render import RenderedIssue
 from newsletter.replies import Action, Backoff, Verdict
 from newsletter.sendcounts import REPORT_SECONDS, SendCounts
@@ -190,10 +190,97 @@ class Sender:
         left = self.commit(
             functools.partial(self._record_and_finish, issue_id=issue_id, sent=sent, delivery_ids=delivery_ids)
         )
-        if sent.held is not None and left.delivery_ids:
+        if sent.held is not None and left.ids:
             resume_at = sent.held.until
-            return leases.Unfinished(left.delivery_ids, max(resume_at, left.ready_at or resume_at))
+            return leases.Unfinished(left.ids, max(resume_at, left.ready_at or resume_at))
         return left
+
+    def send_messages(self, outbound_ids: Sequence[int]) -> list[leases.Unfinished]:
+        """Send the stored one-off messages of `outbound_ids` that are ours to send; returns those still to go:
+        the ones held back (with when our side may try again) and the retries (with the latest one's time).
+
+        A group at a time, as a batch's deliveries: one statement claims the group and one records its
+        outcomes, so the duplicate window stays one group per thread (GROUP_SIZE, as the README says).
+        """
+        held: Held | None = None
+        untried: list[int] = []
+        retries: list[int] = []
+        retry_at: dt.datetime | None = None
+        for start in range(0, len(outbound_ids), leases.GROUP_SIZE):
+            group = list(outbound_ids[start : start + leases.GROUP_SIZE])
+            if held is None:
+                try:
+                    self._check_hold()
+                except Held as holding:
+                    held = holding
+            if held is not None:
+                untried.extend(group)
+                continue
+            retry_seconds, given_back, held = self._send_message_group(group)
+            untried.extend(given_back)
+            for outbound_id, seconds in retry_seconds.items():
+                if seconds is not None:
+                    retries.append(outbound_id)
+                    at = utcnow() + dt.timedelta(seconds=seconds)
+                    retry_at = at if retry_at is None else max(retry_at, at)
+        left: list[leases.Unfinished] = []
+        if untried:
+            left.append(leases.Unfinished(untried, held.until if held is not None else utcnow()))
+        if retries:
+            left.append(leases.Unfinished(retries, retry_at))
+        return left
+
+    def _send_message_group(self, group: list[int]) -> tuple[dict[int, float | None], list[int], Held | None]:
+        """Claim, send and record one group of one-off messages; returns the seconds before each tried one's
+        next try (None: final), the claimed ones given back untried, and why (if our side held them back)."""
+        lease = self.settings.lease_seconds
+        claimed = self.commit_statement(
+            functools.partial(outbox.claim_messages, outbound_ids=group, lease_seconds=lease)
+        )
+        sent, held = self._send_claimed_messages(claimed)
+        given_back = [message.outbound_id for message in claimed[len(sent) :]]
+        if given_back:
+            self.commit_statement(functools.partial(outbox.release_messages, outbound_ids=given_back))
+        if not sent:
+            return {}, given_back, held
+        retry_seconds = self.commit_statement(
+            functools.partial(outbox.record_messages, settings=self.settings, sent=sent)
+        )
+        for _message, verdict in sent:
+            self.tell_once(verdict)  # the relay lacks SMTPUTF8, refuses our MAIL FROM...: once, not per reader
+        tried = {message.outbound_id: seconds for (message, _verdict), seconds in zip(sent, retry_seconds, strict=True)}
+        return tried, given_back, held
+
+    def _send_claimed_messages(self, claimed: list[outbox.Prepared]) -> tuple[list[outbox.Sent], Held | None]:
+        """Send claimed one-off messages in order, as _send_group an issue's deliveries; returns the tried
+        ones with their verdicts, and why the rest was held back (if it was by our side)."""
+        started = time.monotonic()
+        ids = [message.outbound_id for message in claimed]
+        # Renewed like a batch's rows: a rate-limit wait and a slow server never let a lease run out under it.
+        self.heartbeat.hold(OutboundMessage, ids)
+        sent: list[outbox.Sent] = []
+        try:
+            for message in claimed:
+                if sent and not self._may_go_on(started):
+                    break
+                # Signed and given its VERP sender here, not when stored: the web app holds no key, and a
+                # bounce of the mail names the message it is about.
+                envelope_from, signed = self.composer.one_off(message.outbound_id, message.message)
+                try:
+                    sent.append((message, self.send_bytes(envelope_from, message.recipient, signed)))
+                except Held as held:  # no try spent: given back
+                    return sent, held
+        finally:
+            # Dropped before the record: a beat after it would find the rows final, one before it renews them.
+            self.heartbeat.drop(OutboundMessage, ids)
+        return sent, None
+
+    def _may_go_on(self, claimed: float) -> bool:
+        """Whether the next message of a group claimed at monotonic `claimed` may start: not while stopping,
+        nor when it could outlive half the lease (see _send_group)."""
+        if self.stopping.is_set():
+            return False
+        return self.heartbeat.lease_left(claimed) - self._pause_ahead() >= self.settings.lease_seconds / 2
 
     def commit(self, work: Callable[[Session], T]) -> T:
         """`work` in one transaction, tried again while the database is unreachable (outages.wait_out)."""
@@ -249,12 +336,9 @@ class Sender:
         being sent: another worker would take them and send them a second time. Returns the results
         and, when the group was cut short by our side (no slot, session refused, relay paused), why and until when.
         """
-        half_lease = self.settings.lease_seconds / 2
         results: list[Result] = []
         for claim in claims:
-            if results and (
-                self.stopping.is_set() or self.heartbeat.lease_left(claimed) - self._pause_ahead() < half_lease
-            ):
+            if results and not self._may_go_on(claimed):
                 break
             composed = self.composer.compose(template, issue_id, claim)
             try:

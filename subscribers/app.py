@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -140,8 +141,8 @@ def create_app(settings: Settings, engine: Engine | None = None, enqueue: Enqueu
     return app
 
 
-def _no_queue(outbound_id: int) -> None:
-    log.warning("no queue configured: outbound message %d waits in the ledger", outbound_id)
+def _no_queue(outbound_ids: Sequence[int]) -> None:
+    log.warning("no queue configured: outbound messages %s wait in the ledger", ", ".join(map(str, outbound_ids)))
 
 
 async def newsletter_error(request: Request, error: Exception) -> Response:

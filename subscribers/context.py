@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +32,7 @@ SQLITE_THREADS = 32
 # and take turns at the GIL with those that work. (Sign-ups take no thread of these: see run_and_send.)
 DATABASE_THREADS = database.POOL_SIZE + database.POOL_OVERFLOW
 MAX_FORM_FIELDS = 50
-Enqueue = Callable[[int], None]
+Enqueue = Callable[[Sequence[int]], None]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Context:
     pages: Pages
     csrf: Csrf
     stamp: FormStamp
-    enqueue: Enqueue  # hands a stored outbound message's id to the queue, after the commit
+    enqueue: Enqueue  # hands stored outbound messages' ids to the queue, after the commit (Queue.send_messages)
     sessions: DeskSessions  # the editor's desk's sign-in cookies
     sends: Sends  # issues the desk is sending, on threads of this process
     sqlite_threads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(SQLITE_THREADS))
@@ -57,7 +57,8 @@ class Context:
         """`run`, then queue the message the use case stored once it has committed.
 
         A sign-up touches only its session: concurrent ones share a transaction (group commit), which they
-        await without a thread each; the message is queued on the committing thread.
+        await without a thread each; the group's messages are queued on the committing thread, in one
+        queue message (a worker claims and records them in one statement each).
         """
         await database.run_awaited(self.engine, lambda session: use_case(session, *args), self._enqueue_stored)
 
@@ -71,14 +72,15 @@ class Context:
         with database.transaction(self.engine) as session:
             return use_case(session, *args)
 
-    def _enqueue_stored(self, outbound_id: int | None) -> None:
-        if outbound_id is not None:
-            self.enqueue(outbound_id)
+    def _enqueue_stored(self, outbound_ids: list[int | None]) -> None:
+        stored = [outbound_id for outbound_id in outbound_ids if outbound_id is not None]
+        if stored:
+            self.enqueue(stored)
 
     async def send(self, outbound_id: int | None) -> None:
         """Queue a stored message once its transaction has committed."""
         if outbound_id is not None:
-            await run_in_threadpool(self.enqueue, outbound_id)
+            await run_in_threadpool(self.enqueue, [outbound_id])
 
 
 def context_of(request: Request) -> Context:

@@ -88,8 +88,8 @@ def _start(settings: Settings, engine: Engine) -> tuple[Starlette, Callable[[], 
         queue.start_worker()
     # A confirmation stored just before the last stop may never have reached the queue (the embedded
     # one lived in memory): every unsent one goes to the queue again, and claiming sends it once.
-    outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_message)
-    app = create_app(settings, engine, enqueue=queue.send_message)
+    outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_messages)
+    app = create_app(settings, engine, enqueue=queue.send_messages)
     # Scheduled sends start from whichever long-running process is up (worker or serve): each exactly once.
     scheduler = Scheduler(engine, settings, queue)
     scheduler.start()

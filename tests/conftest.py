@@ -147,7 +147,7 @@ async def client(settings: Settings, engine: Engine, queued: list[int]) -> Async
     """An in-process client of the web app on `settings` (fill-time check off; tests of it turn it on)."""
     from subscribers.app import create_app
 
-    app = create_app(settings.replace(signup_min_fill_seconds=0), engine, enqueue=queued.append)
+    app = create_app(settings.replace(signup_min_fill_seconds=0), engine, enqueue=queued.extend)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=settings.base_url) as client:
         yield client
 

@@ -210,14 +210,16 @@ async def test_works_awaited_on_a_loop_share_transactions_without_a_thread_each(
     transactions: list[int] = []
     event.listen(any_engine, "commit", lambda _connection: transactions.append(1))
     committed_before_then: list[bool] = []
+    calls: list[list[int]] = []
     threads_before = threading.active_count()
     most_threads = 0
 
-    def then(subscriber_id: int) -> None:
-        # After the commit: another connection sees the row.
+    def then(subscriber_ids: list[int]) -> None:
+        # After the commit, once a group: another connection sees the rows.
+        calls.append(subscriber_ids)
         with any_engine.connect() as connection:
-            row = connection.execute(select(Subscriber.id).where(Subscriber.id == subscriber_id)).first()
-        committed_before_then.append(row is not None)
+            seen = set(connection.scalars(select(Subscriber.id).where(Subscriber.id.in_(subscriber_ids))))
+        committed_before_then.extend(subscriber_id in seen for subscriber_id in subscriber_ids)
 
     async def sign_up(number: int) -> int:
         nonlocal most_threads
@@ -230,6 +232,8 @@ async def test_works_awaited_on_a_loop_share_transactions_without_a_thread_each(
     assert [rows[subscriber_id] for subscriber_id in ids] == [f"reader{n}@example.org" for n in range(60)]
     assert committed_before_then == [True] * 60
     assert len(transactions) < 60  # shared
+    assert sorted(sum(calls, [])) == sorted(ids), "each value once"
+    assert len(calls) < 60 and max(map(len, calls)) <= database.GROUP_COMMIT_MOST, "one call a group"
     leaders = 1 if any_engine.dialect.name == "sqlite" else database.GROUP_COMMIT_LEADERS
     assert most_threads <= threads_before + leaders  # a thread a group being committed, not one a caller
 
@@ -242,20 +246,30 @@ async def test_an_awaited_error_reaches_its_own_caller_alone(any_engine: Engine)
             raise InvalidAddress("not an address", f"bad{number}")
         return add_reader(session, f"reader{number}@example.org")
 
-    def then(subscriber_id: int) -> None:
-        if subscriber_id % 7 == 0:  # after the commit: the row stays, the caller hears of the failure
-            raise RuntimeError(f"could not queue {subscriber_id}")
+    def then(subscriber_ids: list[int]) -> None:
+        if any(subscriber_id % 7 == 0 for subscriber_id in subscriber_ids):  # after the commit: the rows stay
+            raise RuntimeError(f"could not queue {subscriber_ids}")
+
+    def fine(subscriber_ids: list[int]) -> None:
+        pass
 
     outcomes = await asyncio.gather(
-        *(database.run_awaited(any_engine, functools.partial(work, number=n), then) for n in range(16)),
+        *(
+            database.run_awaited(any_engine, functools.partial(work, number=n), then if n < 16 else fine)
+            for n in range(20)
+        ),
         return_exceptions=True,
     )
-    assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, InvalidAddress)] == [0, 4, 8, 12]
+    assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, InvalidAddress)] == [0, 4, 8, 12, 16]
     queued = [outcome for outcome in outcomes if isinstance(outcome, RuntimeError)]
-    assert all(str(error).startswith("could not queue") for error in queued)
+    assert queued and all(str(error).startswith("could not queue") for error in queued)
+    # Each caller of the failed call hears of it; those of another `then` do not.
+    failed_ids = {int(number) for error in queued for number in str(error).split("[")[1].rstrip("]").split(", ")}
+    assert all(isinstance(outcomes[n], int) for n in (17, 18, 19))
+    assert not any(outcomes[n] in failed_ids for n in (17, 18, 19) if isinstance(outcomes[n], int))
     with database.transaction(any_engine) as session:
         emails = set(session.scalars(select(Subscriber.email)))
-    assert emails == {f"reader{n}@example.org" for n in range(16) if n % 4}
+    assert emails == {f"reader{n}@example.org" for n in range(20) if n % 4}
 
 
 @pytest.mark.anyio
@@ -325,7 +339,7 @@ async def test_postgresql_commits_several_groups_at_once(postgres_engine: Engine
 
     waiting_for_second = asyncio.ensure_future(database.run_awaited(postgres_engine, first))
     await asyncio.sleep(0.1)
-    await database.run_awaited(postgres_engine, second, lambda _id: second_committed.set())
+    await database.run_awaited(postgres_engine, second, lambda _ids: second_committed.set())
     assert await waiting_for_second
 
 

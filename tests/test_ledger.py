@@ -36,7 +36,7 @@ def check_deliveries_are_created_once_and_claimed_once(engine: Engine, settings:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 5
         assert session.scalar(select(Issue.status)) == "sending"
         left = leases.unfinished(session, ids, settings.lease_seconds)
-        assert left.delivery_ids == sorted(ids) and left.ready_at is not None
+        assert left.ids == sorted(ids) and left.ready_at is not None
         assert ledger.counts(session, issue_id)[DeliveryStatus.SENDING] == 5
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 
 from newsletter import confirmation, database, optin, outbox
+from newsletter.leases import GROUP_SIZE
 from newsletter.models import DeliveryStatus, OutboundMessage, Subscriber, utcnow
 from newsletter.queue import Queue
+from newsletter.sender import Sender
 from newsletter.settings import Settings
 from newsletter.tokens import Signer
 from tests.conftest import REDIS_URL, require_service
@@ -93,8 +95,8 @@ def test_a_restarted_queue_sends_each_unsent_message_once(settings: Settings, en
     queue = Queue(quick, engine)
     try:
         # Both starts enqueue before any worker runs, so each message is on the queue twice.
-        assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_message) == 2
-        assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_message) == 2  # a second start
+        assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_messages) == 2
+        assert outbox.requeue_unsent(engine, quick.lease_seconds, queue.send_messages) == 2  # a second start
         queue.start_worker(1)
         wait_until(lambda: status_of(engine, pending) == status_of(engine, busy) == DeliveryStatus.SENT)
         time.sleep(0.3)
@@ -102,6 +104,65 @@ def test_a_restarted_queue_sends_each_unsent_message_once(settings: Settings, en
         queue.stop()
     assert sorted(message.recipient for message in smtpd.received) == ["busy@example.com", "pending@example.com"]
     assert status_of(engine, sent) == DeliveryStatus.SENT
+
+
+def outbound_statements(engine: Engine) -> list[str]:
+    """The statements run on `engine` from now on that change outbound_messages (a list that grows)."""
+    statements: list[str] = []
+
+    def seen(_connection: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE OUTBOUND_MESSAGES"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    return statements
+
+
+def test_a_group_of_one_off_messages_is_claimed_and_recorded_in_one_statement_each(
+    settings: Settings, any_engine: Engine, smtpd: MailSink
+) -> None:
+    quick = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port, retry_delay_seconds=60)
+    smtpd.fail("reader3@example.com", "RCPT", "451 4.7.1 greylisted")
+    smtpd.fail("reader7@example.com", "RCPT", "550 5.1.1 no such user")
+    ids = [store(any_engine, f"reader{n}@example.com") for n in range(GROUP_SIZE)]
+    statements = outbound_statements(any_engine)
+    sender = Sender(quick, any_engine)
+    try:
+        left = sender.send_messages(ids)
+    finally:
+        sender.close()
+    assert len(statements) == 2, "one claim and one record for the group"
+    assert sorted(message.recipient for message in smtpd.received) == sorted(
+        f"reader{n}@example.com" for n in range(GROUP_SIZE) if n not in (3, 7)
+    )
+    assert [status_of(any_engine, outbound_id) for outbound_id in ids[:8]] == [DeliveryStatus.SENT] * 3 + [
+        DeliveryStatus.PENDING,  # tried again later
+        *[DeliveryStatus.SENT] * 3,
+        DeliveryStatus.BOUNCED,
+    ]
+    [retry] = left
+    assert retry.ids == [ids[3]] and retry.ready_at is not None and retry.ready_at > utcnow() + dt.timedelta(seconds=50)
+
+
+def test_one_off_messages_held_back_by_our_side_are_given_back_untried(
+    settings: Settings, engine: Engine, smtpd: MailSink
+) -> None:
+    # The relay answers 421 at the third message: it and the rest of its group go back untried, their try
+    # uncounted, and the next group is not even claimed; all of them come back once our side may try again.
+    quick = settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port)
+    smtpd.fail("reader2@example.com", "RCPT", "421 4.3.0 closing, try later", times=1)
+    ids = [store(engine, f"reader{n}@example.com") for n in range(GROUP_SIZE + 5)]
+    sender = Sender(quick, engine)
+    try:
+        [held] = sender.send_messages(ids)
+    finally:
+        sender.close()
+    assert held.ids == ids[2:] and held.ready_at is not None and held.ready_at > utcnow()
+    assert [message.recipient for message in smtpd.received] == ["reader0@example.com", "reader1@example.com"]
+    with database.transaction(engine) as session:
+        rows = session.execute(select(OutboundMessage.status, OutboundMessage.attempts).order_by("id")).all()
+    assert rows[:2] == [(DeliveryStatus.SENT, 1)] * 2
+    assert rows[2:] == [(DeliveryStatus.PENDING, 0)] * (GROUP_SIZE + 3)
 
 
 @contextmanager
@@ -246,7 +307,7 @@ def test_a_message_held_in_a_slow_data_is_renewed_and_never_sent_twice(
         sending.send_message(outbound_id)
         wait_until(lambda: status_of(engine, outbound_id) == DeliveryStatus.SENDING)
         while status_of(engine, outbound_id) == DeliveryStatus.SENDING:
-            outbox.requeue_unsent(engine, quick.lease_seconds, other.send_message)
+            outbox.requeue_unsent(engine, quick.lease_seconds, other.send_messages)
             time.sleep(quick.lease_seconds / 4)
         time.sleep(smtpd.data_delay_seconds)  # a copy the other worker took would arrive by now
     finally:

@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -128,10 +128,14 @@ def test_a_one_off_message_of_a_dead_owner_is_requeued_at_once(any_engine: Engin
     with database.transaction(any_engine) as session:
         for holder in (live, gone, elsewhere(gone)):
             outbound_id = outbox.store_message(session, "confirmation", "b@example.org", "r@example.com", b"Hi.\r\n")
-            assert outbox.claim_message(session.connection(), outbound_id, LEASE_SECONDS) is not None
+            assert outbox.claim_messages(session.connection(), [outbound_id], LEASE_SECONDS) != []
             session.execute(update(OutboundMessage).where(OutboundMessage.id == outbound_id).values(claimed_by=holder))
             held[holder] = outbound_id
     queued: dict[int, dt.datetime | None] = {}
-    assert outbox.requeue_unsent(any_engine, LEASE_SECONDS, queued.__setitem__) == 3
+
+    def enqueue(outbound_ids: Sequence[int], at: dt.datetime | None) -> None:
+        queued.update(dict.fromkeys(outbound_ids, at))
+
+    assert outbox.requeue_unsent(any_engine, LEASE_SECONDS, enqueue) == 3
     assert queued[held[gone]] is None, "now, not when its lease runs out"
     assert queued[held[live]] is not None and queued[held[elsewhere(gone)]] is not None

@@ -103,8 +103,9 @@ def test_deliveries_and_one_off_messages_follow_the_same_rule(settings: Settings
     verdicts = [judge(reply) for reply in (Reply(250, "ok"), Reply(550, "5.1.1 x", "RCPT"), Reply(550, "x", "MAIL"))]
     with database.transaction(engine) as session:
         ids = [outbox.store_message(session, "confirm", "b@example.org", "r@example.com", MESSAGE) for _ in verdicts]
-        for outbound_id, verdict in zip(ids, verdicts, strict=True):
-            assert outbox.record_message(session.connection(), settings, outbound_id, verdict, 1) is None
+        claimed = outbox.claim_messages(session.connection(), ids, settings.lease_seconds)
+        sent = list(zip(claimed, verdicts, strict=True))
+        assert outbox.record_messages(session.connection(), settings, sent) == [None, None, None]
     with database.transaction(engine) as session:
         statuses = [session.get_one(OutboundMessage, outbound_id).status for outbound_id in ids]
     assert statuses == [settle(verdict, 1, settings).status for verdict in verdicts]

@@ -64,12 +64,12 @@ def test_a_batch_that_finds_every_slot_taken_goes_back_untouched(
     holder, waiter = Sender(config, engine, slots=slots), Sender(config, engine, slots=slots)
     assert holder.hold_slot()
     left = waiter.send_deliveries(issue_id, ids)
-    assert left.delivery_ids == ids and left.ready_at is not None, "the whole batch comes back later"
+    assert left.ids == ids and left.ready_at is not None, "the whole batch comes back later"
     with database.transaction(engine) as session:
         rows = session.execute(select(Delivery.status, Delivery.attempts)).all()
     assert rows == [(DeliveryStatus.PENDING, 0)] * 4 and smtpd.received == [], "claimable, no try counted"
     holder.close()  # gives its slot back
-    assert waiter.send_deliveries(issue_id, ids).delivery_ids == [] and len(smtpd.received) == 4
+    assert waiter.send_deliveries(issue_id, ids).ids == [] and len(smtpd.received) == 4
     assert smtpd.open_connections == 1 and slots.take() is None
     # Idle: the connection is closed and its slot given back, for a thread of any worker to take.
     assert wait_until(lambda: smtpd.open_connections == 0, CONNECTION_IDLE_SECONDS + 3)

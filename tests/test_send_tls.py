@@ -257,12 +257,12 @@ def test_a_worker_connects_again_once_the_wait_after_a_refusal_is_over(
     sender = Sender(config, engine)
     try:
         first = sender.send_deliveries(issue_id, ids)
-        assert first.delivery_ids == ids and first.ready_at is not None
-        assert sender.send_deliveries(issue_id, ids).delivery_ids == ids
+        assert first.ids == ids and first.ready_at is not None
+        assert sender.send_deliveries(issue_id, ids).ids == ids
         assert len(secure_smtpd.credentials.attempts) == 1, "no AUTH again before the wait is over"
         secure_smtpd.credentials.password = PASSWORD
         time.sleep(0.35)
-        assert sender.send_deliveries(issue_id, ids).delivery_ids == []
+        assert sender.send_deliveries(issue_id, ids).ids == []
         assert len(secure_smtpd.sink.received) == 3
     finally:
         sender.close()

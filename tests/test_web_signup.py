@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -137,9 +138,24 @@ async def test_honeypot_answers_as_usual_and_does_nothing(
     assert count(engine, Subscriber) == 0 and queued == []
 
 
+async def test_a_burst_of_sign_ups_hands_its_mails_to_the_queue_a_group_at_a_time(
+    settings: Settings, engine: Engine
+) -> None:
+    # Sign-ups that share a transaction share a queue message: a worker claims and records its mails
+    # together, instead of a queue message, a claim and a record each.
+    calls: list[list[int]] = []
+    app = create_app(settings.replace(signup_min_fill_seconds=0, signup_limit_per_ip=0), engine, enqueue=calls.append)
+    async with client_for(app, settings.base_url) as client:
+        answers = await asyncio.gather(*(sign_up(client, f"reader{n}@example.org") for n in range(40)))
+    assert all(answer.status_code == 200 for answer in answers)
+    queued = [outbound_id for call in calls for outbound_id in call]
+    assert sorted(queued) == sorted(set(queued)) and len(queued) == count(engine, OutboundMessage) == 40
+    assert len(calls) < 40 and max(map(len, calls)) <= database.GROUP_COMMIT_MOST
+
+
 async def test_too_quick_or_forged_stamp_is_refused(settings: Settings, engine: Engine) -> None:
     queued: list[int] = []
-    app = create_app(settings.replace(signup_min_fill_seconds=30), engine, enqueue=queued.append)
+    app = create_app(settings.replace(signup_min_fill_seconds=30), engine, enqueue=queued.extend)
     async with client_for(app, settings.base_url) as client:
         quick = await sign_up(client, "ann@example.org")
         assert quick.status_code == 422 and "very quick" in quick.text
