@@ -136,6 +136,7 @@ def test_ses_bounce_through_sns(
     assert sns.fetched == [CERT_URL]
     again = ses.handle(ses_settings, session, {}, body, fetch=sns.fetch)
     assert (again.recorded, again.duplicates) == (0, 2)
+    assert sns.fetched == [CERT_URL], "the certificate is fetched once, not for every notification"
 
 
 def test_ses_complaint_names_the_delivery_by_its_verp_source(

@@ -10,6 +10,7 @@ import json
 import re
 import urllib.request
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ from newsletter.webhooks import WebhookRejected, apply_events, event_time, failu
 Fetch = Callable[[str], bytes]
 FETCH_TIMEOUT_SECONDS = 10
 MAX_FETCH_BYTES = 64 * 1024
+CERTIFICATES_KEPT = 16  # SNS signs with one certificate a region at a time
 # Only Amazon's SNS endpoints may serve the signing certificate or confirm a subscription.
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 # docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html: the fields signed, in this order.
@@ -81,7 +83,7 @@ def verify(envelope: dict[str, Any], fetch: Fetch) -> None:
     if not certificate_url.endswith(".pem"):
         raise WebhookRejected("SigningCertURL is not a .pem certificate")
     try:
-        certificate = x509.load_pem_x509_certificate(fetch(certificate_url))
+        certificate = _certificate(fetch, certificate_url)
         signature = base64.b64decode(text(envelope.get("Signature"), 4000), validate=True)
     except (ValueError, binascii.Error):
         raise WebhookRejected("unreadable SNS certificate or signature") from None
@@ -95,6 +97,13 @@ def verify(envelope: dict[str, Any], fetch: Fetch) -> None:
         key.verify(signature, signed_text(envelope).encode(), padding.PKCS1v15(), SIGNATURE_HASHES[version]())
     except InvalidSignature:
         raise WebhookRejected("SNS signature does not verify") from None
+
+
+@lru_cache(maxsize=CERTIFICATES_KEPT)
+def _certificate(fetch: Fetch, url: str) -> x509.Certificate:
+    """The certificate at `url`, fetched once a process: SNS names a new URL for a new certificate, and a burst
+    of bounces would otherwise fetch it for each. What cannot be read is not kept (the next message tries again)."""
+    return x509.load_pem_x509_certificate(fetch(url))
 
 
 def signed_text(envelope: dict[str, Any]) -> str:
