@@ -939,7 +939,7 @@ def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
     import signal
     import threading
 
-    from newsletter import outages, outbox
+    from newsletter import confirmation, outages, outbox
     from newsletter.queue import Queue
     from newsletter.schedule import Scheduler
 
@@ -967,7 +967,10 @@ def worker(app: App, threads: int | None, verbose: bool, quiet: bool) -> None:
     )
     # One-off mails whose enqueue was lost (a stopped web app, a broker that was down) go out now.
     try:
-        outages.wait_out(lambda: outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_messages), stop)
+        lifetimes = confirmation.lifetimes(settings)
+        outages.wait_out(
+            lambda: outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_messages, lifetimes), stop
+        )
     except Exception as error:
         if outages.link_of(error) is None:
             raise

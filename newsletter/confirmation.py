@@ -62,6 +62,11 @@ def store_confirmation(
     return letters.store(session, settings, OUTBOUND_KIND, request.reader.email, message)
 
 
+def lifetimes(settings: Settings) -> dict[str, float]:
+    """How long a stored confirmation mail is worth sending (outbox.requeue_unsent): while its link is valid."""
+    return {OUTBOUND_KIND: settings.confirm_max_age_seconds}
+
+
 def greeting_of(name: str | None, lang: str) -> str:
     """`Hello Ana,` / `Ana，您好：` in the reader's language."""
     if name:

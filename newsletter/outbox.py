@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
@@ -70,16 +70,21 @@ def unsent_messages(session: Session, lease_seconds: float) -> list[tuple[int, d
 
 
 def requeue_unsent(
-    engine: Engine, lease_seconds: float, enqueue: Callable[[Sequence[int], dt.datetime | None], None]
+    engine: Engine,
+    lease_seconds: float,
+    enqueue: Callable[[Sequence[int], dt.datetime | None], None],
+    lifetimes: Mapping[str, float] | None = None,
 ) -> int:
     """Hand every unsent message to the queue again (claiming keeps a message from going twice); returns how many.
 
     The embedded queue lives in memory: what it held when the process stopped is only in this table. A
     message a dead process of this machine was sending goes at once, not when its lease runs out. Those
-    that may go at the same moment are handed over together (`Queue.send_messages` groups them).
+    that may go at the same moment are handed over together (`Queue.send_messages` groups them). A pending
+    message of a kind in `lifetimes` older than its kind's seconds is given up instead (give_up_outlived).
     """
     with database.transaction(engine) as session:
         leases.release_orphans(session, OutboundMessage)
+        give_up_outlived(session, lifetimes or {})
         unsent = unsent_messages(session, lease_seconds)
     by_moment: dict[dt.datetime | None, list[int]] = {}
     for outbound_id, at in unsent:
@@ -87,6 +92,28 @@ def requeue_unsent(
     for at, outbound_ids in by_moment.items():
         enqueue(outbound_ids, at)
     return len(unsent)
+
+
+OUTLIVED_REPLY = "not sent: it was not sent before the link it carries expired"
+
+
+def give_up_outlived(session: Session, lifetimes: Mapping[str, float], now: dt.datetime | None = None) -> int:
+    """Mark `failed` the pending messages older than the lifetime of their kind (a confirmation whose link
+    has expired: a process stopped for longer than that left it unsent); returns how many."""
+    now = now or utcnow()
+    given_up = 0
+    for kind, seconds in lifetimes.items():
+        result = session.connection().execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.kind == kind,
+                OutboundMessage.status == DeliveryStatus.PENDING,
+                OutboundMessage.created_at < now - dt.timedelta(seconds=seconds),
+            )
+            .values(status=DeliveryStatus.FAILED, last_reply=OUTLIVED_REPLY)
+        )
+        given_up += result.rowcount
+    return given_up
 
 
 def claim_messages(connection: Connection, outbound_ids: Sequence[int], lease_seconds: float) -> list[Prepared]:

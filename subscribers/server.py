@@ -13,7 +13,7 @@ import uvicorn
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
-from newsletter import database, outbox
+from newsletter import confirmation, database, outbox
 from newsletter.queue import Queue
 from newsletter.schedule import Scheduler
 from newsletter.settings import Settings, load_settings
@@ -88,7 +88,7 @@ def _start(settings: Settings, engine: Engine) -> tuple[Starlette, Callable[[], 
         queue.start_worker()
     # A confirmation stored just before the last stop may never have reached the queue (the embedded
     # one lived in memory): every unsent one goes to the queue again, and claiming sends it once.
-    outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_messages)
+    outbox.requeue_unsent(engine, settings.lease_seconds, queue.send_messages, confirmation.lifetimes(settings))
     app = create_app(settings, engine, enqueue=queue.send_messages)
     # Scheduled sends start from whichever long-running process is up (worker or serve): each exactly once.
     scheduler = Scheduler(engine, settings, queue)

@@ -106,6 +106,25 @@ def test_a_restarted_queue_sends_each_unsent_message_once(settings: Settings, en
     assert status_of(engine, sent) == DeliveryStatus.SENT
 
 
+def test_a_confirmation_whose_link_expired_unsent_is_given_up_not_sent(settings: Settings, engine: Engine) -> None:
+    # serve was stopped for longer than a confirmation link lives: the link would only say it has expired.
+    days = settings.confirm_max_age_seconds / 86400
+    old, fresh = store(engine, "old@example.com"), store(engine, "fresh@example.com")
+    with database.transaction(engine) as session:
+        welcome = outbox.store_message(session, "welcome", "bounces@example.org", "hello@example.com", MESSAGE)
+        long_ago = utcnow() - dt.timedelta(days=days + 1)
+        session.execute(
+            update(OutboundMessage).where(OutboundMessage.id.in_([old, welcome])).values(created_at=long_ago)
+        )
+    queued: list[int] = []
+    lifetimes = confirmation.lifetimes(settings)
+    assert outbox.requeue_unsent(engine, settings.lease_seconds, lambda ids, _at: queued.extend(ids), lifetimes) == 2
+    assert sorted(queued) == [fresh, welcome], "a welcome has no link that expires"
+    with database.transaction(engine) as session:
+        given_up = session.get_one(OutboundMessage, old)
+        assert (given_up.status, given_up.last_reply) == (DeliveryStatus.FAILED, outbox.OUTLIVED_REPLY)
+
+
 def outbound_statements(engine: Engine) -> list[str]:
     """The statements run on `engine` from now on that change outbound_messages (a list that grows)."""
     statements: list[str] = []
