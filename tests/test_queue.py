@@ -79,3 +79,24 @@ def test_a_one_off_message_goes_through_the_same_queue_and_is_retried(
         queue.stop()
     assert (row.status, row.attempts) == (DeliveryStatus.SENT, 2)
     assert [message.recipient for message in smtpd.received] == ["new@example.com"]
+
+
+def test_a_one_off_message_queued_by_an_earlier_version_is_sent(
+    engine: Engine, settings: Settings, smtpd: MailSink
+) -> None:
+    # Before one-off mails travelled in groups, a queue message named one bare id: a worker upgraded while
+    # such messages wait in Redis sends them all the same.
+    queue = Queue(settings.replace(smtp_host="127.0.0.1", smtp_port=smtpd.port), engine)
+    queue.start_worker(1)
+    try:
+        with database.transaction(engine) as session:
+            outbound_id = outbox.store_message(
+                session, "confirmation", "bounces@example.org", "old@example.com", MESSAGE
+            )
+        queue.message_actor.send(outbound_id)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 20
+        while not smtpd.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        queue.stop()
+    assert [message.recipient for message in smtpd.received] == ["old@example.com"]
