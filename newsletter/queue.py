@@ -27,7 +27,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
-from newsletter import brokers, database, ledger, outages
+from newsletter import brokers, database, leases, ledger, outages
 from newsletter.brokers import make_broker
 from newsletter.connections import make_slots
 from newsletter.errors import NewsletterError
@@ -168,8 +168,9 @@ class Queue:
         self.deliveries_actor.send_with_options(args=(issue_id, delivery_ids), delay=_delay_ms(at))
 
     def send_messages(self, outbound_ids: Sequence[int], at: dt.datetime | None = None) -> None:
-        """Enqueue stored one-off messages (outbox.store_message) by id, in queue messages of `batch_size`."""
-        for group in _chunks(outbound_ids, self.settings.batch_size):
+        """Enqueue stored one-off messages (outbox.store_message) by id, a group (GROUP_SIZE) a queue message:
+        what a worker claims and records at once, and many of them (invitations) spread over the threads."""
+        for group in _chunks(outbound_ids, leases.GROUP_SIZE):
             self.message_actor.send_with_options(args=(group,), delay=_delay_ms(at))
 
     def send_message(self, outbound_id: int, at: dt.datetime | None = None) -> None:

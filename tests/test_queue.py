@@ -8,6 +8,7 @@ from sqlalchemy import Engine, select
 
 from newsletter import campaign, database, outbox
 from newsletter.lanes import THROTTLE_FIRST_PAUSE_SECONDS, THROTTLE_MAX_PAUSE_SECONDS, Pace
+from newsletter.leases import GROUP_SIZE
 from newsletter.models import DeliveryStatus, OutboundMessage
 from newsletter.queue import Queue
 from newsletter.render import render_issue
@@ -100,3 +101,13 @@ def test_a_one_off_message_queued_by_an_earlier_version_is_sent(
     finally:
         queue.stop()
     assert [message.recipient for message in smtpd.received] == ["old@example.com"]
+
+
+def test_one_off_messages_are_queued_a_group_a_message(engine: Engine, settings: Settings) -> None:
+    # What a worker claims and records at once; a thousand invitations still spread over every thread.
+    queue = Queue(settings, engine)
+    try:
+        queue.send_messages(list(range(1, 2 * GROUP_SIZE + 6)))
+        assert queue.backlog() == 3
+    finally:
+        queue.stop()
