@@ -278,7 +278,11 @@ class OutboundMessage(Base):
     """A prepared one-off message (a confirmation mail) sent through the same queue and SMTP path as issues."""
 
     __tablename__ = "outbound_messages"
-    __table_args__ = (CheckConstraint(_check_in("status", DeliveryStatus), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_check_in("status", DeliveryStatus), name="status"),
+        # The unsent ones at start-up, and the desk's failed and waiting ones: never a scan of every sign-up.
+        Index("ix_outbound_messages_status_created_at", "status", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[str] = mapped_column(String(KIND_MAX_CHARS))

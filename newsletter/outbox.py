@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import database, leases, multirow, owners, replies
@@ -16,6 +16,8 @@ from newsletter.settings import Settings
 
 # A message re-enqueued for when a lease ends arrives a little after it, so the claim finds it expired.
 LEASE_MARGIN_SECONDS = 0.1
+# Never tried this long after it was stored: nothing takes one-off mails from the queue (no worker runs).
+UNTRIED_ALERT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -182,3 +184,100 @@ def record_messages(connection: Connection, settings: Settings, sent: Sequence[S
         retries.append(settled.retry_seconds)
     multirow.update_rows(connection, OutboundMessage, "id", rows, constants={"claimed_at": None})
     return retries
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """One-off mails of a kind the editor should hear of: never tried though stored UNTRIED_ALERT_SECONDS ago
+    (nothing sends them), or failed lately (our side or the message was refused; the reader is untouched)."""
+
+    kind: str
+    untried: int
+    failed: int
+    last_reply: str  # the latest failure's
+
+
+@dataclass(frozen=True)
+class Failure:
+    id: int
+    kind: str
+    recipient: str
+    created_at: dt.datetime
+    reply: str
+
+
+def trouble(session: Session, since: dt.datetime, now: dt.datetime | None = None) -> list[Trouble]:
+    """The kinds of one-off mail with mails waiting untried, or failed since `since`, in the order of their names."""
+    now = now or utcnow()
+    untried = dict(
+        session.execute(
+            select(OutboundMessage.kind, func.count())
+            .where(
+                OutboundMessage.status == DeliveryStatus.PENDING,
+                OutboundMessage.created_at < now - dt.timedelta(seconds=UNTRIED_ALERT_SECONDS),
+                OutboundMessage.attempts == 0,
+            )
+            .group_by(OutboundMessage.kind)
+        ).all()
+    )
+    failed = {
+        kind: (number, last_id)
+        for kind, number, last_id in session.execute(
+            select(OutboundMessage.kind, func.count(), func.max(OutboundMessage.id))
+            .where(OutboundMessage.status == DeliveryStatus.FAILED, OutboundMessage.created_at >= since)
+            .group_by(OutboundMessage.kind)
+        )
+    }
+    replies = dict(
+        session.execute(
+            select(OutboundMessage.id, OutboundMessage.last_reply).where(
+                OutboundMessage.id.in_([last_id for _number, last_id in failed.values()])
+            )
+        ).all()
+    )
+    return [
+        Trouble(
+            kind,
+            untried.get(kind, 0),
+            failed[kind][0] if kind in failed else 0,
+            (replies.get(failed[kind][1]) or "") if kind in failed else "",
+        )
+        for kind in sorted(set(untried) | set(failed))
+    ]
+
+
+def counts_since(session: Session, since: dt.datetime) -> dict[str, dict[str, int]]:
+    """One-off mails stored since `since`, by kind, then by state: sent, bounced, failed, sending, and the
+    pending ones as `retrying` (tried before) or `waiting` (never tried)."""
+    state = case(
+        (
+            OutboundMessage.status == DeliveryStatus.PENDING,
+            case((OutboundMessage.attempts > 0, literal("retrying")), else_=literal("waiting")),
+        ),
+        else_=OutboundMessage.status,
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for kind, name, number in session.execute(
+        select(OutboundMessage.kind, state, func.count())
+        .where(OutboundMessage.created_at >= since)
+        .group_by(OutboundMessage.kind, state)
+    ):
+        counts.setdefault(kind, {})[name] = number
+    return dict(sorted(counts.items()))
+
+
+def latest_failures(session: Session, since: dt.datetime, limit: int = 10) -> list[Failure]:
+    """The newest one-off mails that failed, stored since `since`."""
+    rows = session.execute(
+        select(
+            OutboundMessage.id,
+            OutboundMessage.kind,
+            OutboundMessage.recipient,
+            OutboundMessage.created_at,
+            OutboundMessage.last_reply,
+        )
+        .where(OutboundMessage.status == DeliveryStatus.FAILED, OutboundMessage.created_at >= since)
+        .order_by(OutboundMessage.id.desc())
+        .limit(limit)
+    )
+    return [Failure(row[0], row[1], row[2], row[3], row[4] or "") for row in rows]

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Date, and_, cast, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import ledger, relays, schedule
+from newsletter import ledger, outbox, relays, schedule
 from newsletter.bounces import FeedbackKind
 from newsletter.models import (
     Delivery,
@@ -28,6 +28,8 @@ from newsletter.subscriptions import SUPPRESSED_STATUSES
 UNSUBSCRIBED_AFTER_DAYS = 7
 LAST_ISSUES = 10
 PAST_REFUSAL_HOURS = 24  # a relay that refused us and takes mail again is named this long, as past
+ONE_OFF_DAYS = 7  # one-off mails that failed are named this long after they were stored
+ONE_OFF_PATH = "/admin/deliverability#one-off"
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,29 @@ def needs_attention(session: Session) -> list[Attention]:
         was = "was" if kept["unrecognized"] == 1 else "were"
         message = f"{messages} to the bounce address {was} not recognised"
         found.append(Attention(message, "/admin/bounces"))
+    return found + one_off_trouble(session)
+
+
+def one_off_trouble(session: Session, now: dt.datetime | None = None) -> list[Attention]:
+    """Confirmation and welcome mails that nothing sends, or that failed lately: readers who signed up and
+    never got their link."""
+    now = now or utcnow()
+    found = []
+    for trouble in outbox.trouble(session, now - dt.timedelta(days=ONE_OFF_DAYS), now):
+        mails = f"{trouble.kind} mail", f"{trouble.kind} mails"
+        if trouble.untried:
+            minutes = outbox.UNTRIED_ALERT_SECONDS // 60
+            message = (
+                f"{counted(trouble.untried, *mails)} stored over {minutes} minutes ago went to no SMTP server yet: "
+                "nothing sends them (with broker_url set, `newsletter worker` must run)"
+            )
+            found.append(Attention(message, ONE_OFF_PATH))
+        if trouble.failed:
+            message = (
+                f"{counted(trouble.failed, *mails)} failed in the last {ONE_OFF_DAYS} days, the last with: "
+                f"{trouble.last_reply}"
+            )
+            found.append(Attention(message, ONE_OFF_PATH))
     return found
 
 

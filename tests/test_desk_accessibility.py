@@ -4,14 +4,16 @@ in document order with a visible focus indicator, no positive tabindex. Screensh
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
-from newsletter import database, ledger, relays, topics
-from newsletter.models import SubscriberStatus, UnrecognizedMessage
+from newsletter import database, ledger, outbox, relays, topics
+from newsletter.models import DeliveryStatus, OutboundMessage, SubscriberStatus, UnrecognizedMessage, utcnow
 from newsletter.render import render_issue
 from newsletter.settings import Settings
 from newsletter.subscriptions import add_subscriber
@@ -62,6 +64,18 @@ def seed(settings: Settings) -> int:
                 )
             )
         relays.record_refusal(session, "127.0.0.1:2525", "the SMTP server refused AUTH: 535 5.7.8 bad credentials")
+        for email, status in (
+            ("stuck@example.org", DeliveryStatus.PENDING),
+            ("refused@example.org", DeliveryStatus.FAILED),
+        ):
+            outbound_id = outbox.store_message(
+                session, "confirmation", "b@example.org", email, b"Subject: x\r\n\r\nx\r\n"
+            )
+            session.execute(
+                update(OutboundMessage)
+                .where(OutboundMessage.id == outbound_id)
+                .values(status=status, created_at=utcnow() - dt.timedelta(hours=1), last_reply="554 5.7.1 spam")
+            )
     engine.dispose()
     return ids[0]
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter import deliverability, inbound, overview, suppressions
+from newsletter import deliverability, inbound, outbox, overview, suppressions
 from newsletter.accounts import SignedIn
 from newsletter.models import utcnow
 from subscribers.context import context_of
@@ -19,6 +19,8 @@ from subscribers.desk import charts
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route
 
 PERIODS_DAYS = (7, 30, 90, 365)
+# The columns of the one-off mails' table, as outbox.counts_since names the states.
+ONE_OFF_STATES = ("sent", "waiting", "retrying", "sending", "failed", "bounced")
 CHART_ROWS = 12
 
 
@@ -64,16 +66,30 @@ async def bounce_page(request: Request, account: SignedIn) -> Response:
 
 @desk_route
 async def deliverability_page(request: Request, account: SignedIn) -> Response:
-    settings = context_of(request).settings
-    checks = await run_in_threadpool(deliverability.checklist, settings)
+    context = context_of(request)
+    checks = await run_in_threadpool(deliverability.checklist, context.settings)
+    one_off = await context.run(_one_off_mails, utcnow() - dt.timedelta(days=overview.ONE_OFF_DAYS))
     return desk_page(
         request,
         account,
         "desk/deliverability.html",
         section="deliverability",
         checks=checks,
-        settings_shown=deliverability.settings_in_effect(settings),
+        settings_shown=deliverability.settings_in_effect(context.settings),
+        one_off=one_off,
+        one_off_days=overview.ONE_OFF_DAYS,
+        one_off_states=ONE_OFF_STATES,
     )
+
+
+@dataclass(frozen=True)
+class OneOffMails:
+    counts: dict[str, dict[str, int]]  # kind -> state -> number (outbox.counts_since)
+    failures: list[outbox.Failure]
+
+
+def _one_off_mails(session: Session, since: dt.datetime) -> OneOffMails:
+    return OneOffMails(outbox.counts_since(session, since), outbox.latest_failures(session, since))
 
 
 @desk_route
