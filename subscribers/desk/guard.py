@@ -14,7 +14,8 @@ from starlette.responses import RedirectResponse, Response
 from newsletter import accounts
 from newsletter.accounts import SignedIn
 from newsletter.errors import NewsletterError
-from subscribers.context import context_of
+from subscribers.context import context_of, reader_language
+from subscribers.desk import words
 from subscribers.security import CSRF_FIELD
 
 SESSION_COOKIE = "newsletter_desk"
@@ -23,9 +24,6 @@ MAX_UPLOAD_FILES = 50  # an issue and its images
 MAX_FORM_FIELDS = 100
 NOTICE_MAX_AGE_SECONDS = 300
 # The desk's pages: our stylesheet and scripts (live progress), our own frames (the issue preview), no one else's.
-# The desk is written in English (its templates say lang="en"): its dates, numbers and Content-Language
-# follow, whatever language the editor's browser asks the readers' pages for.
-DESK_LANGUAGE = "en"
 DESK_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; "
     "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -135,13 +133,23 @@ def desk_page(
     extra_headers: dict[str, str] | None = None,
     **values: Any,
 ) -> Response:
-    """A desk page with the account shown in its header and a CSRF token for its forms."""
+    """A desk page with the account shown in its header and a CSRF token for its forms, in the editor's
+    language: `?lang=`, else what the browser asks for, else `default_language` (as the readers' pages)."""
     context = context_of(request)
     cookie, token = context.csrf.token_for(request)
     values.setdefault("notice", context.sessions.notice(request))
     headers = {**(extra_headers or {}), "content-security-policy": DESK_POLICY}
+    lang = reader_language(request)
     response = context.pages.response(
-        template, status_code, headers, DESK_LANGUAGE, account=account, csrf_token=token, **values
+        template,
+        status_code,
+        headers,
+        lang,
+        account=account,
+        csrf_token=token,
+        state_names=words.state_names(lang),
+        role_names=words.role_names(lang),
+        **values,
     )
     context.csrf.set_cookie(response, cookie)
     return response

@@ -1,0 +1,37 @@
+"""The desk's names for states and roles, in the editor's language (the database keeps the English keys)."""
+
+from __future__ import annotations
+
+from newsletter import language
+
+N_ = language.N_
+
+# Every state a desk page names, whichever table it is of: subscribers, deliveries and one-off mails, issues.
+STATES = {
+    "pending": N_("pending"),
+    "active": N_("active"),
+    "unsubscribed": N_("unsubscribed"),
+    "bounced": N_("bounced"),
+    "complained": N_("complained"),
+    "sending": N_("sending"),
+    "sent": N_("sent"),
+    "failed": N_("failed"),
+    "skipped": N_("skipped"),
+    "waiting": N_("waiting"),
+    "retrying": N_("retrying"),
+    "draft": N_("draft"),
+    "scheduled": N_("scheduled"),
+    "started": N_("started"),
+    "missed": N_("missed"),
+    "cancelled": N_("cancelled"),
+}
+ROLES = {"editor": N_("editor"), "viewer": N_("viewer")}
+
+
+def state_names(lang: str) -> dict[str, str]:
+    """`{"pending": "待确认", ...}`: a key missing here shows as itself."""
+    return {key: language.gettext(lang, label) for key, label in STATES.items()}
+
+
+def role_names(lang: str) -> dict[str, str]:
+    return {key: language.gettext(lang, label) for key, label in ROLES.items()}
