@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Date, and_, cast, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import ledger, outbox, relays, schedule
+from newsletter import language, ledger, outbox, relays, schedule
 from newsletter.bounces import FeedbackKind
 from newsletter.models import (
     Delivery,
@@ -30,6 +30,7 @@ LAST_ISSUES = 10
 PAST_REFUSAL_HOURS = 24  # a relay that refused us and takes mail again is named this long, as past
 ONE_OFF_DAYS = 7  # one-off mails that failed are named this long after they were stored
 ONE_OFF_PATH = "/admin/deliverability#one-off"
+N_ = language.N_
 
 
 @dataclass(frozen=True)
@@ -158,14 +159,15 @@ def _unsubscribed_after(session: Session, issue_id: int) -> int:
     return int(session.execute(query).scalar_one())
 
 
-def needs_attention(session: Session) -> list[Attention]:
+def needs_attention(session: Session, lang: str) -> list[Attention]:
     """What waits for the editor: a relay refusing us, sends not finished, deliveries that gave up, mail nobody
-    recognised."""
-    found = relay_refusals(session)
+    recognised; said in `lang`."""
+    found = relay_refusals(session, lang)
     for slug, subject in session.execute(
         select(Issue.slug, Issue.subject).where(Issue.status == IssueStatus.SENDING).order_by(Issue.id)
     ):
-        found.append(Attention(f"“{subject}” is still being sent", f"/admin/issues/{slug}"))
+        message = language.gettext(lang, N_("“%(subject)s” is still being sent")) % {"subject": subject}
+        found.append(Attention(message, f"/admin/issues/{slug}"))
     failed = session.execute(
         select(Issue.slug, func.count())
         .join(Delivery, Delivery.issue_id == Issue.id)
@@ -173,19 +175,22 @@ def needs_attention(session: Session) -> list[Attention]:
         .group_by(Issue.slug)
     ).all()
     for slug, number in failed:
-        found.append(
-            Attention(
-                f"{counted(number, 'delivery', 'deliveries')} of {slug} failed for a temporary reason",
-                f"/admin/issues/{slug}",
-            )
+        message = counted(
+            lang,
+            number,
+            N_("%(count)s delivery of %(slug)s failed for a temporary reason"),
+            N_("%(count)s deliveries of %(slug)s failed for a temporary reason"),
+            slug=slug,
         )
+        found.append(Attention(message, f"/admin/issues/{slug}"))
     for waiting in schedule.list_schedules(session):
-        when = f"{waiting.local_due:%Y-%m-%d %H:%M} {waiting.timezone}"
-        found.append(
-            Attention(
-                f"“{waiting.subject}” is scheduled for {when} ({waiting.status})", f"/admin/issues/{waiting.slug}"
-            )
-        )
+        message = language.gettext(lang, N_("“%(subject)s” is scheduled for %(when)s %(zone)s (%(status)s)")) % {
+            "subject": waiting.subject,
+            "when": f"{waiting.local_due:%Y-%m-%d %H:%M}",
+            "zone": waiting.timezone,
+            "status": language.gettext(lang, str(waiting.status)),  # its name is in the desk's table of states
+        }
+        found.append(Attention(message, f"/admin/issues/{waiting.slug}"))
     kept: dict[str, int] = dict(
         session.execute(
             select(UnrecognizedMessage.kind, func.count())
@@ -194,58 +199,98 @@ def needs_attention(session: Session) -> list[Attention]:
         ).all()
     )
     if kept.get("unverified"):
-        reports = counted(kept["unverified"], "report is", "reports are")
-        message = f"{reports} not tied to our mail: apply or dismiss each"
+        message = counted(
+            lang,
+            kept["unverified"],
+            N_("%(count)s report is not tied to our mail: apply or dismiss each"),
+            N_("%(count)s reports are not tied to our mail: apply or dismiss each"),
+        )
         found.append(Attention(message, "/admin/bounces"))
     if kept.get("unrecognized"):
-        messages = counted(kept["unrecognized"], "message", "messages")
-        was = "was" if kept["unrecognized"] == 1 else "were"
-        message = f"{messages} to the bounce address {was} not recognised"
+        message = counted(
+            lang,
+            kept["unrecognized"],
+            N_("%(count)s message to the bounce address was not recognised"),
+            N_("%(count)s messages to the bounce address were not recognised"),
+        )
         found.append(Attention(message, "/admin/bounces"))
-    return found + one_off_trouble(session)
+    return found + one_off_trouble(session, lang)
 
 
-def one_off_trouble(session: Session, now: dt.datetime | None = None) -> list[Attention]:
+# A number of one-off mails of a kind, in English's two forms (the catalog words them once for Chinese).
+MAILS = {
+    "confirmation": (N_("%(count)s confirmation mail"), N_("%(count)s confirmation mails")),
+    "welcome": (N_("%(count)s welcome mail"), N_("%(count)s welcome mails")),
+}
+OTHER_MAILS = (N_("%(count)s %(kind)s mail"), N_("%(count)s %(kind)s mails"))
+
+
+def one_off_trouble(session: Session, lang: str, now: dt.datetime | None = None) -> list[Attention]:
     """Confirmation and welcome mails that nothing sends, or that failed lately: readers who signed up and
-    never got their link."""
+    never got their link; said in `lang`."""
     now = now or utcnow()
     found = []
     for trouble in outbox.trouble(session, now - dt.timedelta(days=ONE_OFF_DAYS), now):
-        mails = f"{trouble.kind} mail", f"{trouble.kind} mails"
+        mails = MAILS.get(trouble.kind, OTHER_MAILS)
         if trouble.untried:
-            minutes = outbox.UNTRIED_ALERT_SECONDS // 60
-            message = (
-                f"{counted(trouble.untried, *mails)} stored over {minutes} minutes ago went to no SMTP server yet: "
-                "nothing sends them (with broker_url set, `newsletter worker` must run)"
-            )
+            message = language.gettext(
+                lang,
+                N_(
+                    "%(mails)s stored over %(minutes)s minutes ago went to no SMTP server yet: "
+                    "nothing sends them (with broker_url set, `newsletter worker` must run)"
+                ),
+            ) % {
+                "mails": counted(lang, trouble.untried, *mails, kind=trouble.kind),
+                "minutes": outbox.UNTRIED_ALERT_SECONDS // 60,
+            }
             found.append(Attention(message, ONE_OFF_PATH))
         if trouble.failed:
-            message = (
-                f"{counted(trouble.failed, *mails)} failed in the last {ONE_OFF_DAYS} days, the last with: "
-                f"{trouble.last_reply}"
-            )
+            message = language.gettext(
+                lang, N_("%(mails)s failed in the last %(days)s days, the last with: %(reply)s")
+            ) % {
+                "mails": counted(lang, trouble.failed, *mails, kind=trouble.kind),
+                "days": ONE_OFF_DAYS,
+                "reply": trouble.last_reply,
+            }
             found.append(Attention(message, ONE_OFF_PATH))
     return found
 
 
-def counted(number: int, one: str, many: str) -> str:
-    """`1 report`, `2 reports`: the desk speaks English, whose plural needs no catalog."""
-    return f"{number:,} {one if number == 1 else many}"
+def counted(lang: str, number: int, one: str, many: str, **values: object) -> str:
+    """`1 report`, `2 reports`: `one` or `many` (messages with `%(count)s`) by the English plural, in `lang`
+    (Chinese words both alike), with `values` and the number put in."""
+    return language.gettext(lang, one if number == 1 else many) % {**values, "count": f"{number:,}"}
 
 
-def relay_refusals(session: Session) -> list[Attention]:
-    """A relay that refuses our session, from whichever process sent; one that took mail again lately, as past."""
+def relay_refusals(session: Session, lang: str) -> list[Attention]:
+    """A relay that refuses our session, from whichever process sent; one that took mail again lately, as past;
+    said in `lang`."""
     found = []
     for refusal in relays.refusals(session, utcnow() - dt.timedelta(hours=PAST_REFUSAL_HOURS)):
         since = f"{refusal.first_at:%Y-%m-%d %H:%M} UTC"
         if refusal.cleared_at is None:
-            tries = f"{counted(refusal.attempts, 'try', 'tries')} since {since}"
-            message = f"The relay {refusal.relay} refuses our session ({tries}): {refusal.reply}"
-        else:
-            message = (
-                f"Past: the relay {refusal.relay} refused our session from {since} until mail went out again "
-                f"at {refusal.cleared_at:%Y-%m-%d %H:%M} UTC: {refusal.reply}"
+            message = counted(
+                lang,
+                refusal.attempts,
+                N_("The relay %(relay)s refuses our session (%(count)s try since %(since)s): %(reply)s"),
+                N_("The relay %(relay)s refuses our session (%(count)s tries since %(since)s): %(reply)s"),
+                relay=refusal.relay,
+                since=since,
+                reply=refusal.reply,
             )
+        else:
+            message = language.gettext(
+                lang,
+                N_(
+                    "Past: the relay %(relay)s refused our session from %(since)s until mail went out again "
+                    "at %(until)s: %(reply)s"
+                ),
+            ) % {
+                "relay": refusal.relay,
+                "since": since,
+                "until": f"{refusal.cleared_at:%Y-%m-%d %H:%M} UTC",
+                "reply": refusal.reply,
+            }
         found.append(Attention(message, "/admin/deliverability"))
     return found
 

@@ -130,7 +130,8 @@ def error_page(
     if is_desk_path(path):
         from subscribers.desk.guard import desk_page  # the desk's pages build on this module
 
-        return desk_page(request, account, "desk/error.html", status, headers, status=status, message=sentence(message))
+        message = gettext(request, sentence(message))
+        return desk_page(request, account, "desk/error.html", status, headers, status=status, message=message)
     return page(request, "error.html", status, headers, status=status, message=gettext(request, sentence(message)))
 
 

@@ -42,7 +42,7 @@ def test_published_records_pass(dkim_settings: Settings) -> None:
         ("example.org", "MX"): ["10 mx.example.org."],
     }
     with running_dns(records) as resolver:
-        checks = deliverability.checklist(dkim_settings, resolver)
+        checks = deliverability.checklist(dkim_settings, "en", resolver)
     assert verdicts(checks) == {"SPF": "ok", "DKIM": "ok", "DMARC": "ok", "Bounce MX": "ok"}
 
 
@@ -52,7 +52,7 @@ def test_missing_and_wrong_records_are_named(dkim_settings: Settings) -> None:
         ("news._domainkey.example.org", "TXT"): ['"v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAold"'],
     }
     with running_dns(records) as resolver:
-        checks = deliverability.checklist(dkim_settings, resolver)
+        checks = deliverability.checklist(dkim_settings, "en", resolver)
     assert verdicts(checks) == {"SPF": "missing", "DKIM": "wrong", "DMARC": "missing", "Bounce MX": "missing"}
 
 
@@ -61,12 +61,13 @@ def test_offline_says_cannot_check(settings: Settings) -> None:
     resolver.nameservers = ["127.0.0.1"]
     resolver.port = 9  # discard: nothing answers
     resolver.lifetime = 0.5
-    checks = deliverability.checklist(settings, resolver)
+    checks = deliverability.checklist(settings, "en", resolver)
     assert verdicts(checks)["SPF"] == "cannot check" and verdicts(checks)["DMARC"] == "cannot check"
 
 
 def test_secrets_are_masked(dkim_settings: Settings) -> None:
-    shown = dict(deliverability.settings_in_effect(dkim_settings.replace(database_url="postgresql://u:pw@db/news")))
+    with_password = dkim_settings.replace(database_url="postgresql://u:pw@db/news")
+    shown = dict(deliverability.settings_in_effect(with_password, "en"))
     assert shown["smtp_password"] == deliverability.MASK and shown["secret_key"] == deliverability.MASK
     assert shown["imap_password"] == "(not set)"
     assert shown["database_url"] == f"postgresql://u:{deliverability.MASK}@db/news"

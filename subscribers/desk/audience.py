@@ -7,15 +7,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter import tags, topics
+from newsletter import language, tags, topics
 from newsletter.accounts import SignedIn
-from newsletter.overview import counted
-from subscribers.context import context_of
+from subscribers.context import context_of, gettext
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
 from subscribers.desk.readers import DESK_SOURCE
 from subscribers.fields import BadInput, refuse_line_breaks
 
 BASE = f"{DESK_PATH}/audience"
+N_ = language.N_
 
 
 def _lists(session: Session) -> tuple[list[tuple[topics.TopicView, int]], list[tuple[str, int]]]:
@@ -55,7 +55,8 @@ async def define_topic(request: Request, account: SignedIn) -> Response:
         )
     except (BadInput, topics.InvalidTopic) as error:
         return await _page(request, account, str(error), form)
-    return back_to(request, BASE, f"Topic {topic.key} is “{topic.name}”.")
+    notice = gettext(request, N_("Topic %(key)s is “%(name)s”.")) % {"key": topic.key, "name": topic.name}
+    return back_to(request, BASE, notice)
 
 
 @desk_route
@@ -64,7 +65,8 @@ async def remove_topic(request: Request, account: SignedIn) -> Response:
     await context_of(request).run(
         lambda session: topics.remove_topic(session, key, source=DESK_SOURCE, actor=account.email)
     )
-    return back_to(request, BASE, f"Topic {key} removed, with every reader's choice of it.")
+    notice = gettext(request, N_("Topic %(key)s removed, with every reader's choice of it.")) % {"key": key}
+    return back_to(request, BASE, notice)
 
 
 @desk_route
@@ -76,7 +78,12 @@ async def remove_tag(request: Request, account: SignedIn) -> Response:
         )
     except tags.InvalidTag as error:
         return await _page(request, account, str(error))
-    return back_to(request, BASE, f"Tag {tag} taken off {counted(carrying, 'subscriber', 'subscribers')}.")
+    # English has a plural, Chinese none: both messages have the same translation.
+    if carrying == 1:
+        message = N_("Tag %(tag)s taken off %(count)s subscriber.")
+    else:
+        message = N_("Tag %(tag)s taken off %(count)s subscribers.")
+    return back_to(request, BASE, gettext(request, message) % {"tag": tag, "count": f"{carrying:,}"})
 
 
 routes = [

@@ -148,6 +148,7 @@ def desk_page(
         account=account,
         csrf_token=token,
         state_names=words.state_names(lang),
+        delivery_state_names=words.delivery_state_names(lang),
         role_names=words.role_names(lang),
         **values,
     )

@@ -14,16 +14,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from newsletter import campaign, drafts, ledger, overview, schedule, segments
+from newsletter import campaign, drafts, language, ledger, overview, schedule, segments
 from newsletter.accounts import SignedIn
 from newsletter.addresses import normalize_address
 from newsletter.errors import InvalidAddress, IssueFormatError, NewsletterError
 from newsletter.ledger import IssueChanged
 from newsletter.models import DeliveryStatus, IssueStatus
 from newsletter.segments import Segment
-from subscribers.context import context_of
+from subscribers.context import context_of, gettext
 from subscribers.desk import charts
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted
+from subscribers.desk.sending import SendRunning
 
 BASE = f"{DESK_PATH}/issues"
 PREVIEW_WIDTHS_PX = (375, 600)
@@ -34,6 +35,7 @@ PREVIEW_POLICY = (
     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
 )
 _DARK_QUERY = re.compile(r"\(\s*prefers-color-scheme\s*:\s*dark\s*\)")
+N_ = language.N_
 
 
 @desk_route
@@ -62,17 +64,18 @@ async def save(request: Request, account: SignedIn) -> Response:
             if isinstance(item, UploadFile) and item.filename:
                 images[item.filename] = await item.read()
         if not text.strip():
-            raise IssueFormatError("paste the issue's Markdown or choose its file")
+            raise IssueFormatError(gettext(request, N_("paste the issue's Markdown or choose its file")))
         issue = await context_of(request).run(
             lambda session: drafts.store_draft(
                 session, context_of(request).settings, text, images, subject=subject, actor=account.email
             )
         )
     except UnicodeDecodeError:
-        return _new_again(request, account, "the file is not UTF-8 text", text, subject)
+        return _new_again(request, account, gettext(request, N_("the file is not UTF-8 text")), text, subject)
     except (IssueFormatError, IssueChanged) as error:
         return _new_again(request, account, str(error), text, subject)
-    return back_to(request, f"{BASE}/{issue.slug}", "Saved as a draft: check it below, then send a test.")
+    notice = gettext(request, N_("Saved as a draft: check it below, then send a test."))
+    return back_to(request, f"{BASE}/{issue.slug}", notice)
 
 
 def _new_again(request: Request, account: SignedIn, error: str, source: str, subject: str | None) -> Response:
@@ -97,10 +100,10 @@ def _issue_page(session: Session, request: Request, slug: str) -> dict[str, Any]
     if per_minute:
         labels = [at.strftime("%H:%M") for at, _count in per_minute]
         chart = charts.bar_chart(
-            "Messages accepted per minute",
+            gettext(request, N_("Messages accepted per minute")),
             labels,
             [[count for _at, count in per_minute]],
-            ("sent",),
+            (gettext(request, N_("sent")),),
             every=max(len(labels) // 10, 1),
         )
     return {
@@ -126,7 +129,7 @@ async def issue_page(request: Request, account: SignedIn) -> Response:
         section="issues",
         widths=PREVIEW_WIDTHS_PX,
         running=context.sends.running(issue_id),
-        problem=context.sends.problem(issue_id),
+        problem=_problem(request, context.sends.problem(issue_id)),
         waiting=context.sends.waiting(issue_id),
         test_result=None,
         **values,
@@ -153,7 +156,8 @@ async def send_test(request: Request, account: SignedIn) -> Response:
     try:
         normalize_address(address)
     except InvalidAddress as error:
-        return await _page_with_test(request, account, slug, f"Not sent: {error.reason}", False)
+        not_sent = gettext(request, N_("Not sent: %(reason)s")) % {"reason": error.reason}
+        return await _page_with_test(request, account, slug, not_sent, False)
     context.settings.require("from_address", "postal_address")
 
     def _rendered(session: Session) -> Any:
@@ -162,7 +166,13 @@ async def send_test(request: Request, account: SignedIn) -> Response:
     rendered = await context.run(_rendered)
     outcomes = await run_in_threadpool(campaign.send_test, context.settings, rendered, [address])
     outcome = outcomes[0]
-    message = f"Test sent to {outcome.address}: {outcome.reply}" if outcome.accepted else f"Refused: {outcome.reply}"
+    if outcome.accepted:
+        message = gettext(request, N_("Test sent to %(address)s: %(reply)s")) % {
+            "address": outcome.address,
+            "reply": outcome.reply,
+        }
+    else:
+        message = gettext(request, N_("Refused: %(reply)s")) % {"reply": outcome.reply}
     return await _page_with_test(request, account, slug, message, outcome.accepted)
 
 
@@ -178,7 +188,7 @@ async def _page_with_test(request: Request, account: SignedIn, slug: str, messag
         section="issues",
         widths=PREVIEW_WIDTHS_PX,
         running=context.sends.running(issue_id),
-        problem=context.sends.problem(issue_id),
+        problem=_problem(request, context.sends.problem(issue_id)),
         waiting=context.sends.waiting(issue_id),
         test_result={"message": message, "ok": ok},
         **values,
@@ -240,7 +250,7 @@ async def send(request: Request, account: SignedIn) -> Response:
     what = f"send to {segment.describe()}"
     issue_id = await context.run(drafts.record_send, slug, what, account.email)
     await _start(request, issue_id, retry=False)
-    return back_to(request, f"{BASE}/{slug}", "Sending: this page follows it.")
+    return back_to(request, f"{BASE}/{slug}", gettext(request, N_("Sending: this page follows it.")))
 
 
 @desk_route
@@ -249,11 +259,21 @@ async def retry(request: Request, account: SignedIn) -> Response:
     slug = request.path_params["slug"]
     issue_id = await context.run(drafts.record_send, slug, "retry", account.email)
     await _start(request, issue_id, retry=True)
-    return back_to(request, f"{BASE}/{slug}", "The deliveries that failed for a temporary reason go out again.")
+    notice = gettext(request, N_("The deliveries that failed for a temporary reason go out again."))
+    return back_to(request, f"{BASE}/{slug}", notice)
 
 
 async def _start(request: Request, issue_id: int, retry: bool) -> None:
-    await run_in_threadpool(context_of(request).sends.start, issue_id, retry)
+    try:
+        await run_in_threadpool(context_of(request).sends.start, issue_id, retry)
+    except SendRunning as error:  # sending.py words it in English: the editor reads it in the page's language
+        raise SendRunning(gettext(request, str(error))) from error
+
+
+def _problem(request: Request, problem: str) -> str:
+    """Why the last send stopped, in the editor's language where the words are the desk's own (see sending.py);
+    a relay's or the core's words stay as they are."""
+    return gettext(request, problem) if problem else ""
 
 
 @desk_route
@@ -295,7 +315,11 @@ async def schedule_send(request: Request, account: SignedIn) -> Response:
         rendered = ledger.rendered_issue(session, issue.id)
         row = schedule.schedule_send(session, Path(f"{issue.slug}.md"), rendered, due, zone, segment=segment)
         drafts.record_send(session, slug, f"scheduled for {form.get('at', '')} {zone}", account.email)
-        return f"Scheduled (#{row.id}) for {row.due_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}."
+        return gettext(request, N_("Scheduled (#%(id)s) for %(due)s %(zone)s.")) % {
+            "id": row.id,
+            "due": f"{row.due_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M}",
+            "zone": zone,
+        }
 
     try:
         notice = await context.run(_schedule)
@@ -308,7 +332,7 @@ async def schedule_send(request: Request, account: SignedIn) -> Response:
 async def cancel_schedule(request: Request, account: SignedIn) -> Response:
     slug = request.path_params["slug"]
     await context_of(request).run(schedule.cancel, request.path_params["id"])
-    return back_to(request, f"{BASE}/{slug}", "The scheduled send is cancelled.")
+    return back_to(request, f"{BASE}/{slug}", gettext(request, N_("The scheduled send is cancelled.")))
 
 
 routes = [

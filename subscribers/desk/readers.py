@@ -14,22 +14,61 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from newsletter import directory, roster, subscriptions, suppressions
+from newsletter import directory, language, roster, subscriptions, suppressions
 from newsletter.accounts import SignedIn
 from newsletter.errors import ImportFileError, InvalidAddress
 from newsletter.models import SubscriberSource, SubscriberStatus
 from newsletter.subscriptions import SubscriberExists
 from newsletter.topics import InvalidTopic
-from subscribers.context import context_of
+from subscribers.context import context_of, gettext
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted, posted_list
 from subscribers.fields import BadInput, language_of, refuse_line_breaks, search_of, tags_of_text
 
 BASE = f"{DESK_PATH}/subscribers"
 DESK_SOURCE = "desk"
 EXPORT_CHUNK_BYTES = 64 * 1024
+N_ = language.N_
+
+# How the list names its orders, where a reader came from and what their history says happened, in the
+# editor's language (the database and the URLs keep the keys; a key missing here shows as itself).
+SORT_NAMES = {"newest": N_("newest"), "oldest": N_("oldest"), "email": N_("email")}
+SOURCE_NAMES = {
+    "import": N_("import"),
+    "form": N_("form"),
+    "cli": N_("cli"),
+    "api": N_("api"),
+    "desk": N_("desk"),
+    "invite": N_("invite"),
+    "confirm-link": N_("confirm-link"),
+    "unsubscribe-link": N_("unsubscribe-link"),
+    "one-click": N_("one-click"),
+    "preferences-page": N_("preferences-page"),
+    "smtp": N_("smtp"),
+}
+# An event's kind as the history shows it in English: the key with its underscores as spaces.
+EVENT_KINDS = {
+    "created": N_("created"),
+    "status": N_("status"),
+    "confirmation-requested": N_("confirmation-requested"),
+    "preferences": N_("preferences"),
+    "edited": N_("edited"),
+    "forgotten": N_("forgotten"),
+    "reactivated": N_("reactivated"),
+    "hard_bounce": N_("hard bounce"),
+    "soft_bounce": N_("soft bounce"),
+    "sender_side": N_("sender side"),
+    "delay": N_("delay"),
+    "complaint": N_("complaint"),
+    "feedback_report": N_("feedback report"),
+    "unsubscribe_request": N_("unsubscribe request"),
+}
 
 # The encodings the import form offers besides detection (its <select> in templates/web/desk/import.html).
 IMPORT_ENCODINGS = frozenset({"gb18030", "big5", "shift_jis", "cp949", "cp1252"})
+
+
+def _names(request: Request, table: dict[str, str]) -> dict[str, str]:
+    return {key: gettext(request, label) for key, label in table.items()}
 
 
 @desk_route
@@ -40,21 +79,23 @@ async def listing(request: Request, account: SignedIn) -> Response:
     try:
         found = await context_of(request).run(directory.search, wanted, cursor)
     except directory.BadCursor as error:
-        values = {**_listing(params, wanted), "error": str(error)}
+        values = {**_listing(request, params, wanted), "error": str(error)}
         return desk_page(request, account, "desk/subscribers.html", 400, **values)
-    values = _listing(params, wanted)
+    values = _listing(request, params, wanted)
     values["page"] = found
     values["next_params"] = {**{k: v for k, v in params.items() if v and k != "notice"}, "after": found.next_cursor}
     return desk_page(request, account, "desk/subscribers.html", **values)
 
 
-def _listing(params: dict[str, str], wanted: directory.Search) -> dict[str, Any]:
+def _listing(request: Request, params: dict[str, str], wanted: directory.Search) -> dict[str, Any]:
     return {
         "section": "subscribers",
         "params": params,
         "wanted": wanted,
         "statuses": [str(status) for status in SubscriberStatus],
         "sorts": [str(sort) for sort in directory.Sort],
+        "sort_names": _names(request, SORT_NAMES),
+        "source_names": _names(request, SOURCE_NAMES),
         "page": None,
         "next_params": {},
         "error": "",
@@ -86,7 +127,7 @@ async def add(request: Request, account: SignedIn) -> Response:
             email=email,
             name=name,
         )
-    return back_to(request, f"{BASE}/{subscriber}", "Added to the list.")
+    return back_to(request, f"{BASE}/{subscriber}", gettext(request, N_("Added to the list.")))
 
 
 def _add(session: Session, email: str, name: str | None, status: SubscriberStatus, actor: str) -> int:
@@ -112,6 +153,8 @@ async def _record_page(request: Request, account: SignedIn, error: str = "") -> 
         record=found,
         forgotten=subscriptions.is_forgotten(found.subscriber),
         error=error,
+        source_names=_names(request, SOURCE_NAMES),
+        kind_names=_names(request, EVENT_KINDS),
     )
 
 
@@ -140,7 +183,7 @@ async def edit(request: Request, account: SignedIn) -> Response:
         )
     except (BadInput, InvalidTopic) as error:
         return await _record_page(request, account, str(error))
-    return back_to(request, f"{BASE}/{subscriber_id}", "Saved.")
+    return back_to(request, f"{BASE}/{subscriber_id}", gettext(request, N_("Saved.")))
 
 
 @desk_route
@@ -153,7 +196,8 @@ async def unsubscribe(request: Request, account: SignedIn) -> Response:
             subscriptions.unsubscribe(session, subscriber.email, DESK_SOURCE, actor=account.email)
 
     await context_of(request).run(_unsubscribe)
-    return back_to(request, f"{BASE}/{subscriber_id}", "Unsubscribed: no issue goes to this address any more.")
+    notice = gettext(request, N_("Unsubscribed: no issue goes to this address any more."))
+    return back_to(request, f"{BASE}/{subscriber_id}", notice)
 
 
 @desk_route
@@ -171,7 +215,8 @@ async def reactivate(request: Request, account: SignedIn) -> Response:
     except suppressions.ReactivationRefused as error:
         words = str(error).replace("with --reason", "in the box").replace("needs --force", "needs the box ticked")
         return await _record_page(request, account, words)
-    return back_to(request, f"{BASE}/{subscriber_id}", "Active again: the next issue goes to this address.")
+    notice = gettext(request, N_("Active again: the next issue goes to this address."))
+    return back_to(request, f"{BASE}/{subscriber_id}", notice)
 
 
 @desk_route
@@ -193,7 +238,7 @@ async def forget(request: Request, account: SignedIn) -> Response:
             422,
             section="subscribers",
             subscriber=found,
-            error="Type the address exactly as shown to confirm.",
+            error=gettext(request, N_("Type the address exactly as shown to confirm.")),
         )
 
     def _forget(session: Session) -> None:
@@ -202,9 +247,8 @@ async def forget(request: Request, account: SignedIn) -> Response:
             subscriptions.forget(session, subscriber.email, DESK_SOURCE, actor=account.email)
 
     await context_of(request).run(_forget)
-    return back_to(
-        request, f"{BASE}/{subscriber_id}", "Erased: only an anonymous row is left, so the counts stay true."
-    )
+    notice = gettext(request, N_("Erased: only an anonymous row is left, so the counts stay true."))
+    return back_to(request, f"{BASE}/{subscriber_id}", notice)
 
 
 @desk_route
@@ -227,7 +271,7 @@ async def import_upload(request: Request, account: SignedIn) -> Response:
             422,
             section="subscribers",
             report=None,
-            error="Choose a CSV file to upload.",
+            error=gettext(request, N_("Choose a CSV file to upload.")),
             filename="",
         )
     filename = Path(upload.filename).name[:200]

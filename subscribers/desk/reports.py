@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter import deliverability, inbound, outbox, overview, suppressions
+from newsletter import deliverability, inbound, language, outbox, overview, suppressions
 from newsletter.accounts import SignedIn
 from newsletter.models import utcnow
-from subscribers.context import context_of
+from subscribers.context import context_of, gettext, reader_language
 from subscribers.desk import charts
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route
 
@@ -22,6 +22,15 @@ PERIODS_DAYS = (7, 30, 90, 365)
 # The columns of the one-off mails' table, as outbox.counts_since names the states.
 ONE_OFF_STATES = ("sent", "waiting", "retrying", "sending", "failed", "bounced")
 CHART_ROWS = 12
+N_ = language.N_
+# How the pages name a kind of one-off mail (outbox kinds) and of mail kept for the editor, in the editor's
+# language (a kind missing here shows as itself).
+MAIL_KINDS = {"confirmation": N_("confirmation"), "welcome": N_("welcome")}
+KEPT_KINDS = {"unverified": N_("unverified"), "unrecognized": N_("unrecognized")}
+
+
+def _names(request: Request, table: dict[str, str]) -> dict[str, str]:
+    return {key: gettext(request, label) for key, label in table.items()}
 
 
 @dataclass(frozen=True)
@@ -61,13 +70,15 @@ async def bounce_page(request: Request, account: SignedIn) -> Response:
         periods=PERIODS_DAYS,
         by_reason=by_reason,
         by_domain=by_domain,
+        kept_kinds=_names(request, KEPT_KINDS),
     )
 
 
 @desk_route
 async def deliverability_page(request: Request, account: SignedIn) -> Response:
     context = context_of(request)
-    checks = await run_in_threadpool(deliverability.checklist, context.settings)
+    lang = reader_language(request)
+    checks = await run_in_threadpool(deliverability.checklist, context.settings, lang)
     one_off = await context.run(_one_off_mails, utcnow() - dt.timedelta(days=overview.ONE_OFF_DAYS))
     return desk_page(
         request,
@@ -75,10 +86,12 @@ async def deliverability_page(request: Request, account: SignedIn) -> Response:
         "desk/deliverability.html",
         section="deliverability",
         checks=checks,
-        settings_shown=deliverability.settings_in_effect(context.settings),
+        verdict_names=deliverability.verdict_names(lang),
+        settings_shown=deliverability.settings_in_effect(context.settings, lang),
         one_off=one_off,
         one_off_days=overview.ONE_OFF_DAYS,
         one_off_states=ONE_OFF_STATES,
+        mail_kinds=_names(request, MAIL_KINDS),
     )
 
 
@@ -97,14 +110,19 @@ async def apply_kept(request: Request, account: SignedIn) -> Response:
     context = context_of(request)
     kept_id = request.path_params["id"]
     tally = await context.run(inbound.apply_kept, context.settings, kept_id)
-    return back_to(request, f"{DESK_PATH}/bounces", f"Report #{kept_id} applied: {tally.recorded} recorded.")
+    notice = gettext(request, N_("Report #%(id)s applied: %(count)s recorded.")) % {
+        "id": kept_id,
+        "count": tally.recorded,
+    }
+    return back_to(request, f"{DESK_PATH}/bounces", notice)
 
 
 @desk_route
 async def dismiss_kept(request: Request, account: SignedIn) -> Response:
     kept_id = request.path_params["id"]
     await context_of(request).run(inbound.dismiss_kept, kept_id, account.email)
-    return back_to(request, f"{DESK_PATH}/bounces", f"Message #{kept_id} dismissed: nothing was changed.")
+    notice = gettext(request, N_("Message #%(id)s dismissed: nothing was changed.")) % {"id": kept_id}
+    return back_to(request, f"{DESK_PATH}/bounces", notice)
 
 
 routes = [

@@ -7,13 +7,14 @@ import threading
 
 from sqlalchemy import Engine
 
-from newsletter import campaign, database, ledger
+from newsletter import campaign, database, language, ledger
 from newsletter.errors import NewsletterError
 from newsletter.models import Issue
 from newsletter.queue import Queue
 from newsletter.settings import Settings
 
 log = logging.getLogger("subscribers")
+N_ = language.N_
 
 
 class SendRunning(NewsletterError):
@@ -60,7 +61,8 @@ class Sends:
         """
         with self._lock:
             if self.running(issue_id):
-                raise SendRunning("this issue is being sent already: its progress is on this page")
+                # The desk's words: its pages translate them (subscribers/desk/issues.py).
+                raise SendRunning(N_("this issue is being sent already: its progress is on this page"))
             with database.transaction(self.engine) as session:
                 issue = session.get_one(Issue, issue_id)
                 self._slugs[issue_id] = issue.slug
@@ -82,7 +84,7 @@ class Sends:
             self._problems[issue_id] = str(error)
         except Exception as error:  # the thread must say why it stopped, never die silently
             log.error("send of issue %d stopped", issue_id, exc_info=error)
-            self._problems[issue_id] = "the send stopped on an unexpected error; see the server's log"
+            self._problems[issue_id] = N_("the send stopped on an unexpected error; see the server's log")
 
     def join(self, timeout: float) -> None:
         """Wait for the running sends (for tests and for a clean stop)."""

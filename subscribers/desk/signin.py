@@ -6,11 +6,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from newsletter import accounts
+from newsletter import accounts, language
 from newsletter.models import EMAIL_MAX_CHARS
-from subscribers.context import client_ip, context_of, form_fields
+from subscribers.context import client_ip, context_of, form_fields, gettext
 from subscribers.desk.guard import DESK_PATH, desk_page, signed_in_account
 from subscribers.security import CSRF_FIELD
+
+N_ = language.N_
 
 
 def safe_next(target: str | None) -> str:
@@ -43,10 +45,13 @@ async def sign_in(request: Request) -> Response:
     next_path = safe_next(form.get("next"))
     try:
         account = await context.run(accounts.sign_in, context.settings.secret_key, email, password, client_ip(request))
-    except accounts.TooManySignIns as error:
-        return _form(request, 429, f"{str(error)[:1].upper()}{str(error)[1:]}.", email, next_path)
+    except accounts.TooManySignIns:
+        minutes = accounts.SIGN_IN_WINDOW_SECONDS // 60  # as the error says it
+        error = gettext(request, N_("Too many failed sign-ins: wait %(minutes)s minutes and try again."))
+        return _form(request, 429, error % {"minutes": minutes}, email, next_path)
     if account is None:
-        return _form(request, 401, "That address and password do not match an account.", email, next_path)
+        error = gettext(request, N_("That address and password do not match an account."))
+        return _form(request, 401, error, email, next_path)
     response = RedirectResponse(next_path, status_code=303)
     context.sessions.start(response, account)
     return response

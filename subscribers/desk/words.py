@@ -25,12 +25,18 @@ STATES = {
     "missed": N_("missed"),
     "cancelled": N_("cancelled"),
 }
+# A delivery's or a one-off mail's own word where a subscriber's differs: pending is waiting to go, not to confirm.
+DELIVERY_STATES = {**STATES, "pending": N_("to send")}
 ROLES = {"editor": N_("editor"), "viewer": N_("viewer")}
 
 
 def state_names(lang: str) -> dict[str, str]:
     """`{"pending": "待确认", ...}`: a key missing here shows as itself."""
     return {key: language.gettext(lang, label) for key, label in STATES.items()}
+
+
+def delivery_state_names(lang: str) -> dict[str, str]:
+    return {key: language.gettext(lang, label) for key, label in DELIVERY_STATES.items()}
 
 
 def role_names(lang: str) -> dict[str, str]:

@@ -13,6 +13,13 @@
   var samples = [];  // [seconds, sent] pairs, at most the last 120
   var POLL_MS = 1000;
 
+  // The page's words, in its language: data- attributes with {name} where a value goes.
+  function fill(words, values) {
+    return words.replace(/\{(\w+)\}/g, function (whole, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : whole;
+    });
+  }
+
   function draw() {
     var rates = [];
     for (var i = 1; i < samples.length; i++) {
@@ -27,7 +34,7 @@
     });
     line.setAttribute("points", points.join(" "));
     chart.hidden = false;
-    rateText.textContent = Math.round(rates[rates.length - 1]) + " messages per second now, peak " + Math.round(top);
+    rateText.textContent = fill(rateText.dataset.text, { now: Math.round(rates[rates.length - 1]), peak: Math.round(top) });
   }
 
   function poll() {
@@ -41,10 +48,10 @@
           if (cell) { cell.textContent = data.counts[status].toLocaleString(); }
         });
         var share = data.total ? Math.floor(100 * data.done / data.total) : 100;
-        text.textContent = data.done.toLocaleString() + " of " + data.total.toLocaleString() + " done (" + share + "%)" +
-          (data.finished ? ": sent." : data.running ? ", sending…" : ".");
+        var words = data.finished ? text.dataset.finished : data.running ? text.dataset.running : text.dataset.stopped;
+        text.textContent = fill(words, { done: data.done.toLocaleString(), total: data.total.toLocaleString(), share: share });
         waiting.hidden = !data.waiting;
-        waiting.textContent = data.waiting ? "Waiting: " + data.waiting : "";
+        waiting.textContent = data.waiting ? fill(waiting.dataset.text, { reason: data.waiting }) : "";
         samples.push([Date.now() / 1000, data.counts.sent]);
         if (samples.length > 120) { samples.shift(); }
         draw();
