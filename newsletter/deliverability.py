@@ -42,7 +42,7 @@ VERDICT_NAMES = {
 
 def verdict_names(lang: str) -> dict[str, str]:
     """`{"ok": "正常", ...}`: each verdict's name in `lang`."""
-    return {str(verdict): language.gettext(lang, label) for verdict, label in VERDICT_NAMES.items()}
+    return language.names(lang, {str(verdict): label for verdict, label in VERDICT_NAMES.items()})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,6 +143,13 @@ def N_(message: str) -> str:  # noqa: N802 (the gettext convention extraction to
 def gettext(language: str, message: str) -> str:
     """`message` in `language` (as it is where the catalog has no translation)."""
     return translations(language).gettext(message)
+
+
+def names(language: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """A table of N_-marked labels (a state, a kind... by its stored key) in `language`; a page shows a key
+    missing from it as itself."""
+    found = translations(language)
+    return {key: found.gettext(label) for key, label in labels.items()}
 
 
 @cache

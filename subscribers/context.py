@@ -127,12 +127,13 @@ def error_page(
     path = request.url.path
     if path == "/api" or path.startswith("/api/"):
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+    said = sentence(message)
+    said = gettext(request, said) if said else said  # gettext("") is the catalog's header
     if is_desk_path(path):
         from subscribers.desk.guard import desk_page  # the desk's pages build on this module
 
-        message = gettext(request, sentence(message))
-        return desk_page(request, account, "desk/error.html", status, headers, status=status, message=message)
-    return page(request, "error.html", status, headers, status=status, message=gettext(request, sentence(message)))
+        return desk_page(request, account, "desk/error.html", status, headers, status=status, message=said)
+    return page(request, "error.html", status, headers, status=status, message=said)
 
 
 def is_desk_path(path: str) -> bool:

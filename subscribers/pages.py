@@ -82,7 +82,6 @@ class Pages:
             extensions=["jinja2.ext.i18n"],
         )
         translations = language.translations(lang)
-        translate = translations.gettext
         environment.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
         environment.globals.update(
             newsletter_name=self.settings.newsletter_name,
@@ -94,9 +93,9 @@ class Pages:
             format_number=lambda value: language.number_text(value, lang),
             format_iso=lambda text: language.datetime_text(dt.datetime.fromisoformat(text), lang),
             format_iso_date=lambda text: language.date_text(dt.date.fromisoformat(text[:10]), lang),
-            status_names={key: translate(label) for key, label in STATUS_LABELS.items()},
-            event_names={key: translate(label) for key, label in EVENT_LABELS.items()},
-            delivery_names={key: translate(label) for key, label in DELIVERY_LABELS.items()},
+            status_names=language.names(lang, STATUS_LABELS),
+            event_names=language.names(lang, EVENT_LABELS),
+            delivery_names=language.names(lang, DELIVERY_LABELS),
             today=dt.date.today,
         )
         return environment

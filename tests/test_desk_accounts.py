@@ -173,6 +173,11 @@ async def test_too_many_failures_answer_429(client: AsyncClient, engine: Engine)
         await sign_in(client, password="not the password")
     answer = await sign_in(client)
     assert answer.status_code == 429
+    minutes = accounts.SIGN_IN_WINDOW_SECONDS // 60
+    assert f"Too many failed sign-ins: wait {minutes} minutes and try again." in answer.text
+    client.headers["accept-language"] = "zh-CN"
+    chinese = await sign_in(client)
+    assert chinese.status_code == 429 and f"登录失败次数过多：请等待 {minutes} 分钟后再试。" in chinese.text
 
 
 async def test_viewer_cannot_post(client: AsyncClient, engine: Engine) -> None:

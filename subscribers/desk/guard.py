@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from newsletter import accounts
+from newsletter import accounts, language
 from newsletter.accounts import SignedIn
 from newsletter.errors import NewsletterError
 from subscribers.context import context_of, reader_language
@@ -147,9 +147,9 @@ def desk_page(
         lang,
         account=account,
         csrf_token=token,
-        state_names=words.state_names(lang),
-        delivery_state_names=words.delivery_state_names(lang),
-        role_names=words.role_names(lang),
+        state_names=language.names(lang, words.STATES),
+        delivery_state_names=language.names(lang, words.DELIVERY_STATES),
+        role_names=language.names(lang, words.ROLES),
         **values,
     )
     context.csrf.set_cookie(response, cookie)

@@ -20,7 +20,7 @@ from newsletter.errors import ImportFileError, InvalidAddress
 from newsletter.models import SubscriberSource, SubscriberStatus
 from newsletter.subscriptions import SubscriberExists
 from newsletter.topics import InvalidTopic
-from subscribers.context import context_of, gettext
+from subscribers.context import context_of, gettext, reader_language
 from subscribers.desk.guard import DESK_PATH, back_to, desk_page, desk_route, posted, posted_list
 from subscribers.fields import BadInput, language_of, refuse_line_breaks, search_of, tags_of_text
 
@@ -67,10 +67,6 @@ EVENT_KINDS = {
 IMPORT_ENCODINGS = frozenset({"gb18030", "big5", "shift_jis", "cp949", "cp1252"})
 
 
-def _names(request: Request, table: dict[str, str]) -> dict[str, str]:
-    return {key: gettext(request, label) for key, label in table.items()}
-
-
 @desk_route
 async def listing(request: Request, account: SignedIn) -> Response:
     params = dict(request.query_params)
@@ -94,8 +90,8 @@ def _listing(request: Request, params: dict[str, str], wanted: directory.Search)
         "wanted": wanted,
         "statuses": [str(status) for status in SubscriberStatus],
         "sorts": [str(sort) for sort in directory.Sort],
-        "sort_names": _names(request, SORT_NAMES),
-        "source_names": _names(request, SOURCE_NAMES),
+        "sort_names": language.names(reader_language(request), SORT_NAMES),
+        "source_names": language.names(reader_language(request), SOURCE_NAMES),
         "page": None,
         "next_params": {},
         "error": "",
@@ -153,8 +149,8 @@ async def _record_page(request: Request, account: SignedIn, error: str = "") -> 
         record=found,
         forgotten=subscriptions.is_forgotten(found.subscriber),
         error=error,
-        source_names=_names(request, SOURCE_NAMES),
-        kind_names=_names(request, EVENT_KINDS),
+        source_names=language.names(reader_language(request), SOURCE_NAMES),
+        kind_names=language.names(reader_language(request), EVENT_KINDS),
     )
 
 

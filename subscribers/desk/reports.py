@@ -29,10 +29,6 @@ MAIL_KINDS = {"confirmation": N_("confirmation"), "welcome": N_("welcome")}
 KEPT_KINDS = {"unverified": N_("unverified"), "unrecognized": N_("unrecognized")}
 
 
-def _names(request: Request, table: dict[str, str]) -> dict[str, str]:
-    return {key: gettext(request, label) for key, label in table.items()}
-
-
 @dataclass(frozen=True)
 class BouncePage:
     report: suppressions.BounceReport
@@ -70,7 +66,7 @@ async def bounce_page(request: Request, account: SignedIn) -> Response:
         periods=PERIODS_DAYS,
         by_reason=by_reason,
         by_domain=by_domain,
-        kept_kinds=_names(request, KEPT_KINDS),
+        kept_kinds=language.names(reader_language(request), KEPT_KINDS),
     )
 
 
@@ -91,7 +87,7 @@ async def deliverability_page(request: Request, account: SignedIn) -> Response:
         one_off=one_off,
         one_off_days=overview.ONE_OFF_DAYS,
         one_off_states=ONE_OFF_STATES,
-        mail_kinds=_names(request, MAIL_KINDS),
+        mail_kinds=language.names(reader_language(request), MAIL_KINDS),
     )
 
 

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from newsletter import accounts, language
 from newsletter.models import EMAIL_MAX_CHARS
-from subscribers.context import client_ip, context_of, form_fields, gettext
+from subscribers.context import client_ip, context_of, form_fields, gettext, sentence
 from subscribers.desk.guard import DESK_PATH, desk_page, signed_in_account
 from subscribers.security import CSRF_FIELD
 
@@ -46,9 +46,9 @@ async def sign_in(request: Request) -> Response:
     try:
         account = await context.run(accounts.sign_in, context.settings.secret_key, email, password, client_ip(request))
     except accounts.TooManySignIns:
-        minutes = accounts.SIGN_IN_WINDOW_SECONDS // 60  # as the error says it
-        error = gettext(request, N_("Too many failed sign-ins: wait %(minutes)s minutes and try again."))
-        return _form(request, 429, error % {"minutes": minutes}, email, next_path)
+        minutes = accounts.SIGN_IN_WINDOW_SECONDS // 60
+        error = sentence(gettext(request, accounts.TOO_MANY_SIGN_INS) % {"minutes": minutes})
+        return _form(request, 429, error, email, next_path)
     if account is None:
         error = gettext(request, N_("That address and password do not match an account."))
         return _form(request, 401, error, email, next_path)

@@ -1,4 +1,4 @@
-"""The desk's names for states and roles, in the editor's language (the database keeps the English keys)."""
+"""The desk's names for states and roles (the database keeps the English keys), for language.names."""
 
 from __future__ import annotations
 
@@ -28,16 +28,3 @@ STATES = {
 # A delivery's or a one-off mail's own word where a subscriber's differs: pending is waiting to go, not to confirm.
 DELIVERY_STATES = {**STATES, "pending": N_("to send")}
 ROLES = {"editor": N_("editor"), "viewer": N_("viewer")}
-
-
-def state_names(lang: str) -> dict[str, str]:
-    """`{"pending": "待确认", ...}`: a key missing here shows as itself."""
-    return {key: language.gettext(lang, label) for key, label in STATES.items()}
-
-
-def delivery_state_names(lang: str) -> dict[str, str]:
-    return {key: language.gettext(lang, label) for key, label in DELIVERY_STATES.items()}
-
-
-def role_names(lang: str) -> dict[str, str]:
-    return {key: language.gettext(lang, label) for key, label in ROLES.items()}
